@@ -1,0 +1,1 @@
+"""Lava-facing exporters (NIR, lava-dl .net, ONNX for host parts)."""

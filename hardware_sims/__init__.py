@@ -1,0 +1,1 @@
+"""Hardware simulators: the fixed-point Loihi simulator and the Lava runner."""

@@ -1,0 +1,28 @@
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def lava_python() -> Path:
+    """The Lava environment's interpreter. In CI its absence is a failure, not a skip: `make test` builds it."""
+    if not LAVA_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{LAVA_PYTHON} is missing: `make setup` should have built it")
+        pytest.skip("the Lava environment is not built (make setup-lava)")
+    return LAVA_PYTHON
+
+
+@pytest.fixture
+def run_cli():
+    """Run the installed `snn2hw` console script; → CompletedProcess with text output."""
+    exe = ROOT / ".venv" / "bin" / "snn2hw"
+
+    def run(*args, cwd=None):
+        return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return run
