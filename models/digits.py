@@ -61,14 +61,16 @@ def emulate_events(images: np.ndarray, timesteps: int = EVENT_TIMESTEPS) -> np.n
     scale = EVENT_SIZE / images.shape[-1]
     for n, img in enumerate(images):
         big = ndimage.zoom(img.astype(np.float64), scale, order=1, mode="nearest")
-        log_i = [np.log(LOG_EPS + np.clip(ndimage.shift(big, s, order=1, mode="constant"), 0, None))
+        log_i = [np.log(LOG_EPS + np.clip(ndimage.shift(big, s, order=1, mode="grid-constant"), 0, None))
                  for s in SACCADE[: timesteps + 1]]
-        ref = log_i[0]
+        # The reference is kept as an integer number of thresholds above the start level, so a pixel that returns
+        # to its start intensity lands exactly on its reference (no drift from summing floats).
+        level = np.zeros_like(big)
         for t in range(timesteps):
-            crossings = np.trunc((log_i[t + 1] - ref) / CONTRAST_THRESHOLD)
+            crossings = np.trunc((log_i[t + 1] - log_i[0]) / CONTRAST_THRESHOLD - level)
             frames[n, t, 0] = np.clip(crossings, 0, None)
             frames[n, t, 1] = np.clip(-crossings, 0, None)
-            ref = ref + crossings * CONTRAST_THRESHOLD
+            level += crossings
     return frames
 
 
