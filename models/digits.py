@@ -5,9 +5,10 @@ Two views of the same images and the same fixed train/test split:
 - `digit_events`: `[N, T, 2, 16, 16]` float32 event counts, a deterministic DVS-style emulation for the TCJA demo model.
 
 The emulation follows how event cameras and the N-MNIST recordings work: the (upsampled) image moves along a small
-saccade path; every pixel keeps a reference log intensity and emits one event of polarity ON (channel 0) or OFF
-(channel 1) each time its log intensity moves a contrast threshold away from the reference, which then moves by one
-threshold. Frames count the events of each pixel and polarity per time step, as SpikingJelly's frame integration does.
+saccade path; every pixel keeps a reference log intensity and emits one event each time its log intensity moves a
+contrast threshold away from the reference, which then moves by one threshold. Channel 0 holds OFF events and
+channel 1 ON events (SpikingJelly's channel = polarity bit, as in DVS128 Gesture). Frames count the events of each
+pixel and polarity per time step, as SpikingJelly's frame integration does.
 """
 from functools import lru_cache
 
@@ -68,8 +69,8 @@ def emulate_events(images: np.ndarray, timesteps: int = EVENT_TIMESTEPS) -> np.n
         level = np.zeros_like(big)
         for t in range(timesteps):
             crossings = np.trunc((log_i[t + 1] - log_i[0]) / CONTRAST_THRESHOLD - level)
-            frames[n, t, 0] = np.clip(crossings, 0, None)
-            frames[n, t, 1] = np.clip(-crossings, 0, None)
+            frames[n, t, 0] = np.clip(-crossings, 0, None)
+            frames[n, t, 1] = np.clip(crossings, 0, None)
             level += crossings
     return frames
 

@@ -65,5 +65,5 @@ def test_events_follow_log_intensity_thresholding():
     # intensity; log(0.1 + 0.5) - log(0.1 + 1) = -0.606, one OFF event at threshold 0.5.
     img = np.ones((1, 8, 8), np.float32)
     ev = digits.emulate_events(img, timesteps=1)
-    assert ev[0, 0, 1, 8, 0] == 1 and ev[0, 0, 0].sum() == 0
-    assert ev[0, 0, 1, 8, 8] == 0  # interior pixels see no change
+    assert ev[0, 0, 0, 8, 0] == 1 and ev[0, 0, 1].sum() == 0  # channel 0 is OFF, as in SpikingJelly
+    assert ev[0, 0, 0, 8, 8] == 0  # interior pixels see no change

@@ -1,0 +1,165 @@
+"""Loading trained checkpoints as the official training scripts saved them, and saving our own.
+
+Accepted layouts: a bare state_dict (GAC), `{'net': sd, ...}` (TCJA), `{'state_dict': sd}`, `{'model': sd}`,
+keys with DataParallel's `module.` prefix, and snn2hw's own `{'snn2hw': {'arch', 'options', ...}, 'state_dict': sd}`,
+which carries its arch so `--arch` is optional. Files are read with `weights_only=True`; a pickled whole module
+is loaded only when the caller says it trusts the file.
+"""
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .models.zoo import ARCHS, build_model
+
+FORMAT_VERSION = 1
+_WRAPPER_KEYS = ("net", "state_dict", "model")
+_SHOWN = 3  # how many key names a mismatch message lists
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    arch: str
+    options: dict  # builder options (num_classes, timesteps, ...) that reproduce the model
+    path: Path
+    notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # what our own checkpoints record (metrics, recipe)
+
+
+def save_checkpoint(path, model: nn.Module, arch: str, options: dict, **meta) -> None:
+    torch.save({"snn2hw": {"format": FORMAT_VERSION, "arch": arch, "options": options, **meta},
+                "state_dict": model.state_dict()}, path)
+
+
+def _read(path: Path, trust_pickle: bool, notes: list[str]):
+    if not path.is_file():
+        raise UserError(f"checkpoint {path}: no such file.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe and not trust_pickle:
+            raise UserError(f"checkpoint {path} contains pickled Python objects ({unsafe.group(1)}), which could run "
+                            "code when loaded; re-save it as a state_dict, or pass --trust-pickle only if you trust "
+                            "where it came from.") from None
+        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
+    except Exception as e:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
+        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _unwrap(obj, path: Path, notes: list[str]) -> tuple[dict, dict]:
+    """→ (state_dict with plain keys, our own metadata or {})."""
+    meta = {}
+    if isinstance(obj, nn.Module):
+        notes.append(f"loaded a pickled {type(obj).__name__} from {path} because --trust-pickle was given")
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and isinstance(obj.get("snn2hw"), dict):
+        meta = obj["snn2hw"]
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                notes.append(f"loaded a pickled {type(inner).__name__} from {path} because --trust-pickle was given")
+                inner = inner.state_dict()
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in obj.items())):
+        raise UserError(f"checkpoint {path} holds no state_dict (expected a dict of tensors, or one under "
+                        f"{', '.join(repr(k) for k in _WRAPPER_KEYS)}).")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+        notes.append("stripped the DataParallel 'module.' prefix")
+    return obj, meta
+
+
+def _mismatch(model: nn.Module, sd: dict) -> tuple[list, list, list]:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shaped = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in sd and sd[k].shape != v.shape]
+    return missing, unexpected, shaped
+
+
+def _fit(arch: str, sd: dict) -> float:
+    """Fraction of the arch's keys that the state_dict has with the right shape (built on meta: no allocation)."""
+    expected = build_model(arch, device="meta").state_dict()
+    hits = sum(1 for k, v in expected.items() if k in sd and sd[k].shape == v.shape)
+    return hits / max(len(expected), len(sd))
+
+
+def best_fitting_arch(sd: dict) -> tuple[str, float]:
+    scores = {name: _fit(name, sd) for name in ARCHS}
+    best = max(scores, key=scores.get)
+    return best, scores[best]
+
+
+def _infer_num_classes(arch: str, sd: dict) -> int | None:
+    """If only the classifier's output size differs from the arch default, the class count that fits it."""
+    default = ARCHS[arch].num_classes
+    _, _, shaped = _mismatch(build_model(arch, device="meta"), sd)
+    if not shaped:
+        return None
+    if any(got[1:] != want[1:] for _, got, want in shaped):
+        return None
+    ratios = {got[0] * default / want[0] for _, got, want in shaped}
+    if len(ratios) == 1:
+        n = ratios.pop()
+        return int(n) if n == int(n) and n > 0 else None
+    return None
+
+
+def _describe(path: Path, arch: str, missing, unexpected, shaped) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({', '.join(missing[:_SHOWN])}{', …' if len(missing) > _SHOWN else ''})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:_SHOWN])}"
+                     f"{', …' if len(unexpected) > _SHOWN else ''})")
+    if shaped:
+        parts.append(f"{len(shaped)} mis-shaped ({', '.join(f'{k} {g} vs {w}' for k, g, w in shaped[:_SHOWN])}"
+                     f"{', …' if len(shaped) > _SHOWN else ''})")
+    return f"checkpoint {path} does not fit arch {arch}: " + "; ".join(parts)
+
+
+def load_checkpoint(path, arch: str | None = None, num_classes: int | None = None,
+                    trust_pickle: bool = False) -> Loaded:
+    path = Path(path)
+    notes: list[str] = []
+    sd, meta = _unwrap(_read(path, trust_pickle, notes), path, notes)
+    options = dict(meta.get("options", {}))
+    if arch is None:
+        arch = meta.get("arch")
+    if arch is None:
+        best, score = best_fitting_arch(sd)
+        raise UserError(f"checkpoint {path} does not say its architecture: pass --arch (best fit: {best}, "
+                        f"{score:.0%} of its keys match).")
+    if arch not in ARCHS:
+        raise UserError(f"unknown --arch {arch!r}; known: {', '.join(ARCHS)}.")
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    elif "num_classes" not in options:
+        inferred = _infer_num_classes(arch, sd)
+        if inferred is not None:
+            options["num_classes"] = inferred
+            notes.append(f"inferred --num-classes {inferred} from the classifier's shape")
+    model = build_model(arch, **options)
+    missing, unexpected, shaped = _mismatch(model, sd)
+    if missing or unexpected or shaped:
+        best, score = best_fitting_arch(sd)
+        hint = f" (best fit: {best}, {score:.0%} of keys match)" if best != arch else ""
+        raise UserError(_describe(path, arch, missing, unexpected, shaped) + hint + ".")
+    model.load_state_dict(sd, strict=True)
+    return Loaded(model.eval(), arch, options, path, notes, meta)

@@ -1,0 +1,107 @@
+"""`snn2hw inspect`: what a model is made of and which of its ops are spike-driven.
+
+This is a first, structural classification run on the meta device (no weights touched, any model size): it follows
+the order in which layers run and what kind of values each produces (analog, event counts, binary or graded
+spikes). The compiler's partition pass decides the real host/chip cut from the traced graph.
+"""
+import copy
+from collections import Counter
+
+import torch
+from torch import nn
+
+from .activity import NEURONS
+from .models.zoo import get_arch
+
+SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
+
+
+def _is_host_module(m: nn.Module) -> bool:
+    """Attention blocks (GAC's TA/SCA, TCJA) declare `non_causal = True`: they mix all time steps."""
+    return getattr(type(m), "non_causal", False)
+
+
+def _units(model: nn.Module):
+    """Leaf modules, with each non-causal attention block taken whole."""
+    skip = set()
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in skip):
+            continue
+        if _is_host_module(m):
+            skip.add(name)
+            yield name, m
+        elif not list(m.children()):
+            yield name, m
+
+
+def neuron_convention(m: nn.Module) -> str:
+    if type(m).__name__ == "SpikingJellyLIF":
+        return f"SpikingJelly LIF: v += (x - v)/{m.tau:g}; spike if v >= {m.v_threshold:g}; hard reset to 0"
+    return f"LIF: v = {m.decay:g}*v + x; spike if v > {m.threshold:g}; hard reset to 0"
+
+
+def _classify(m: nn.Module, kind: str, prev_place: str) -> tuple[str, str, str]:
+    """→ (runs_on, why, kind of its output) given the kind of value it receives."""
+    if isinstance(m, NEURONS):
+        return "chip", "LIF neuron", "binary"
+    if _is_host_module(m):
+        return "host", "attention gate: needs all T steps (non-causal), output graded", "graded"
+    if isinstance(m, SYNAPSES):
+        if kind == "analog":
+            return "host", "synapse on analog values (not spike-driven)", "analog"
+        return "chip", f"synapse on {kind} spikes", "analog"
+    if isinstance(m, NORMS):
+        return prev_place, "folds into the preceding synapse", "analog"
+    if isinstance(m, (nn.MaxPool2d, nn.MaxPool1d)) and kind == "binary":
+        return "chip", "max-pool over binary spikes = OR (sum-pool + fire on >= 1)", "binary"
+    if isinstance(m, nn.AvgPool1d):
+        return "host", "voting average (readout)", "analog"
+    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)) and kind in ("binary", "graded"):
+        return "chip", "average-pool over spikes folds into the next synapse", "graded"
+    if isinstance(m, PASS_THROUGH):
+        return prev_place, "reshapes or passes values through", kind
+    return "host", f"{type(m).__name__} on {kind} values", "analog"
+
+
+def describe(model: nn.Module, arch: str) -> dict:
+    spec = get_arch(arch)
+    meta_model = copy.deepcopy(model).to("meta")
+    units = list(_units(meta_model))
+    calls, shapes = [], {}
+
+    def hook(name):
+        def record(_, __, y):
+            calls.append(name)
+            shapes.setdefault(name, list(y.shape) if isinstance(y, torch.Tensor) else None)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in units]
+    try:
+        with torch.no_grad():
+            meta_model(torch.zeros((1, *model.input_shape), device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+
+    modules = dict(units)
+    kind = "event-count" if spec.family == "tcja" else "analog"  # TCJA reads event frames, GAC reads pixels
+    place = "host"
+    rows, seen = [], set()
+    for name in calls:
+        m = modules[name]
+        place, why, kind = _classify(m, kind, place)
+        if name in seen:
+            continue
+        seen.add(name)
+        rows.append({"name": name, "type": type(m).__name__, "output_shape": shapes[name],
+                     "params": sum(p.numel() for p in model.get_submodule(name).parameters()),
+                     "runs_on": place, "why": why})
+    conventions = Counter(neuron_convention(m) for m in model.modules() if isinstance(m, NEURONS))
+    return {"arch": arch, "source": spec.source, "parameters": sum(p.numel() for p in model.parameters()),
+            "timesteps": getattr(model, "timesteps", None), "input_shape": list(model.input_shape),
+            "layers": rows,
+            "neuron_conventions": [{"convention": c, "count": n} for c, n in conventions.items()],
+            "ops": {"chip": sum(r["runs_on"] == "chip" for r in rows),
+                    "host": sum(r["runs_on"] == "host" for r in rows)}}

@@ -1,0 +1,120 @@
+"""Checkpoint loading in every layout the official training scripts (and we) save."""
+import torch
+import pytest
+
+from snn2hw.checkpoint import load_checkpoint, save_checkpoint
+from snn2hw.errors import UserError
+from snn2hw.models.zoo import build_model
+
+
+@pytest.fixture(scope="module")
+def gac_sd():
+    torch.manual_seed(1)
+    model = build_model("gac-msresnet-tiny")
+    for m in model.modules():  # non-default BN statistics, so a load that drops them would be caught
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return model.state_dict()
+
+
+def _same(model, sd):
+    got = model.state_dict()
+    return got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: sd,
+    lambda sd: {"net": sd, "optimizer": {"state": {}}, "epoch": 7, "max_test_acc": 0.91},  # TCJA
+    lambda sd: {"state_dict": sd, "epoch": 3},
+    lambda sd: {"model": sd},
+    lambda sd: {"module." + k: v for k, v in sd.items()},  # DataParallel
+    lambda sd: {"net": {"module." + k: v for k, v in sd.items()}},
+], ids=["bare", "tcja-net", "state_dict", "model", "module-prefix", "net-module-prefix"])
+def test_official_layouts_load_exactly(tmp_path, gac_sd, wrap):
+    path = tmp_path / "ckpt.pt"
+    torch.save(wrap(gac_sd), path)
+    loaded = load_checkpoint(path, arch="gac-msresnet-tiny")
+    assert _same(loaded.model, gac_sd) and not loaded.model.training
+
+
+def test_own_checkpoint_needs_no_arch(tmp_path):
+    model = build_model("tcja-tiny", num_classes=4)
+    save_checkpoint(tmp_path / "c.pt", model, "tcja-tiny", {"num_classes": 4}, metrics={"test_accuracy": 0.5})
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded.arch == "tcja-tiny" and loaded.options == {"num_classes": 4}
+    assert _same(loaded.model, model.state_dict()) and loaded.meta["metrics"]["test_accuracy"] == 0.5
+
+
+def test_class_count_is_inferred_from_the_classifier(tmp_path, gac_sd):
+    sd = build_model("gac-msresnet-tiny", num_classes=7).state_dict()
+    torch.save(sd, tmp_path / "c.pt")
+    loaded = load_checkpoint(tmp_path / "c.pt", arch="gac-msresnet-tiny")
+    assert loaded.options["num_classes"] == 7 and any("num-classes 7" in n for n in loaded.notes)
+
+
+def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path, gac_sd):
+    sd = dict(gac_sd)
+    first, second = list(sd)[:2]
+    del sd[first]
+    sd["extra.weight"] = torch.zeros(3)
+    sd[second] = torch.zeros(1, 2, 3)
+    torch.save(sd, tmp_path / "c.pt")
+    with pytest.raises(UserError) as e:
+        load_checkpoint(tmp_path / "c.pt", arch="gac-msresnet-tiny")
+    msg = str(e.value)
+    assert "1 missing keys" in msg and first in msg and "extra.weight" in msg and second in msg
+    assert "\n" not in msg
+
+
+def test_wrong_arch_names_the_best_fit(tmp_path, gac_sd):
+    torch.save(gac_sd, tmp_path / "c.pt")
+    with pytest.raises(UserError, match="best fit: gac-msresnet-tiny"):
+        load_checkpoint(tmp_path / "c.pt", arch="tcja-tiny")
+    with pytest.raises(UserError, match="pass --arch .best fit: gac-msresnet-tiny, 100%"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+class _Payload:
+    """Unpickling this creates a file: the proof that a checkpoint ran code."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickled_code_is_refused_unless_trusted(tmp_path, gac_sd):
+    target = tmp_path / "pwned"
+    torch.save({"net": gac_sd, "extra": _Payload(str(target))}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="--trust-pickle"):
+        load_checkpoint(tmp_path / "evil.pt", arch="gac-msresnet-tiny")
+    assert not target.exists()
+
+
+def test_a_whole_module_loads_only_with_trust(tmp_path, gac_sd):
+    model = build_model("gac-msresnet-tiny")
+    model.load_state_dict(gac_sd)
+    torch.save(model, tmp_path / "module.pt")
+    with pytest.raises(UserError, match="pickled Python objects"):
+        load_checkpoint(tmp_path / "module.pt", arch="gac-msresnet-tiny")
+    loaded = load_checkpoint(tmp_path / "module.pt", arch="gac-msresnet-tiny", trust_pickle=True)
+    assert _same(loaded.model, gac_sd) and any("--trust-pickle" in n for n in loaded.notes)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None], ids=["empty", "garbage", "truncated"])
+def test_unreadable_files_give_one_sentence(tmp_path, gac_sd, content):
+    path = tmp_path / "bad.pt"
+    if content is None:
+        torch.save(gac_sd, path)
+        content = path.read_bytes()[:2000]
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="not a readable PyTorch file"):
+        load_checkpoint(path, arch="gac-msresnet-tiny")
+
+
+def test_no_state_dict_inside(tmp_path):
+    torch.save({"epoch": 3, "acc": 0.5}, tmp_path / "c.pt")
+    with pytest.raises(UserError, match="holds no state_dict"):
+        load_checkpoint(tmp_path / "c.pt", arch="gac-msresnet-tiny")
