@@ -19,7 +19,7 @@ def run_model(model: nn.Module, x: np.ndarray, batch_size: int = 32, progress=No
     Counts sum a layer's spikes over all neurons of each sample and time step.
     """
     layers = spiking_layers(model)
-    counts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    counts: dict[str, list[np.ndarray]] = {}  # filled in the order the layers run
 
     def hook(name, module):
         def record(_, __, out):
@@ -27,7 +27,7 @@ def run_model(model: nn.Module, x: np.ndarray, batch_size: int = 32, progress=No
             c = out.sum(dim=dims) if dims else out
             if module.time_dim < _batch_dim(module):  # [T, N] → [N, T]
                 c = c.transpose(0, 1)
-            counts[name].append(c.round().to(torch.int64).numpy())
+            counts.setdefault(name, []).append(c.round().to(torch.int64).numpy())
         return record
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m in layers.items()]

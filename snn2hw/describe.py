@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from .activity import NEURONS
+from .models.tcja import MultiStepDropout, VotingLayer
 from .models.zoo import get_arch
 
 SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
+PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity, MultiStepDropout)
 
 
 def _is_host_module(m: nn.Module) -> bool:
@@ -54,13 +55,15 @@ def _classify(m: nn.Module, kind: str, prev_place: str) -> tuple[str, str, str]:
         return "chip", f"synapse on {kind} spikes", "analog"
     if isinstance(m, NORMS):
         return prev_place, "folds into the preceding synapse", "analog"
-    if isinstance(m, (nn.MaxPool2d, nn.MaxPool1d)) and kind == "binary":
+    if isinstance(m, nn.MaxPool2d) and kind == "binary":
         return "chip", "max-pool over binary spikes = OR (sum-pool + fire on >= 1)", "binary"
-    if isinstance(m, nn.AvgPool1d):
+    if isinstance(m, nn.MaxPool2d) and kind == "graded":
+        return "chip", "max-pool commutes with the positive per-channel gate before it: OR before the gate", "graded"
+    if isinstance(m, VotingLayer):
         return "host", "voting average (readout)", "analog"
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)) and kind in ("binary", "graded"):
         return "chip", "average-pool over spikes folds into the next synapse", "graded"
-    if isinstance(m, PASS_THROUGH):
+    if isinstance(m, PASS_THROUGH) or (isinstance(m, nn.Sequential) and len(m) == 0):  # empty = identity shortcut
         return prev_place, "reshapes or passes values through", kind
     return "host", f"{type(m).__name__} on {kind} values", "analog"
 

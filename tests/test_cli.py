@@ -80,3 +80,20 @@ def test_bad_input_is_one_sentence_and_exit_2(run_cli, gac_ckpt, tmp_path, case)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_inspect_roles_of_the_tcja_demo_model():
+    from snn2hw.checkpoint import load_checkpoint
+    from snn2hw.demo import demo_checkpoint
+    from snn2hw.describe import describe
+
+    loaded = load_checkpoint(demo_checkpoint("tcja-tiny"))
+    rows = {r["name"]: r for r in describe(loaded.model, "tcja-tiny")["layers"]}
+    types = {}
+    for r in rows.values():
+        types.setdefault(r["type"], set()).add(r["runs_on"])
+    assert types["TCJA"] == {"host"} and types["VotingLayer"] == {"host"}  # non-causal gates and the readout
+    assert types["SpikingJellyLIF"] == {"chip"} and types["Linear"] == {"chip"} and types["MaxPool2d"] == {"chip"}
+    assert rows["conv.4.0"]["why"] == "synapse on graded spikes"  # the conv after a TCJA gate
+    assert rows["fc.5.0"]["why"] == "synapse on binary spikes"
+    assert rows["conv.0.0"]["output_shape"] == [8, 16, 16, 16]
