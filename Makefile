@@ -1,7 +1,13 @@
 # All set-up lives here; every user-facing target builds what it needs first (idempotent: stamps skip work).
-PYTHON311 ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+# The first interpreter of version $(1) that really runs: a pyenv shim exists for every installed version but fails
+# unless that version is selected, so each candidate is tried.
+find_python = $(shell for p in $$(command -v python$(1)) $$(pyenv root 2>/dev/null)/versions/$(1).*/bin/python$(1) \
+    $$HOME/.pyenv/versions/$(1).*/bin/python$(1); do \
+    "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(1)".split("."))))' 2>/dev/null \
+    && echo "$$p" && break; done)
+PYTHON311 ?= $(call find_python,3.11)
 # The Lava environment needs Python 3.10; override with SNN2HW_PYTHON310=/path/to/python3.10.
-SNN2HW_PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls /root/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | head -n1)
+SNN2HW_PYTHON310 ?= $(call find_python,3.10)
 WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP_MAIN := .venv/bin/pip install --no-cache-dir $(WHEELS)
 PIP_LAVA := .venv-lava/bin/pip install --no-cache-dir $(WHEELS)
@@ -13,6 +19,7 @@ setup-main: .venv/.stamp
 setup-lava: .venv-lava/.stamp
 
 .venv/.stamp: requirements/main.txt requirements/constraints-main.txt requirements/main-nodeps.txt pyproject.toml
+	@test -n "$(PYTHON311)" || { echo "No Python 3.11 found: set PYTHON311=/path/to/python3.11"; exit 2; }
 	test -x .venv/bin/python || $(PYTHON311) -m venv .venv
 	$(PIP_MAIN) -q -c requirements/constraints-main.txt -r requirements/main.txt
 	$(PIP_MAIN) -q --no-deps -r requirements/main-nodeps.txt
