@@ -1,0 +1,176 @@
+"""From a torch model of the zoo to the graph IR (`convert`).
+
+One small handler per module type emits IR nodes and returns the name of the node holding its output. Containers
+of the source models (SpikingJelly's SeqToANN, GAC's TdLayer, ...) only apply their contents to every time step,
+which every IR node already does, so they unwrap. Anything without a handler stops the conversion with its module
+path and type.
+"""
+import torch
+from torch import nn
+
+from . import ir
+from .errors import UserError
+from .models import msresnet, tcja
+from .models.neurons import LeakyLIF, SpikingJellyLIF
+
+
+class _Builder:
+    def __init__(self):
+        self.nodes: dict[str, ir.Node] = {}
+
+    def add(self, node: ir.Node) -> str:
+        self.nodes[node.name] = node
+        return node.name
+
+    def module(self, path: str, m: nn.Module, x: str) -> str:
+        """Emit the nodes of module `m` (at module path `path`) applied to node `x`; → its output node."""
+        for types, handler in _HANDLERS:
+            if isinstance(m, types):
+                return handler(self, path, m, x)
+        raise UserError(f"module {path or '<root>'} ({type(m).__name__}) is not supported by snn2hw's converter.")
+
+    def children(self, path: str, m: nn.Module, x: str) -> str:
+        for name, child in m.named_children():
+            x = self.module(f"{path}.{name}" if path else name, child, x)
+        return x
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _conv(b, path, m: nn.Conv2d, x):
+    return b.add(ir.Conv2d(path, [x], weight=m.weight.detach().clone(),
+                           bias=None if m.bias is None else m.bias.detach().clone(), stride=_pair(m.stride),
+                           padding=m.padding if isinstance(m.padding, str) else _pair(m.padding),
+                           dilation=_pair(m.dilation), groups=m.groups))
+
+
+def _linear(b, path, m: nn.Linear, x):
+    return b.add(ir.Linear(path, [x], weight=m.weight.detach().clone(),
+                           bias=None if m.bias is None else m.bias.detach().clone()))
+
+
+def _batchnorm(b, path, m: nn.BatchNorm2d, x):
+    return b.add(ir.BatchNorm(path, [x], mean=m.running_mean.clone(), var=m.running_var.clone(),
+                              weight=m.weight.detach().clone(), bias=m.bias.detach().clone(), eps=m.eps))
+
+
+def _lif(b, path, m, x):
+    if isinstance(m, SpikingJellyLIF):
+        return b.add(ir.LIF(path, [x], decay=1.0 - 1.0 / m.tau, threshold=m.v_threshold, input_scale=1.0 / m.tau,
+                            fire_at_threshold=True, tau=m.tau))
+    return b.add(ir.LIF(path, [x], decay=m.decay, threshold=m.threshold))
+
+
+def _maxpool(b, path, m: nn.MaxPool2d, x):
+    return b.add(ir.MaxPool2d(path, [x], kernel_size=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
+                              padding=_pair(m.padding)))
+
+
+def _avgpool(b, path, m, x):
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return b.add(ir.AvgPool2d(path, [x], output_size=_pair(m.output_size)))
+    return b.add(ir.AvgPool2d(path, [x], kernel_size=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size)))
+
+
+def _flatten(b, path, m, x):
+    return b.add(ir.Flatten(path, [x]))
+
+
+def _identity(b, path, m, x):
+    return x  # dropout is the identity at inference
+
+
+def _tcja_gate(b, path, m, x):
+    return b.add(ir.HostModule(path, [x], module=m, time_dim=0))
+
+
+def _td_layer(b, path, m: msresnet.TdLayer, x):
+    x = b.module(f"{path}.layer.module", m.layer.module, x)
+    return x if m.bn is None else b.module(f"{path}.bn", m.bn, x)
+
+
+def _td_batchnorm(b, path, m, x):
+    return _batchnorm(b, f"{path}.bn", m.bn, x)
+
+
+def _seq_conv(b, path, m, x):
+    return _conv(b, path, m, x)
+
+
+def _ms_block(b, path, m, x):
+    """out = BN2(conv2(LIF(BN1(conv1(LIF(x)))))) + shortcut(x), for both official block classes."""
+    if isinstance(m, msresnet.BasicBlockMS):
+        stages = [("lif1", m.lif1), ("conv1_s", m.conv1_s), ("lif2", m.lif2), ("conv2_s", m.conv2_s)]
+        shortcut = ("downsample", m.downsample)
+    else:
+        stages = [("lif1", m.lif1), ("conv1", m.conv1), ("bn1", m.bn1), ("lif2", m.lif2), ("conv2", m.conv2),
+                  ("bn2", m.bn2)]
+        shortcut = ("shortcut", m.shortcut if len(m.shortcut) else None)
+    y = x
+    for name, child in stages:
+        y = b.module(f"{path}.{name}", child, y)
+    short = x if shortcut[1] is None else b.module(f"{path}.{shortcut[0]}", shortcut[1], x)
+    return b.add(ir.Add(f"{path}.add", [y, short]))
+
+
+_HANDLERS = [
+    ((SpikingJellyLIF, LeakyLIF), _lif),
+    (nn.Conv2d, _conv),  # SeqConv2d too
+    (nn.Linear, _linear),
+    (nn.BatchNorm2d, _batchnorm),
+    (nn.MaxPool2d, _maxpool),
+    ((nn.AvgPool2d, nn.AdaptiveAvgPool2d), _avgpool),
+    (nn.Flatten, _flatten),
+    ((nn.Dropout, tcja.MultiStepDropout, nn.Identity), _identity),
+    (tcja.TCJA, _tcja_gate),
+    (msresnet.TdLayer, _td_layer),
+    (msresnet.TdBatchNorm, _td_batchnorm),
+    (msresnet.SeqBatchNorm, _td_batchnorm),
+    ((msresnet.BasicBlockMS, msresnet.BasicBlock18), _ms_block),
+    ((nn.Sequential, msresnet.SeqToANN), lambda b, path, m, x: b.children(path, m, x)),  # tcja.SeqToANN is a Sequential
+]
+
+
+def _convert_tcja(model: tcja.TCJANet, b: _Builder) -> None:
+    x = b.add(ir.Input("input", [], timesteps=model.timesteps, source_kind="graded"))  # event counts, [N, T, ...]
+    x = b.module("conv", model.conv, x)
+    x = b.module("fc", model.fc, x)
+    if model.vote is not None:
+        b.add(ir.Readout("output", [x], mode="vote", voters=model.vote.voters))
+    else:
+        b.add(ir.Readout("output", [x], mode="per_step_tn"))
+
+
+def _convert_msresnet(model, b: _Builder) -> None:
+    x = b.add(ir.Input("input", [], timesteps=model.timesteps, repeat_over_t=True))
+    cifar = isinstance(model, msresnet.MSResNetCifar)
+    x = b.module("conv1_s" if cifar else "conv1", model.conv1_s if cifar else model.conv1, x)
+    if model.encoding is not None:
+        spikes = b.module("encoder_lif", model.encoder_lif, x)
+        x = b.add(ir.HostModule("encoding", [x, spikes], module=model.encoding, time_dim=model.encoding.time_dim))
+    stages = [f"layer{i}" for i in range(1, model.num_stages + 1)] if cifar else \
+        [f"conv{i}_x" for i in range(2, 6)]
+    for stage in stages:
+        x = b.module(stage, getattr(model, stage), x)
+    x = b.module("head_lif", model.head_lif, x)
+    x = b.module("avgpool", model.avgpool, x)
+    x = b.add(ir.Flatten("flatten", [x]))
+    x = b.module("fc1", model.fc1, x)
+    b.add(ir.Readout("output", [x], mode="per_step_nt"))
+
+
+def convert(model: nn.Module, arch: str = "") -> ir.Graph:
+    """The IR of a zoo model (in eval mode), with shapes and value kinds inferred."""
+    if model.training:
+        raise ValueError("convert a model in eval mode: BatchNorm must use its running statistics")
+    b = _Builder()
+    if isinstance(model, tcja.TCJANet):
+        _convert_tcja(model, b)
+    elif isinstance(model, (msresnet.MSResNetCifar, msresnet.MSResNetImageNet)):
+        _convert_msresnet(model, b)
+    else:
+        raise UserError(f"model {type(model).__name__} is not supported by snn2hw's converter "
+                        "(supported: the TCJA and GAC/MS-ResNet networks of the zoo).")
+    return ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape)).infer()

@@ -1,0 +1,304 @@
+"""The graph IR: one node per operation, with multi-step time semantics.
+
+Every tensor in the graph is time-major, `[T, N, *shape]`: T time steps of N samples, `shape` being what one sample
+carries at one step. Each node has one output, named after the node; `inputs` name the nodes it reads, so joins
+(the MS-ResNet shortcut) and fan-out are explicit edges. `kind` says what the output carries:
+`analog` (real values), `graded` (spikes with non-binary payloads: event counts, gated spikes) or `binary` (0/1).
+
+Each node's docstring states the equation it computes; `run` is its float execution (the same torch ops the source
+model uses, so an untransformed graph reproduces the model exactly). Per-step ops act on each (t, n) independently;
+only neurons and host modules look across time.
+"""
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KINDS = ("analog", "graded", "binary")
+
+
+def _per_step(fn, x):
+    return fn(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+
+@dataclass(eq=False)
+class Node:
+    name: str
+    inputs: list[str]
+    shape: tuple = ()  # one sample at one step; set by `Graph.infer`
+    kind: str = ""  # analog | graded | binary; set by `Graph.infer`
+    placement: str = ""  # host | chip; set by the partition pass
+
+    def run(self, *xs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def out_kind(self, *kinds: str) -> str:
+        """Synapses, norms and sums produce real values; nodes that pass values through override this."""
+        return "analog"
+
+
+@dataclass(eq=False)
+class Input(Node):
+    """The model input as a sequence. `repeat_over_t`: x[t] = image for every t (static images, GAC);
+    otherwise the input already has a time axis at dim 1 (`[N, T, ...]`, event frames, TCJA)."""
+    timesteps: int = 1
+    source_kind: str = "analog"
+    repeat_over_t: bool = False
+
+    def run(self, x):
+        if self.repeat_over_t:
+            return x.unsqueeze(0).repeat(self.timesteps, *([1] * x.dim()))
+        return x.transpose(0, 1)
+
+    def out_kind(self):
+        return self.source_kind
+
+
+@dataclass(eq=False)
+class Conv2d(Node):
+    """y[t] = conv2d(x[t], weight, stride, padding, dilation, groups) + bias."""
+    weight: torch.Tensor = None
+    bias: torch.Tensor | None = None
+    stride: tuple = (1, 1)
+    padding: tuple | str = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+
+    def run(self, x):
+        return _per_step(lambda z: F.conv2d(z, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                            self.groups), x)
+
+
+@dataclass(eq=False)
+class Linear(Node):
+    """y[t] = weight @ x[t] + bias."""
+    weight: torch.Tensor = None
+    bias: torch.Tensor | None = None
+
+    def run(self, x):
+        return _per_step(lambda z: F.linear(z, self.weight, self.bias), x)
+
+
+@dataclass(eq=False)
+class BatchNorm(Node):
+    """y[t] = (x[t] - mean) / sqrt(var + eps) * weight + bias, per channel (inference statistics)."""
+    mean: torch.Tensor = None
+    var: torch.Tensor = None
+    weight: torch.Tensor = None
+    bias: torch.Tensor = None
+    eps: float = 1e-5
+
+    def run(self, x):
+        return _per_step(lambda z: F.batch_norm(z, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps),
+                         x)
+
+
+@dataclass(eq=False)
+class LIF(Node):
+    """Leaky integrate-and-fire with hard reset to 0, from v = 0:
+
+    v[t] = decay * v[t-1] + input_scale * x[t];   s[t] = v[t] > threshold  (>= if fire_at_threshold);   v[t] = 0 where s[t]
+
+    With `tau` set, the charge is computed in SpikingJelly's float order, v + (x - v) / tau (decay 1 - 1/tau,
+    input_scale 1/tau), so an untransformed TCJA graph reproduces the model bit for bit.
+    """
+    decay: float = 0.5
+    threshold: float = 1.0
+    input_scale: float = 1.0
+    fire_at_threshold: bool = False
+    tau: float | None = None
+
+    def charge(self, v, x):
+        if self.tau is not None:
+            return v + (x - v) / self.tau
+        return v * self.decay + x * self.input_scale
+
+    def run(self, x):
+        return self.trace(x)[0]
+
+    def trace(self, x):
+        """→ (spikes, membrane potential before reset), both `[T, N, ...]`."""
+        v = torch.zeros_like(x[0])
+        out, vs = [], []
+        for x_t in x:
+            v = self.charge(v, x_t)
+            s = ((v >= self.threshold) if self.fire_at_threshold else (v > self.threshold)).to(x.dtype)
+            vs.append(v)
+            v = v * (1.0 - s)
+            out.append(s)
+        return torch.stack(out), torch.stack(vs)
+
+    def out_kind(self, *kinds):
+        return "binary"
+
+
+@dataclass(eq=False)
+class MaxPool2d(Node):
+    """y[t] = max over each kernel window of x[t]; on binary spikes this is an OR."""
+    kernel_size: tuple = (2, 2)
+    stride: tuple = (2, 2)
+    padding: tuple = (0, 0)
+
+    def run(self, x):
+        return _per_step(lambda z: F.max_pool2d(z, self.kernel_size, self.stride, self.padding), x)
+
+    def out_kind(self, kind):
+        return kind
+
+
+@dataclass(eq=False)
+class AvgPool2d(Node):
+    """y[t] = mean over each window of x[t]; `output_size` set means adaptive pooling to that size."""
+    kernel_size: tuple = (2, 2)
+    stride: tuple = (2, 2)
+    output_size: tuple | None = None
+
+    def run(self, x):
+        if self.output_size is not None:
+            return _per_step(lambda z: F.adaptive_avg_pool2d(z, self.output_size), x)
+        return _per_step(lambda z: F.avg_pool2d(z, self.kernel_size, self.stride), x)
+
+    def out_kind(self, kind):
+        return "graded" if kind in ("binary", "graded") else kind
+
+
+@dataclass(eq=False)
+class Flatten(Node):
+    """y[t] = x[t] flattened to one feature axis (C, H, W order)."""
+
+    def run(self, x):
+        return x.flatten(2)
+
+    def out_kind(self, kind):
+        return kind
+
+
+@dataclass(eq=False)
+class Add(Node):
+    """y[t] = a[t] + b[t] (the MS-ResNet membrane shortcut joins here)."""
+
+    def run(self, a, b):
+        return a + b
+
+
+@dataclass(eq=False)
+class HostModule(Node):
+    """A non-causal attention block run by its torch module on the whole window: output step t depends on all T
+    steps, so it can only run on the host, after the window is complete. `time_dim` is where the module expects
+    T (0: `[T, N, ...]`, 1: `[N, T, ...]`). Output: graded spikes (gate in (0, 1) times spikes).
+    TCJA: y = x * sigmoid(conv_T(z) * conv_C(z)), z = mean_hw(x).  GAC: e = sigmoid(TA(u) * SCA(u)) * s (inputs u, s).
+    """
+    module: nn.Module = None
+    time_dim: int = 0
+
+    def run(self, *xs):
+        if self.time_dim == 1:
+            return self.module(*(x.transpose(0, 1) for x in xs)).transpose(0, 1)
+        return self.module(*xs)
+
+    def out_kind(self, *kinds):
+        return "graded"
+
+
+@dataclass(eq=False)
+class Readout(Node):
+    """From the last layer's `[T, N, K]` to the official output: "per_step_nt" → `[N, T, K]`, "per_step_tn" →
+    `[T, N, K]`, "vote" → votes[n, k] = mean over T and over each group of `voters` consecutive units."""
+    mode: str = "per_step_nt"
+    voters: int = 1
+
+    def run(self, x):
+        if self.mode == "per_step_nt":
+            return x.transpose(0, 1)
+        if self.mode == "vote":
+            return F.avg_pool1d(x.mean(0).unsqueeze(1), self.voters, self.voters).squeeze(1)
+        return x
+
+    def out_kind(self, kind):
+        return "analog"
+
+
+@dataclass
+class Graph:
+    """Nodes in execution (topological) order; the first is the Input, the last the Readout."""
+    nodes: dict[str, Node]
+    timesteps: int
+    input_shape: tuple  # one sample, as the source model takes it (batch dim excluded)
+    arch: str = ""
+    notes: list[str] = field(default_factory=list)  # what passes did, for the report
+
+    @property
+    def output(self) -> str:
+        return next(reversed(self.nodes))
+
+    def consumers(self, name: str) -> list[str]:
+        return [n.name for n in self.nodes.values() if name in n.inputs]
+
+    def replace(self, nodes: dict[str, Node], note: str | None = None) -> "Graph":
+        return Graph(nodes, self.timesteps, self.input_shape, self.arch, self.notes + ([note] if note else []))
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, record: bool = False):
+        """Float execution on inputs `[N, *input_shape]` → (output, {node: `[T, N, ...]` tensor} if record)."""
+        values: dict[str, torch.Tensor] = {}
+        for node in self.nodes.values():
+            args = [x] if isinstance(node, Input) else [values[i] for i in node.inputs]
+            values[node.name] = node.run(*args)
+            if not record:
+                for i in node.inputs:  # free what no later node reads
+                    if self._last_use[i] == node.name:
+                        values.pop(i, None)
+        out = values[self.output]
+        return (out, values) if record else (out, {})
+
+    @property
+    def _last_use(self) -> dict[str, str]:
+        last = {}
+        for node in self.nodes.values():
+            for i in node.inputs:
+                last[i] = node.name
+        return last
+
+    def infer(self) -> "Graph":
+        """Set every node's per-step `shape` (one meta-device run) and value `kind`."""
+        meta = torch.zeros((1, *self.input_shape), device="meta")
+        values = {}
+        for node in self.nodes.values():
+            args = [meta] if isinstance(node, Input) else [values[i] for i in node.inputs]
+            with _on_meta(node):
+                values[node.name] = node.run(*args)
+            node.shape = tuple(values[node.name].shape[2:]) if not isinstance(node, Readout) else \
+                tuple(values[node.name].shape[1:])
+            node.kind = node.out_kind(*[self.nodes[i].kind for i in node.inputs])
+        return self
+
+    def summary(self) -> list[dict]:
+        return [{"name": n.name, "op": type(n).__name__, "inputs": n.inputs, "shape": list(n.shape), "kind": n.kind,
+                 "placement": n.placement} for n in self.nodes.values()]
+
+
+class _on_meta:
+    """Temporarily move a node's tensors (and host module) to the meta device, so shape inference allocates nothing."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.saved = {}
+
+    def __enter__(self):
+        for k, v in vars(self.node).items():
+            if isinstance(v, torch.Tensor):
+                self.saved[k] = v
+                setattr(self.node, k, v.to("meta"))
+            elif isinstance(v, nn.Module):
+                self.saved[k] = v
+                setattr(self.node, k, _meta_copy(v))
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            setattr(self.node, k, v)
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).to("meta")
