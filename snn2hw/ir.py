@@ -10,6 +10,7 @@ model uses, so an untransformed graph reproduces the model exactly). Per-step op
 only neurons and host modules look across time.
 """
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -177,10 +178,19 @@ class Flatten(Node):
 
 @dataclass(eq=False)
 class Add(Node):
-    """y[t] = a[t] + b[t] (the MS-ResNet membrane shortcut joins here)."""
+    """y[t] = x_1[t] + x_2[t] + ... + x_k[t] (summed left to right) + bias per channel (if any).
 
-    def run(self, a, b):
-        return a + b
+    The MS-ResNet membrane shortcut joins here; on chip, an Add feeding a neuron is that neuron's several incoming
+    synapse groups, which Lava sums at the neuron's input port."""
+    bias: torch.Tensor | None = None
+
+    def run(self, *xs):
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        if self.bias is not None:
+            y = y + self.bias.view(-1, *([1] * (y.dim() - 3)))
+        return y
 
 
 @dataclass(eq=False)
@@ -228,6 +238,8 @@ class Graph:
     input_shape: tuple  # one sample, as the source model takes it (batch dim excluded)
     arch: str = ""
     notes: list[str] = field(default_factory=list)  # what passes did, for the report
+    segments: list[dict] = field(default_factory=list)  # host/chip segments in execution order (partition pass)
+    cuts: list[dict] = field(default_factory=list)  # tensors crossing between segments (partition pass)
 
     @property
     def output(self) -> str:
@@ -236,8 +248,8 @@ class Graph:
     def consumers(self, name: str) -> list[str]:
         return [n.name for n in self.nodes.values() if name in n.inputs]
 
-    def replace(self, nodes: dict[str, Node], note: str | None = None) -> "Graph":
-        return Graph(nodes, self.timesteps, self.input_shape, self.arch, self.notes + ([note] if note else []))
+    def replace(self, nodes: dict[str, Node], note: str | None = None, **fields) -> "Graph":
+        return dataclasses.replace(self, nodes=nodes, notes=self.notes + ([note] if note else []), **fields)
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, record: bool = False):

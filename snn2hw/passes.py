@@ -72,10 +72,123 @@ def normalise_neurons(graph: ir.Graph) -> ir.Graph:
     return graph.replace(nodes, note)
 
 
-PIPELINE = [fold_batchnorm, normalise_neurons]
+def _chain_to_synapse(graph: ir.Graph, start: str) -> list[str] | None:
+    """The nodes from `start`'s only reader through pooling/flatten to the first synapse, if that path is a chain."""
+    path, name = [], start
+    while True:
+        readers = graph.consumers(name)
+        if len(readers) != 1:
+            return None
+        name = readers[0]
+        path.append(name)
+        node = graph.nodes[name]
+        if isinstance(node, SYNAPSES):
+            return path
+        if not isinstance(node, (ir.MaxPool2d, ir.Flatten)):
+            return None
 
 
-def run_passes(graph: ir.Graph, passes=PIPELINE) -> ir.Graph:
-    for p in passes:
+def _scale_input_channels(node, scale: torch.Tensor, features_per_channel: int):
+    """A copy of a synapse with its input channel c scaled by scale[c] (for Linear, over c's flattened features)."""
+    if isinstance(node, ir.Conv2d):
+        weight = node.weight * scale.view(1, -1, 1, 1)
+    else:
+        weight = node.weight * scale.repeat_interleave(features_per_channel).view(1, -1)
+    return dataclasses.replace(node, weight=weight, inputs=list(node.inputs))
+
+
+@torch.no_grad()
+def fold_tcja_gates(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
+    """`--tcja fold`: each TCJA gate y = x * g[t, n, c] becomes a static per-channel scale ḡ[c] (g's mean over the
+    calibration samples and steps), folded into the input channels of the next synapse. Max-pooling between them
+    commutes with a positive per-channel scale, so it stays where it is, now on binary spikes.
+
+    Preserves: not the function: the gate loses its dependence on time and sample (the ladder reports the accuracy
+    cost). What it buys: no host round trip, the backbone is causal and runs on chip in one piece."""
+    _, values = graph.run(calibration, record=True)
+    nodes = {k: dataclasses.replace(v, inputs=list(v.inputs)) for k, v in graph.nodes.items()}
+    folded = []
+    for name, node in graph.nodes.items():
+        if not (isinstance(node, ir.HostModule) and hasattr(node.module, "gate")):
+            continue
+        path = _chain_to_synapse(graph, name)
+        if path is None or getattr(graph.nodes[path[-1]], "groups", 1) != 1:
+            continue
+        gate = node.module.gate(values[node.inputs[0]]).mean(dim=(0, 1))  # [C]
+        synapse = graph.nodes[path[-1]]
+        per_channel = int(torch.tensor(graph.nodes[synapse.inputs[0]].shape).prod()) // len(gate)
+        nodes[synapse.name] = _scale_input_channels(synapse, gate, per_channel)
+        del nodes[name]
+        _rewire(nodes, name, node.inputs[0])
+        folded.append(f"{name} (mean gate {gate.mean():.3f}, range {gate.min():.3f}..{gate.max():.3f})")
+    return graph.replace(nodes, "fold_tcja_gates: replaced by static per-channel scales folded into the next "
+                                f"synapse: {'; '.join(folded) or 'none'}")
+
+
+def maxpool_to_or(graph: ir.Graph) -> ir.Graph:
+    """Max-pool over binary spikes is an OR: a depthwise sum-pool synapse (weights 1) into a neuron without memory
+    that fires when its window holds at least one spike (v = x, fire on x > 1/2). Loihi has no max-pool; this
+    costs one synapse layer and one neuron layer (and so one step of latency on Lava).
+
+    Preserves: the spikes exactly (counts are integers: count > 1/2 iff count >= 1)."""
+    nodes = {}
+    converted = []
+    for name, node in graph.nodes.items():
+        src = graph.nodes[node.inputs[0]] if node.inputs else None
+        if isinstance(node, ir.MaxPool2d) and src.kind == "binary":
+            channels = src.shape[0]
+            pool = ir.Conv2d(f"{name}.sum", list(node.inputs), weight=torch.ones(channels, 1, *node.kernel_size),
+                             stride=node.stride, padding=node.padding, groups=channels)
+            nodes[pool.name] = pool
+            nodes[name] = ir.LIF(name, [pool.name], decay=0.0, threshold=0.5)
+            converted.append(name)
+        else:
+            nodes[name] = dataclasses.replace(node, inputs=list(node.inputs))
+    return graph.replace(nodes, f"maxpool_to_or: {len(converted)} max-pools over binary spikes became "
+                                "sum-pool + fire-on-one neurons")
+
+
+def _pool_matrix(pool: ir.AvgPool2d, in_hw: tuple) -> torch.Tensor:
+    """The average-pool of one channel as a matrix `[out_h*out_w, in_h*in_w]` (pooling acts on channels alike)."""
+    basis = torch.eye(in_hw[0] * in_hw[1], dtype=torch.float64).view(-1, 1, *in_hw)
+    probe = dataclasses.replace(pool, inputs=[])
+    return probe.run(basis.unsqueeze(0)).squeeze(0).flatten(1).T
+
+
+def fold_avgpool_linear(graph: ir.Graph) -> ir.Graph:
+    """AvgPool2d → Flatten → Linear becomes one Linear on the unpooled spikes: W'[k, c, p] = Σ_q W[k, c, q] P[q, p]
+    with P the pooling matrix of one channel. The MS-ResNet head then reads binary spikes instead of averages.
+
+    Preserves: the function up to float rounding."""
+    nodes = {k: dataclasses.replace(v, inputs=list(v.inputs)) for k, v in graph.nodes.items()}
+    folded = []
+    for name, pool in graph.nodes.items():
+        readers = graph.consumers(name)
+        if not isinstance(pool, ir.AvgPool2d) or len(readers) != 1:
+            continue
+        flat = graph.nodes[readers[0]]
+        linear_readers = graph.consumers(flat.name)
+        if not isinstance(flat, ir.Flatten) or len(linear_readers) != 1:
+            continue
+        linear = graph.nodes[linear_readers[0]]
+        if not isinstance(linear, ir.Linear):
+            continue
+        src = graph.nodes[pool.inputs[0]]
+        channels, *hw = src.shape
+        matrix = _pool_matrix(pool, tuple(hw)).to(linear.weight.dtype)  # [out_hw, in_hw]
+        w = linear.weight.view(linear.weight.shape[0], channels, -1) @ matrix
+        nodes[flat.name] = ir.Flatten(flat.name, [src.name])
+        nodes[linear.name] = dataclasses.replace(linear, weight=w.flatten(1), inputs=[flat.name])
+        del nodes[name]
+        folded.append(name)
+    return graph.replace(nodes, f"fold_avgpool_linear: folded {', '.join(folded) or 'no'} average-pool(s) into the "
+                                "linear layer after them")
+
+
+PIPELINE = [fold_batchnorm, normalise_neurons, fold_avgpool_linear, maxpool_to_or]
+
+
+def run_passes(graph: ir.Graph, passes=None) -> ir.Graph:
+    for p in PIPELINE if passes is None else passes:
         graph = p(graph).infer()
     return graph

@@ -13,7 +13,7 @@ from snn2hw.convert import convert
 from snn2hw.demo import DEMO_DATA, demo_checkpoint
 from snn2hw.errors import UserError
 from snn2hw.models.zoo import ARCHS, build_model
-from snn2hw.passes import fold_batchnorm, normalise_neurons, run_passes
+from snn2hw.passes import fold_avgpool_linear, fold_batchnorm, normalise_neurons, run_passes
 
 
 def _model_spikes(model, x):
@@ -46,6 +46,7 @@ def _calibrated(arch, x, **options):
     model.train()
     with torch.no_grad():
         model(x)
+    model.input_shape = tuple(x.shape[1:])  # the graph's static shapes follow the (reduced) test input
     return model.eval()
 
 
@@ -158,3 +159,55 @@ def test_unsupported_module_is_named_by_its_path():
         convert(model)
     with pytest.raises(UserError, match="Transformer is not supported"):
         convert(nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1).eval())
+
+
+def _accuracy(graph, arch, x, y):
+    from snn2hw.models.zoo import class_scores
+    return float((class_scores(arch, graph.run(x)[0]).argmax(1).numpy() == y).mean())
+
+
+def test_tcja_fold_gates_then_or_pools_put_the_backbone_on_chip_in_one_piece():
+    from snn2hw.models import digits
+    from snn2hw.partition import partition_host_chip
+    from snn2hw.passes import fold_tcja_gates, maxpool_to_or
+
+    model = load_checkpoint(demo_checkpoint("tcja-tiny")).model
+    x, y = (torch.as_tensor(a) for a in digits.digit_events("test"))
+    calib = torch.as_tensor(digits.digit_events("train")[0][:128])
+    graph = run_passes(convert(model), [fold_batchnorm, normalise_neurons])
+    folded = fold_tcja_gates(graph, calib).infer()
+    assert not any(isinstance(n, ir.HostModule) for n in folded.nodes.values())
+    # A static per-channel gate keeps most of the accuracy on the demo (it is reported, not assumed).
+    assert _accuracy(folded, "tcja-tiny", x, y.numpy()) >= _accuracy(graph, "tcja-tiny", x, y.numpy()) - 0.03
+    ored = maxpool_to_or(folded).infer()
+    pools = [n for n, node in folded.nodes.items() if isinstance(node, ir.MaxPool2d)]
+    assert pools and all(isinstance(ored.nodes[p], ir.LIF) for p in pools)
+    before, after = folded.run(x[:40], record=True), ored.run(x[:40], record=True)
+    assert torch.equal(before[0], after[0])
+    assert all(torch.equal(before[1][p], after[1][p]) for p in pools)  # OR of binary spikes == max-pool, exactly
+    parts = partition_host_chip(ored)
+    assert [s["placement"] for s in parts.segments] == ["host", "chip", "host"]
+    assert [(c["direction"], c["kind"], c["waits_for_window"]) for c in parts.cuts] == [
+        ("host->chip", "graded", False), ("chip->host", "binary", False)]
+
+
+def test_tcja_host_strategy_cuts_at_every_gate_and_waits_for_the_window():
+    from snn2hw.partition import partition_host_chip
+
+    model = load_checkpoint(demo_checkpoint("tcja-tiny")).model
+    parts = partition_host_chip(run_passes(convert(model)))
+    gates = [n for n, node in parts.nodes.items() if isinstance(node, ir.HostModule)]
+    assert all(parts.nodes[g].placement == "host" for g in gates) and len(gates) == 2
+    to_chip = [c for c in parts.cuts if c["direction"] == "host->chip"]
+    assert [c["waits_for_window"] for c in to_chip] == [False, True, True]  # after the first gate, all is non-causal
+    assert to_chip[1] == {**to_chip[1], "kind": "graded", "shape": [16, 8, 8], "values_per_step": 1024}
+
+
+def test_fold_avgpool_linear_makes_the_head_read_binary_spikes():
+    model, x = _demo("gac-msresnet-tiny")
+    graph = run_passes(convert(model), [fold_batchnorm])
+    folded = fold_avgpool_linear(graph).infer()
+    assert not any(isinstance(n, ir.AvgPool2d) for n in folded.nodes.values())
+    fc = folded.nodes["fc1"]
+    assert folded.nodes[fc.inputs[0]].kind == "binary" and fc.weight.shape == (10, 32 * 4 * 4)
+    torch.testing.assert_close(folded.run(x)[0], graph.run(x)[0], rtol=1e-5, atol=1e-5)

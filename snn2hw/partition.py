@@ -1,0 +1,66 @@
+"""Partition host/chip: which nodes Loihi runs, and what crosses between host and chip.
+
+Chip = spike-driven and causal: synapses fed by spikes (binary or graded), LIF neurons fed by chip synapses, sums
+of chip synapses, pooling and reshaping of chip values. Host = everything else: the first synapse on raw input
+pixels and what it feeds (the GAC encoder's conv, BN and LIF), non-causal attention (GAC's TA/SCA, TCJA's gates),
+and the readout (per-step output, mean over T, voting).
+"""
+import math
+
+from . import ir
+
+PASS_THROUGH = (ir.MaxPool2d, ir.AvgPool2d, ir.Flatten, ir.BatchNorm)
+
+
+def _placement(node: ir.Node, graph: ir.Graph, placed: dict[str, str]) -> str:
+    if isinstance(node, (ir.Input, ir.HostModule, ir.Readout)):
+        return "host"
+    sources = [graph.nodes[i] for i in node.inputs]
+    if isinstance(node, (ir.Conv2d, ir.Linear)):
+        # Analog pixels straight from the input stay on the host; any other value the host sends becomes a graded
+        # spike payload at the cut.
+        return "host" if isinstance(sources[0], ir.Input) and sources[0].kind == "analog" else "chip"
+    if isinstance(node, (ir.LIF, ir.Add)):
+        return "chip" if all(placed[s.name] == "chip" and isinstance(s, (ir.Conv2d, ir.Linear, ir.Add))
+                             for s in sources) else "host"
+    return placed[node.inputs[0]]  # pooling, flatten, unfolded BN: where their input is
+
+
+def _waits_for_window(graph: ir.Graph, name: str, memo: dict) -> bool:
+    """Whether the value of `name` depends on a non-causal node (all T steps must be known before it exists)."""
+    if name not in memo:
+        node = graph.nodes[name]
+        memo[name] = isinstance(node, ir.HostModule) or any(_waits_for_window(graph, i, memo) for i in node.inputs)
+    return memo[name]
+
+
+def partition_host_chip(graph: ir.Graph) -> ir.Graph:
+    """Set every node's `placement`; record segments (maximal runs of one placement in execution order) and cuts
+    (every edge between host and chip: shape, kind, values per step and whether it waits for the whole window)."""
+    placed: dict[str, str] = {}
+    nodes = {}
+    for name, node in graph.nodes.items():
+        placed[name] = _placement(node, graph, placed)
+        nodes[name] = ir.dataclasses.replace(node, inputs=list(node.inputs), placement=placed[name])
+
+    segments: list[dict] = []
+    for name in nodes:
+        if not segments or segments[-1]["placement"] != placed[name]:
+            segments.append({"name": f"{placed[name]}{len(segments)}", "placement": placed[name], "nodes": []})
+        segments[-1]["nodes"].append(name)
+    segment_of = {n: seg["name"] for seg in segments for n in seg["nodes"]}
+
+    memo: dict = {}
+    cuts = []
+    for name, node in nodes.items():
+        for src in node.inputs:
+            if placed[src] != placed[name]:
+                s = graph.nodes[src]
+                cuts.append({"tensor": src, "to": name, "from_segment": segment_of[src], "to_segment": segment_of[name],
+                             "direction": f"{placed[src]}->{placed[name]}", "shape": list(s.shape), "kind": s.kind,
+                             "values_per_step": math.prod(s.shape),
+                             "waits_for_window": _waits_for_window(graph, src, memo)})
+    chip = sum(p == "chip" for p in placed.values())
+    note = (f"partition_host_chip: {chip} chip nodes, {len(nodes) - chip} host nodes, {len(segments)} segments, "
+            f"{len(cuts)} cuts")
+    return graph.replace(nodes, note, segments=segments, cuts=cuts)
