@@ -31,6 +31,7 @@ class Node:
     shape: tuple = ()  # one sample at one step; set by `Graph.infer`
     kind: str = ""  # analog | graded | binary; set by `Graph.infer`
     placement: str = ""  # host | chip; set by the partition pass
+    quant: dict = field(default_factory=dict)  # Loihi fixed-point parameters; set by the quantize pass
 
     def run(self, *xs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -240,6 +241,7 @@ class Graph:
     notes: list[str] = field(default_factory=list)  # what passes did, for the report
     segments: list[dict] = field(default_factory=list)  # host/chip segments in execution order (partition pass)
     cuts: list[dict] = field(default_factory=list)  # tensors crossing between segments (partition pass)
+    quant_report: list[dict] = field(default_factory=list)  # per-layer quantization report (quantize pass)
 
     @property
     def output(self) -> str:

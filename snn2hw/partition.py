@@ -17,12 +17,19 @@ def _placement(node: ir.Node, graph: ir.Graph, placed: dict[str, str]) -> str:
         return "host"
     sources = [graph.nodes[i] for i in node.inputs]
     if isinstance(node, (ir.Conv2d, ir.Linear)):
-        # Analog pixels straight from the input stay on the host; any other value the host sends becomes a graded
-        # spike payload at the cut.
-        return "host" if isinstance(sources[0], ir.Input) and sources[0].kind == "analog" else "chip"
-    if isinstance(node, (ir.LIF, ir.Add)):
-        return "chip" if all(placed[s.name] == "chip" and isinstance(s, (ir.Conv2d, ir.Linear, ir.Add))
-                             for s in sources) else "host"
+        # Analog pixels straight from the input stay on the host. A synapse on a host value that joins other
+        # synapses at a neuron stays on the host too: its result enters the neuron as a graded current, because
+        # one neuron's synapses share one integer scale and a graded payload would cost that scale its precision.
+        # Any other value the host sends becomes a graded spike payload at the cut.
+        if isinstance(sources[0], ir.Input) and sources[0].kind == "analog":
+            return "host"
+        joins = any(isinstance(graph.nodes[r], ir.Add) for r in graph.consumers(node.name))
+        return "host" if joins and placed[sources[0].name] == "host" else "chip"
+    if isinstance(node, ir.LIF):
+        return "chip" if placed[sources[0].name] == "chip" and isinstance(sources[0], (ir.Conv2d, ir.Linear, ir.Add)) \
+            else "host"
+    if isinstance(node, ir.Add):  # a neuron's synapse groups: chip if any is (host ones inject graded currents)
+        return "chip" if any(placed[s.name] == "chip" for s in sources) else "host"
     return placed[node.inputs[0]]  # pooling, flatten, unfolded BN: where their input is
 
 

@@ -1,0 +1,125 @@
+"""The fixed-point Loihi simulator: the golden model that Lava must match (semantics contract, level 3).
+
+It executes a quantized graph: host nodes in float (as `Graph.run`), chip nodes in integers by Lava's equations
+(`loihi_numerics`), vectorised over samples and neurons. Time is logical: a chip layer's output at step t is what
+Lava produces at step t + its latency, since every Lava synapse delays by one step; the Lava runner accounts for
+that. Values that cross from host to chip are quantized at the cut (spikes stay 0/1, graded payloads become
+round(value · 2^q), injected currents round(value · σ)); values that cross back become floats again (readout
+accumulations are divided by σ and get their bias).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from snn2hw import ir
+
+from . import loihi_numerics as fmt
+
+
+@dataclass
+class Activity:
+    """What a fixed-point run observed, per chip layer: integer values, saturations and wraps."""
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # node → [T, N, ...] (spikes 0/1, floats on host)
+    max_abs_input: dict[str, int] = field(default_factory=dict)  # neuron → max |a_in| (u wraps from 2^17)
+    u_wraps: dict[str, int] = field(default_factory=dict)
+    v_saturations: dict[str, int] = field(default_factory=dict)
+    membrane: dict[str, np.ndarray] = field(default_factory=dict)  # neuron → v before reset, if asked for
+
+
+def _payload(value: torch.Tensor, frac_bits: int) -> np.ndarray:
+    """A host value as the integers the chip receives at a cut."""
+    return np.rint(value.double().numpy() * 2 ** frac_bits).astype(np.int64)
+
+
+def _accumulate(node, s: np.ndarray) -> np.ndarray:
+    """Integer synaptic accumulation of every step at once, `[T, N, ...]` → `[T, N, ...]`."""
+    q = node.quant
+    flat = s.reshape(-1, *s.shape[2:])
+    if isinstance(node, ir.Conv2d):
+        if isinstance(node.padding, str):
+            raise ValueError(f"layer {node.name}: padding {node.padding!r} has no Lava Conv equivalent")
+        a = fmt.conv_accumulate(q["weight"], flat, node.stride, node.padding, node.dilation, node.groups,
+                                num_message_bits=q["num_message_bits"])
+    else:
+        a = fmt.dense_accumulate(q["weight"], flat, 0, num_message_bits=q["num_message_bits"])
+    return a.reshape(*s.shape[:2], *a.shape[1:])
+
+
+def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) -> np.ndarray:
+    q = node.quant
+    u = np.zeros(a.shape[1:], np.int64)
+    v = np.zeros(a.shape[1:], np.int64)
+    spikes = np.zeros(a.shape, bool)
+    vs = np.zeros(a.shape, np.int64) if keep_membrane else None
+    bias = np.broadcast_to(q["bias_mant"], a.shape[1:])
+    wraps = sats = 0
+    limit = fmt.MAX_UV_VAL - 1
+    for t in range(a.shape[0]):
+        u, v, s = fmt.lif_step(u, v, a[t], q["du"], q["dv"], q["vth"], bias, q["bias_exp"])
+        wraps += int((np.abs(a[t]) >= 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT)).sum())
+        sats += int(((v >= limit) | (v <= -limit)).sum())
+        spikes[t] = s
+        if keep_membrane:
+            vs[t] = np.where(s, (q["vth"] << fmt.VTH_SHIFT) + 1, v)  # a fired neuron was above threshold
+    act.max_abs_input[node.name] = int(np.abs(a).max(initial=0))
+    act.u_wraps[node.name] = wraps
+    act.v_saturations[node.name] = sats
+    if keep_membrane:
+        act.membrane[node.name] = vs
+    return spikes
+
+
+@torch.no_grad()
+def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
+    """→ (output as the source model returns it, Activity) for inputs `x` `[N, *input_shape]`."""
+    if not graph.quant_report:
+        raise ValueError("run_fixed needs a quantized graph (run the quantize pass first)")
+    act = Activity()
+    ints: dict[str, np.ndarray] = {}  # chip integer values: spikes (bool/int) and accumulations
+    floats = act.values
+
+    def as_float(name: str) -> torch.Tensor:
+        if name not in floats:  # a chip value the host reads
+            node = graph.nodes[name]
+            if isinstance(node, ir.LIF) or node.kind == "binary":
+                floats[name] = torch.as_tensor(ints[name].astype(np.float32))
+            else:  # readout accumulations back to float units
+                value = ints[name] / node.quant["scale"]
+                if node.bias is not None:
+                    value = value + node.bias.double().numpy().reshape(-1, *([1] * (value.ndim - 3)))
+                floats[name] = torch.as_tensor(value.astype(np.float32))
+        return floats[name]
+
+    for name, node in graph.nodes.items():
+        if node.placement != "chip":
+            args = [x] if isinstance(node, ir.Input) else [as_float(i) for i in node.inputs]
+            floats[name] = node.run(*args)
+            continue
+        src = graph.nodes[node.inputs[0]]
+        if isinstance(node, (ir.Conv2d, ir.Linear)):
+            s = ints[src.name] if src.placement == "chip" else _payload(floats[src.name],
+                                                                        node.quant["payload_frac_bits"])
+            ints[name] = _accumulate(node, s.astype(np.int64))
+        elif isinstance(node, ir.Add):
+            ints[name] = fmt.inport_sum(*[ints[i] for i in node.inputs if graph.nodes[i].placement == "chip"])
+        elif isinstance(node, ir.LIF):
+            a = ints[src.name]
+            if isinstance(src, ir.Add):
+                sigma = node.quant["scale"]
+                injected = [np.rint(as_float(i).double().numpy() * sigma).astype(np.int64)
+                            for i in node.quant["injected"]]
+                a = fmt.inport_sum(a, *injected) if injected else a
+            ints[name] = _run_lif(node, a, act, keep_membrane)
+        elif isinstance(node, ir.MaxPool2d):
+            pooled = torch.nn.functional.max_pool2d(torch.as_tensor(ints[src.name].astype(np.float64)).flatten(0, 1),
+                                                    node.kernel_size, node.stride, node.padding)
+            ints[name] = pooled.unflatten(0, ints[src.name].shape[:2]).numpy().astype(np.int64)
+        elif isinstance(node, ir.Flatten):
+            ints[name] = ints[src.name].reshape(*ints[src.name].shape[:2], -1)
+        else:
+            raise ValueError(f"chip layer {name} ({type(node).__name__}) has no fixed-point execution")
+    for name in ints:
+        if isinstance(graph.nodes[name], ir.LIF):
+            as_float(name)
+    return floats[graph.output], act
