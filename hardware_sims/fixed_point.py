@@ -104,12 +104,10 @@ def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
         elif isinstance(node, ir.Add):
             ints[name] = fmt.inport_sum(*[ints[i] for i in node.inputs if graph.nodes[i].placement == "chip"])
         elif isinstance(node, ir.LIF):
-            a = ints[src.name]
-            if isinstance(src, ir.Add):
-                sigma = node.quant["scale"]
-                injected = [np.rint(as_float(i).double().numpy() * sigma).astype(np.int64)
-                            for i in node.quant["injected"]]
-                a = fmt.inport_sum(a, *injected) if injected else a
+            # Host values reach the neuron as injected currents round(value · σ), summed with its synapses.
+            injected = [np.rint(as_float(i).double().numpy() * node.quant["scale"]).astype(np.int64)
+                        for i in node.quant["injected"]]
+            a = fmt.inport_sum(*([ints[src.name]] if src.placement == "chip" else []), *injected)
             ints[name] = _run_lif(node, a, act, keep_membrane)
         elif isinstance(node, ir.MaxPool2d):
             pooled = torch.nn.functional.max_pool2d(torch.as_tensor(ints[src.name].astype(np.float64)).flatten(0, 1),

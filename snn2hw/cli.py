@@ -36,27 +36,6 @@ def _load(checkpoint: Path, arch, num_classes, trust_pickle):
     return loaded
 
 
-def load_input(path: Path, model) -> np.ndarray:
-    """Inputs stored as `.npy`, batch first, per-sample shape as the model's `input_shape`."""
-    if not path.is_file():
-        raise UserError(f"--input {path}: no such file.")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise UserError(f"--input {path} is not a readable .npy array ({type(e).__name__}).") from None
-    want = tuple(model.input_shape)
-    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
-        raise UserError(f"--input {path} has shape {tuple(x.shape)}; this model takes [N, {', '.join(map(str, want))}].")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
-        raise UserError(f"--input {path} has dtype {x.dtype}; expected numbers.")
-    if len(x) == 0:
-        raise UserError(f"--input {path} holds no samples.")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise UserError(f"--input {path} contains NaN or Inf values.")
-    return x
-
-
 def spike_table(title: str, counts: dict[str, np.ndarray]) -> Table:
     table = Table(title=title)
     for col, justify in [("layer", "left"), ("spikes / sample", "right"), ("per step (mean over samples)", "left")]:
@@ -92,34 +71,93 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
 
 
 @app.command()
-def simulate(checkpoint: Path, input: Path = typer.Option(..., "--input", help="Inputs, .npy, batch first."),
-             save: Path = typer.Option(..., "--save", help="Where to write the .npz of outputs and spike counts."),
+def simulate(checkpoint: Path,
+             input: Optional[Path] = typer.Option(None, "--input", help="Inputs, .npy, batch first."),
+             save: Optional[Path] = typer.Option(None, "--save", help="Where to write outputs and spike counts (.npz)."),
              arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
-             backend: str = typer.Option("torch", "--backend", help="torch: the float model."),
-             batch_size: int = typer.Option(32, "--batch-size", min=1),
+             backend: str = typer.Option("torch", "--backend", help="torch (float model), folded (BN folded, "
+                                                                     "neurons normalised) or fixed (Loihi fixed point)."),
+             calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
+                                                         "fixed-point scales; default: the first 256 inputs."),
+             tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
+             ladder: bool = typer.Option(False, "--ladder", help="Accuracy and firing rates float → folded → fixed."),
+             data: Optional[str] = typer.Option(None, "--data", help="For --ladder: digits, NAME:ROOT or an .npz "
+                                                                      "with x and y."),
+             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="For --ladder: at most this many samples."),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="For --ladder: write the report as JSON."),
+             batch_size: int = typer.Option(64, "--batch-size", min=1),
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
              trust_pickle: bool = TrustOpt):
-    """Run a model on inputs and save `output` and `spike_counts/<layer>` ([N, T]) to an .npz."""
+    """Run a model on inputs and save `output` and `spike_counts/<layer>` ([N, T]); or, with --ladder, compare
+    float → folded → fixed point on a data set."""
     from .activity import run_model
+    from .compile import compile_model
+    from .data import CALIBRATION_SAMPLES, evaluation_data, load_npy
     from .models.zoo import class_scores
+    from .simulate import BACKENDS, simulate as run_backend
     import torch
 
-    if backend != "torch":
-        raise UserError(f"--backend {backend!r} is not available yet; use torch.")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(BACKENDS)}.")
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
-    x = load_input(input, loaded.model)
+    shape = tuple(loaded.model.input_shape)
+    if ladder:
+        if data is None:
+            raise UserError("--ladder needs --data (digits, NAME:ROOT or an .npz with x and y).")
+        x, y, calib = evaluation_data(data, loaded.arch, limit)
+        if calibration is not None:
+            calib = load_npy(calibration, "--calibration", shape)
+        _ladder(loaded.arch, compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja), x, y,
+                batch_size, json_out)
+        return
+    if input is None or save is None:
+        raise UserError("simulate needs --input and --save (or --ladder with --data).")
+    x = load_npy(input, "--input", shape)
     y = None
     if labels is not None:
         y = np.load(labels, allow_pickle=False) if labels.is_file() else None
         if y is None or y.shape != (len(x),):
             raise UserError(f"--labels {labels} must be an existing .npy of shape ({len(x)},).")
-    output, counts = run_model(loaded.model, x, batch_size)
+    if backend == "torch":
+        output, counts = run_model(loaded.model, x, batch_size)
+    else:
+        calib = load_npy(calibration, "--calibration", shape) if calibration else x[:CALIBRATION_SAMPLES]
+        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja)
+        output, counts = run_backend(compiled, backend, x, batch_size)
     _save_npz(save, {"output": output, **{f"spike_counts/{k}": v for k, v in counts.items()}})
     out.print(spike_table(f"{loaded.arch} on {input.name} ({len(x)} samples, backend {backend})", counts))
     if y is not None:
         acc = float((class_scores(loaded.arch, torch.as_tensor(output)).argmax(1).numpy() == y).mean())
         out.print(f"accuracy: {acc:.2%}")
     out.print(f"saved {save}")
+
+
+def _ladder(arch, compiled, x, y, batch_size, json_out):
+    from .simulate import ladder
+
+    with out.status(f"{arch}: float, folded and fixed point on {len(x)} samples"):
+        report = ladder(compiled, x, y, batch_size)
+    acc = report["accuracy"]
+    out.print(f"[bold]{arch}[/bold] (--tcja {compiled.tcja}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
+              f"folded {acc['folded']:.2%} → fixed {acc['fixed']:.2%}", soft_wrap=True)
+    table = Table(title="firing rate per layer (spikes per neuron per step)")
+    for col in ("layer", "float", "folded", "fixed", "fixed - float"):
+        table.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for row in report["layers"]:
+        table.add_row(row["layer"], fmt(row["rate_torch"]), fmt(row["rate_folded"]), fmt(row["rate_fixed"]),
+                      fmt(row["delta_fixed"]))
+    out.print(table)
+    for key, label in (("float_vs_folded", "float → folded"), ("folded_vs_fixed", "folded → fixed")):
+        first = report[key]["first"]
+        where = "no spike differs" if first is None else \
+            f"first divergence at {first['layer']}, step {first['step']} ({first['count']} spikes)"
+        out.print(f"{label}: {where} on the first {report['probe_samples']} samples; "
+                  f"{sum(report[key]['mismatches'].values())} differing spikes in all")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        out.print(f"wrote {json_out}")
 
 
 def _save_npz(path: Path, arrays: dict) -> None:

@@ -173,4 +173,4 @@ def convert(model: nn.Module, arch: str = "") -> ir.Graph:
     else:
         raise UserError(f"model {type(model).__name__} is not supported by snn2hw's converter "
                         "(supported: the TCJA and GAC/MS-ResNet networks of the zoo).")
-    return ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape)).infer()
+    return ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape), arch).infer()

@@ -7,10 +7,8 @@ from rich.console import Console
 
 from .activity import run_model
 from .checkpoint import load_checkpoint
-from .models import digits
+from .data import DEMO_DATA
 from .models.zoo import ARCHS, class_scores
-
-DEMO_DATA = {"digit-events": digits.digit_events, "digit-images": digits.digit_images}
 
 
 def demo_checkpoint(arch: str) -> Path:

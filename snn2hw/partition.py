@@ -26,8 +26,10 @@ def _placement(node: ir.Node, graph: ir.Graph, placed: dict[str, str]) -> str:
         joins = any(isinstance(graph.nodes[r], ir.Add) for r in graph.consumers(node.name))
         return "host" if joins and placed[sources[0].name] == "host" else "chip"
     if isinstance(node, ir.LIF):
-        return "chip" if placed[sources[0].name] == "chip" and isinstance(sources[0], (ir.Conv2d, ir.Linear, ir.Add)) \
-            else "host"
+        # Fed by chip synapses, or by graded values the host injects as current (GAC's encoder output); a neuron
+        # on the host's own analog synapse output (GAC's encoder LIF) is part of the host encoder.
+        src = sources[0]
+        return "chip" if placed[src.name] == "chip" or src.kind == "graded" else "host"
     if isinstance(node, ir.Add):  # a neuron's synapse groups: chip if any is (host ones inject graded currents)
         return "chip" if any(placed[s.name] == "chip" for s in sources) else "host"
     return placed[node.inputs[0]]  # pooling, flatten, unfolded BN: where their input is
@@ -50,11 +52,13 @@ def partition_host_chip(graph: ir.Graph) -> ir.Graph:
         placed[name] = _placement(node, graph, placed)
         nodes[name] = ir.dataclasses.replace(node, inputs=list(node.inputs), placement=placed[name])
 
-    segments: list[dict] = []
-    for name in nodes:
-        if not segments or segments[-1]["placement"] != placed[name]:
-            segments.append({"name": f"{placed[name]}{len(segments)}", "placement": placed[name], "nodes": []})
-        segments[-1]["nodes"].append(name)
+    # A node's stage counts the host/chip crossings on the way to it; a segment is one stage's nodes, so host work
+    # that only needs earlier host values (e.g. the encoder's share of every residual sum) joins the host segment.
+    stage: dict[str, int] = {}
+    for name, node in nodes.items():
+        stage[name] = max((stage[i] + (placed[i] != placed[name]) for i in node.inputs), default=0)
+    segments = [{"name": f"{placed[names[0]]}{k}", "placement": placed[names[0]], "nodes": names}
+                for k in sorted(set(stage.values())) for names in [[n for n in nodes if stage[n] == k]]]
     segment_of = {n: seg["name"] for seg in segments for n in seg["nodes"]}
 
     memo: dict = {}

@@ -93,7 +93,7 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
     port's headroom (|a| < A_SAFE, so u never wraps) or the 17-bit threshold caps it; graded inputs then spend on
     payload precision (up to PAYLOAD_FRAC_BITS_MAX bits) what the weights do not need."""
     caps = {"8-bit weights": min(WEIGHT_GRID_MAX * 2 ** (PAYLOAD_FRAC_BITS_MAX if graded[s.name] else 0)
-                                 / float(s.weight.abs().max()) for s in synapses)}
+                                 / float(s.weight.abs().max()) for s in synapses)} if synapses else {}
     if a_peak > 0:
         caps["input headroom"] = A_SAFE / a_peak
     if neuron is not None and neuron.threshold > 0:
@@ -165,7 +165,7 @@ def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
             continue
         if isinstance(node, ir.LIF):
             src = nodes[node.inputs[0]]
-            feeds = [nodes[i] for i in src.inputs] if isinstance(src, ir.Add) else [src]
+            feeds = [nodes[i] for i in src.inputs] if isinstance(src, ir.Add) and src.placement == "chip" else [src]
             synapses = [f for f in feeds if isinstance(f, SYNAPSES) and f.placement == "chip"]
             injected = [f for f in feeds if f.placement == "host"]
             report.append(_quantize_group(graph, values, node, synapses, injected,

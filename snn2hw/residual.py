@@ -80,7 +80,7 @@ def _term(node: ir.Node, depth: dict[str, int], sum_depth: int) -> ResidualTerm:
 def compose_convs(first: ir.Conv2d, second: ir.Conv2d) -> ir.Conv2d:
     """second(first(x)) as one conv, when `second` is 1x1 without padding (a shortcut conv):
 
-        w[o, i, u, v] = sum_c w2[o, c] w1[c, i, u, v],   b = w2 b1 + b2,   stride s1 * s2, padding and dilation of first.
+        w[o, i, u, v] = sum_c w2[o, c] w1[c, i, u, v],  b = w2 b1 + b2,  stride s1 * s2, padding and dilation of first.
 
     Exact at the edges too: a 1x1 conv without padding only samples first's output every s2 pixels, and those samples
     are first's kernel placed every s1 * s2 pixels on the same padded input (output size floor(floor(m/s1)/s2) =
@@ -94,8 +94,12 @@ def compose_convs(first: ir.Conv2d, second: ir.Conv2d) -> ir.Conv2d:
                                bias=_through(second, first.bias), stride=stride, shape=second.shape)
 
 
+def _pointwise(conv: ir.Conv2d) -> bool:
+    return tuple(conv.weight.shape[2:]) == (1, 1) and tuple(conv.padding) == (0, 0) and conv.groups == 1
+
+
 def _check_composable(first: ir.Conv2d, second: ir.Conv2d) -> None:
-    if tuple(second.weight.shape[2:]) != (1, 1) or tuple(second.padding) != (0, 0) or second.groups != 1:
+    if not _pointwise(second):
         raise UserError(f"residual-stream conv {second.name} is not a 1x1 conv without padding or groups: "
                         "unroll_residual_stream cannot compose it exactly.")
     if first.groups != 1 or isinstance(first.padding, str):
@@ -134,16 +138,18 @@ def _expand(nodes: dict[str, ir.Node], stream: set[str], name: str) -> tuple[lis
             t, b = _expand(nodes, stream, i)
             terms, bias = terms + t, _plus(bias, b)
         return terms, bias
-    if name in stream:  # a shortcut conv on the real stream: it acts on every term and on the bias
-        terms, bias = _expand(nodes, stream, node.inputs[0])
-        unbiased = dataclasses.replace(node, bias=None)
-        return [compose_convs(t, unbiased) for t in terms], _through(node, bias)
     if isinstance(node, ir.BatchNorm):
         raise UserError(f"{name} is a BatchNorm on the residual stream: run fold_batchnorm before "
                         "unroll_residual_stream.")
-    if isinstance(node, ir.Conv2d):  # conv2 of a block (or a shortcut conv on x_0): already a synapse on a source
+    if isinstance(node, ir.Conv2d) and nodes[node.inputs[0]].kind != "analog":
+        # already a synapse on spikes: a block's conv2, or a shortcut conv on GAC's graded encoding
         return [dataclasses.replace(node, inputs=list(node.inputs), bias=None)], node.bias
-    return [_identity(node)], None  # x_0 itself, read through one-to-one synapses
+    if name in stream or (isinstance(node, ir.Conv2d) and _pointwise(node)):
+        # a shortcut conv on the real stream (or on an analog x_0): it acts on every term and on the bias
+        terms, bias = _expand(nodes, stream, node.inputs[0])
+        unbiased = dataclasses.replace(node, bias=None)
+        return [compose_convs(t, unbiased) for t in terms], _through(node, bias)
+    return [_identity(node)], None  # x_0 itself (GAC's encoding, or the stem conv), read one-to-one
 
 
 def _identity(node: ir.Node) -> ir.Conv2d:
@@ -181,7 +187,8 @@ def unroll_residual_stream(graph: ir.Graph) -> ir.Graph:
     on spike (or host) sources: x_k = sum_j L_{j->k}(s2_j) + L_{0->k}(x_0) + bias_k (see the module docstring).
 
     The sum is named `<reader>.in` (or keeps the stream node's name if several nodes read it); the old Adds,
-    shortcut convs and conv2 nodes become dead and are removed. Needs folded BatchNorm and inferred shapes.
+    shortcut convs and conv2 nodes become dead and are removed. Needs folded BatchNorm and inferred shapes and
+    kinds (a conv on spikes is a term; a 1x1 conv on an analog value is a shortcut on x_0).
     Preserves: the function up to float rounding (spikes change only at exact threshold ties)."""
     stream = _stream(graph)
     if not stream:

@@ -26,3 +26,4 @@ def run_cli():
     def run(*args, cwd=None):
         return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
     return run
+

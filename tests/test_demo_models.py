@@ -5,7 +5,8 @@ import torch
 
 from snn2hw.activity import run_model
 from snn2hw.checkpoint import load_checkpoint
-from snn2hw.demo import DEMO_DATA, demo_checkpoint
+from snn2hw.data import DEMO_DATA
+from snn2hw.demo import demo_checkpoint
 from snn2hw.models.train import accuracy, train
 from snn2hw.models.zoo import ARCHS, build_model, class_scores
 

@@ -7,10 +7,12 @@ from torch import nn
 
 from snn2hw import ir
 from snn2hw.activity import spiking_layers
+from helpers import calibrated
 from snn2hw.checkpoint import load_checkpoint
 from snn2hw.compare import first_divergence
 from snn2hw.convert import convert
-from snn2hw.demo import DEMO_DATA, demo_checkpoint
+from snn2hw.data import DEMO_DATA
+from snn2hw.demo import demo_checkpoint
 from snn2hw.errors import UserError
 from snn2hw.models.zoo import ARCHS, build_model
 from snn2hw.passes import fold_avgpool_linear, fold_batchnorm, normalise_neurons, run_passes
@@ -36,18 +38,9 @@ def _demo(arch):
 
 
 def _calibrated(arch, x, **options):
-    """Random weights with realistic BatchNorm statistics: the running stats of this very input."""
+    """Random weights with realistic BatchNorm statistics (see helpers.calibrated)."""
     torch.manual_seed(0)
-    model = build_model(arch, **options)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: the statistics of the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(x)
-    model.input_shape = tuple(x.shape[1:])  # the graph's static shapes follow the (reduced) test input
-    return model.eval()
+    return calibrated(build_model(arch, **options), x)
 
 
 OFFICIAL = [  # (arch, options, input): official widths; T and image size reduced where only runtime changes

@@ -1,0 +1,60 @@
+"""Where evaluation and calibration data come from: `--data NAME_OR_PATH` and `--calibration X.npy`."""
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .models import datasets, digits
+from .models.zoo import get_arch
+
+CALIBRATION_SAMPLES = 256
+DEMO_DATA = {"digit-events": digits.digit_events, "digit-images": digits.digit_images}
+
+
+def load_npy(path: Path, option: str, shape: tuple | None = None) -> np.ndarray:
+    """A float32 array from `.npy`, batch first, checked against the per-sample `shape` if given."""
+    if not path.is_file():
+        raise UserError(f"{option} {path}: no such file.")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise UserError(f"{option} {path} is not a readable .npy array ({type(e).__name__}).") from None
+    if shape is not None and (x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape)):
+        raise UserError(f"{option} {path} has shape {tuple(x.shape)}; this model takes [N, {', '.join(map(str, shape))}].")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"{option} {path} has dtype {x.dtype}; expected numbers.")
+    if len(x) == 0:
+        raise UserError(f"{option} {path} holds no samples.")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise UserError(f"{option} {path} contains NaN or Inf values.")
+    return x
+
+
+def evaluation_data(spec: str, arch: str, limit: int | None = None):
+    """`--data`: "digits" (the demo models' data), "NAME:ROOT" (an official data set, e.g. cifar10:/data/cifar),
+    or an .npz holding `x` and `y` (and optionally `calibration`). → (x, y, calibration inputs)."""
+    if spec == "digits":
+        kind = get_arch(arch).demo_data
+        if kind is None:
+            raise UserError(f"--data digits only fits the demo models (tcja-tiny, gac-msresnet-tiny), not {arch}.")
+        x, y = DEMO_DATA[kind]("test")
+        return x[:limit], y[:limit], DEMO_DATA[kind]("train")[0][:CALIBRATION_SAMPLES]
+    if ":" in spec and spec.split(":", 1)[0] in datasets.DATASETS:
+        name, root = spec.split(":", 1)
+        try:
+            x, y = datasets.load_arrays(name, root, "test", limit)
+            calibration, _ = datasets.load_arrays(name, root, "train", CALIBRATION_SAMPLES)
+        except datasets.DatasetError as e:
+            raise UserError(f"--data {spec}: {e}.") from None
+        return x, y, calibration
+    path = Path(spec)
+    if path.suffix != ".npz" or not path.is_file():
+        raise UserError(f"--data {spec}: expected 'digits', NAME:ROOT with NAME one of "
+                        f"{', '.join(datasets.DATASETS)}, or an existing .npz with arrays x and y.")
+    with np.load(path, allow_pickle=False) as f:
+        if "x" not in f or "y" not in f:
+            raise UserError(f"--data {path} must hold arrays 'x' and 'y'.")
+        x, y = f["x"].astype(np.float32)[:limit], f["y"].astype(np.int64)[:limit]
+        calibration = f["calibration"].astype(np.float32) if "calibration" in f else x[:CALIBRATION_SAMPLES]
+    return x, y, calibration
