@@ -24,7 +24,7 @@ class Activity:
     max_abs_input: dict[str, int] = field(default_factory=dict)  # neuron → max |a_in| (u wraps from 2^17)
     u_wraps: dict[str, int] = field(default_factory=dict)
     v_saturations: dict[str, int] = field(default_factory=dict)
-    membrane: dict[str, np.ndarray] = field(default_factory=dict)  # neuron → v before reset, if asked for
+    membrane: dict[str, np.ndarray] = field(default_factory=dict)  # neuron → v after each step, if asked for
 
 
 def _payload(value: torch.Tensor, frac_bits: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) ->
         sats += int(((v >= limit) | (v <= -limit)).sum())
         spikes[t] = s
         if keep_membrane:
-            vs[t] = np.where(s, (q["vth"] << fmt.VTH_SHIFT) + 1, v)  # a fired neuron was above threshold
+            vs[t] = v
     act.max_abs_input[node.name] = int(np.abs(a).max(initial=0))
     act.u_wraps[node.name] = wraps
     act.v_saturations[node.name] = sats

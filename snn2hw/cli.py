@@ -148,6 +148,20 @@ def _ladder(arch, compiled, x, y, batch_size, json_out):
         table.add_row(row["layer"], fmt(row["rate_torch"]), fmt(row["rate_folded"]), fmt(row["rate_fixed"]),
                       fmt(row["delta_fixed"]))
     out.print(table)
+    quant = Table(title=f"quantization per chip layer (membrane SQNR and states on the first {report['probe_samples']} "
+                        "samples)")
+    for col in ("layer", "scale σ", "vth", "dv", "weight SQNR dB", "per-channel cost dB", "payload bits",
+                "membrane SQNR dB", "max |a|", "u wraps", "v saturations", "notes"):
+        quant.add_column(col)
+    for row in report["quantization"]:
+        syn = row["synapses"]
+        quant.add_row(row["layer"], f"{row['scale']:.1f}", str(row.get("vth", "-")), str(row.get("dv", "-")),
+                      " ".join(str(s["weight_sqnr_db"]) for s in syn) or "-",
+                      " ".join(str(s["per_channel_scale_cost_db"]) for s in syn) or "-",
+                      " ".join(str(s["payload_frac_bits"]) for s in syn) or "-",
+                      str(row.get("membrane_sqnr_db", "-")), str(row.get("max_abs_input", "-")),
+                      str(row.get("u_wraps", "-")), str(row.get("v_saturations", "-")), "; ".join(row["notes"]))
+    out.print(quant)
     for key, label in (("float_vs_folded", "float → folded"), ("folded_vs_fixed", "folded → fixed")):
         first = report[key]["first"]
         where = "no spike differs" if first is None else \

@@ -7,6 +7,7 @@ from .activity import run_model
 from .compare import first_divergence, spike_mismatches
 from .compile import Compiled
 from .hardware_sims.fixed_point import run_fixed
+from .hardware_sims.loihi_numerics import ACT_SHIFT
 from .models.zoo import class_scores
 
 BACKENDS = ("torch", "folded", "fixed")
@@ -65,10 +66,34 @@ def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 6
         "layers": [{"layer": n, **{f"rate_{k}": rungs[k]["firing_rate"].get(n) for k in BACKENDS},
                     "delta_folded": _delta(rungs["folded"]["firing_rate"].get(n), base.get(n)),
                     "delta_fixed": _delta(rungs["fixed"]["firing_rate"].get(n), base.get(n))} for n in layers],
+        "quantization": quantization_report(compiled, probe),
         "float_vs_folded": _divergence(source_spikes, folded_spikes, shared),
         "folded_vs_fixed": _divergence(folded_spikes, fixed_spikes, layers),
         "probe_samples": len(probe),
     }
+
+
+def quantization_report(compiled: Compiled, x: torch.Tensor) -> list[dict]:
+    """The quantize pass's per-layer report, completed by a run on `x`: SQNR of the membrane potential (fixed point
+    v / (64 σ) against the folded float v after each step, end to end, so spike flips upstream count as noise),
+    the largest input, and how many steps wrapped u or saturated v."""
+    _, float_values = compiled.folded.run(x, record=True)
+    _, act = run_fixed(compiled.fixed, x, keep_membrane=True)
+    rows = []
+    for entry in compiled.fixed.quant_report:
+        row = dict(entry)
+        name = entry["layer"]
+        node = compiled.folded.nodes[name]
+        if isinstance(node, ir.LIF):
+            spikes, v = node.trace(float_values[node.inputs[0]])
+            v_float = (v * (1 - spikes)).double().numpy()
+            v_fixed = act.membrane[name] / (entry["scale"] * 2 ** ACT_SHIFT)
+            noise = float(((v_float - v_fixed) ** 2).sum())
+            row["membrane_sqnr_db"] = round(10 * np.log10(float((v_float ** 2).sum()) / noise), 2) if noise else None
+            row.update(max_abs_input=act.max_abs_input[name], u_wraps=act.u_wraps[name],
+                       v_saturations=act.v_saturations[name])
+        rows.append(row)
+    return rows
 
 
 def _divergence(a: dict, b: dict, layers: list[str]) -> dict:
