@@ -25,6 +25,8 @@ class Activity:
     u_wraps: dict[str, int] = field(default_factory=dict)
     v_saturations: dict[str, int] = field(default_factory=dict)
     membrane: dict[str, np.ndarray] = field(default_factory=dict)  # neuron → v after each step, if asked for
+    # (host tensor, chip node) → the integers the chip receives, [T, N, ...]: spikes, graded payloads or currents
+    cut_inputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 def _payload(value: torch.Tensor, frac_bits: int) -> np.ndarray:
@@ -98,15 +100,19 @@ def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
             continue
         src = graph.nodes[node.inputs[0]]
         if isinstance(node, (ir.Conv2d, ir.Linear)):
-            s = ints[src.name] if src.placement == "chip" else _payload(floats[src.name],
-                                                                        node.quant["payload_frac_bits"])
+            if src.placement == "chip":
+                s = ints[src.name]
+            else:
+                s = act.cut_inputs[(src.name, name)] = _payload(floats[src.name], node.quant["payload_frac_bits"])
             ints[name] = _accumulate(node, s.astype(np.int64))
         elif isinstance(node, ir.Add):
             ints[name] = fmt.inport_sum(*[ints[i] for i in node.inputs if graph.nodes[i].placement == "chip"])
         elif isinstance(node, ir.LIF):
             # Host values reach the neuron as injected currents round(value · σ), summed with its synapses.
-            injected = [np.rint(as_float(i).double().numpy() * node.quant["scale"]).astype(np.int64)
-                        for i in node.quant["injected"]]
+            injected = []
+            for i in node.quant["injected"]:
+                current = np.rint(as_float(i).double().numpy() * node.quant["scale"]).astype(np.int64)
+                injected.append(act.cut_inputs.setdefault((i, name), current))
             a = fmt.inport_sum(*([ints[src.name]] if src.placement == "chip" else []), *injected)
             ints[name] = _run_lif(node, a, act, keep_membrane)
         elif isinstance(node, ir.MaxPool2d):

@@ -1,0 +1,96 @@
+"""The chip segment as Lava will run it: a JSON structure plus integer arrays (`chip/<segment>.json` + `.npz`).
+
+This is the exact, Lava-facing form of a quantized chip segment; the Lava runner builds its processes from it
+alone (it runs in the Lava environment, which has neither torch nor our IR). Node ops:
+
+    input   a tensor the host sends: `payload` "spikes" (0/1), "graded" (round(value · 2^q)) or "current"
+            (round(value · σ), injected straight into the neuron's input port: no synapse, so no delay)
+    conv    Lava Conv (torch layout weights `(Cout, Cin/g, kH, kW)`, stride/padding/dilation in (H, W)); no weight_exp
+    dense   Lava Dense (`(out, in)` weights, weight_exp 0)
+    lif     Lava LIF with du, dv, vth, per-neuron bias_mant and a bias_exp; `synapses` feed it, each with the `delay`
+            (extra steps) its spikes must wait so all of them arrive together; `injected` inputs add currents
+    flatten a reshape of its input's spikes to one axis (C, H, W order)
+
+Time: `depth` is the Lava step at which a node's logical step 0 appears. Inputs and injected currents have the
+depth of the node they feed minus one for a synapse, or equal for a current; every Dense/Conv adds one step (it
+sends last step's accumulation first). Outputs are read at their depth: logical step t of node X is Lava step
+t + depth(X), so a segment runs T + max depth steps. A neuron with a bias must not integrate before its first
+input arrives: the runner resets it (LIFReset) at its depth.
+"""
+import numpy as np
+
+from snn2hw import ir
+
+FORMAT_VERSION = 1
+
+
+def _hw(v) -> list[int]:
+    return [int(x) for x in (v if isinstance(v, (tuple, list)) else (v, v))]
+
+
+def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """→ (JSON-ready structure, arrays) of one chip segment of a quantized, partitioned graph."""
+    members = set(segment["nodes"])
+    nodes = graph.nodes
+    depth: dict[str, int] = {}
+    spec_nodes, arrays, inputs = [], {}, {}
+
+    def input_of(src: str, consumer: str, payload: str, frac_bits: int = 0) -> str:
+        key = f"{src}->{consumer}"
+        if key not in inputs:
+            inputs[key] = {"name": key, "tensor": src, "to": consumer, "payload": payload,
+                           "frac_bits": frac_bits, "shape": list(nodes[src].shape)}
+        return key
+
+    for name in segment["nodes"]:
+        node = nodes[name]
+        q = node.quant
+        if isinstance(node, (ir.Conv2d, ir.Linear)):
+            src = node.inputs[0]
+            if src in members:
+                source, d = src, depth[src]
+            else:
+                kind = "spikes" if nodes[src].kind == "binary" else "graded"
+                source, d = input_of(src, name, kind, q["payload_frac_bits"]), 0
+                inputs[source]["depth"] = 0
+            arrays[f"{name}/weight"] = q["weight"]
+            entry = {"name": name, "op": "conv" if isinstance(node, ir.Conv2d) else "dense", "input": source,
+                     "weight": f"{name}/weight", "num_message_bits": q["num_message_bits"],
+                     "shape_in": list(nodes[src].shape), "shape": list(node.shape)}
+            if isinstance(node, ir.Conv2d):
+                entry.update(stride=_hw(node.stride), padding=_hw(node.padding), dilation=_hw(node.dilation),
+                             groups=node.groups)
+            depth[name] = d + 1
+        elif isinstance(node, ir.Add):
+            depth[name] = max(depth[i] for i in node.inputs if i in members)
+            continue  # an Add is the LIF's set of synapses: it becomes the LIF's `synapses` list
+        elif isinstance(node, ir.LIF):
+            src = nodes[node.inputs[0]]
+            feeds = [i for i in src.inputs] if isinstance(src, ir.Add) and src.name in members else [src.name]
+            synapses = [f for f in feeds if f in members]
+            d = max([depth[f] for f in synapses], default=0)
+            injected = [input_of(i, name, "current") for i in q["injected"]]
+            for key in injected:
+                inputs[key]["depth"] = d
+            arrays[f"{name}/bias_mant"] = np.broadcast_to(q["bias_mant"], node.shape).astype(np.int64)
+            entry = {"name": name, "op": "lif", "shape": list(node.shape), "du": q["du"], "dv": q["dv"],
+                     "vth": q["vth"], "bias_mant": f"{name}/bias_mant", "bias_exp": q["bias_exp"],
+                     "synapses": [{"name": f, "delay": d - depth[f]} for f in synapses], "injected": injected}
+            depth[name] = d
+        elif isinstance(node, ir.Flatten):
+            entry = {"name": name, "op": "flatten", "input": node.inputs[0], "shape": list(node.shape)}
+            depth[name] = depth[node.inputs[0]]
+        else:
+            raise ValueError(f"chip node {name} ({type(node).__name__}) has no Lava form")
+        entry["depth"] = depth[name]
+        spec_nodes.append(entry)
+
+    outputs = sorted({i for n in nodes.values() if n.name not in members for i in n.inputs if i in members},
+                     key=segment["nodes"].index)
+    lifs = [n["name"] for n in spec_nodes if n["op"] == "lif"]
+    spec = {"format": FORMAT_VERSION, "segment": segment["name"], "timesteps": graph.timesteps,
+            "inputs": list(inputs.values()), "nodes": spec_nodes,
+            "outputs": [{"name": o, "kind": "spikes" if isinstance(nodes[o], ir.LIF) else "accumulation",
+                         "depth": depth[o], "shape": list(nodes[o].shape)} for o in outputs],
+            "spiking_layers": lifs, "steps": graph.timesteps + max(depth.values(), default=0)}
+    return spec, arrays
