@@ -71,7 +71,7 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
             d = max([depth[f] for f in synapses], default=0)
             injected = [input_of(i, name, "current") for i in q["injected"]]
             for key in injected:
-                inputs[key]["depth"] = d
+                inputs[key].update(depth=d, scale=q["scale"])
             arrays[f"{name}/bias_mant"] = np.broadcast_to(q["bias_mant"], node.shape).astype(np.int64)
             entry = {"name": name, "op": "lif", "shape": list(node.shape), "du": q["du"], "dv": q["dv"],
                      "vth": q["vth"], "bias_mant": f"{name}/bias_mant", "bias_exp": q["bias_exp"],
@@ -90,7 +90,17 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
     lifs = [n["name"] for n in spec_nodes if n["op"] == "lif"]
     spec = {"format": FORMAT_VERSION, "segment": segment["name"], "timesteps": graph.timesteps,
             "inputs": list(inputs.values()), "nodes": spec_nodes,
-            "outputs": [{"name": o, "kind": "spikes" if isinstance(nodes[o], ir.LIF) else "accumulation",
-                         "depth": depth[o], "shape": list(nodes[o].shape)} for o in outputs],
+            "outputs": [_output(nodes[o], depth[o], arrays) for o in outputs],
             "spiking_layers": lifs, "steps": graph.timesteps + max(depth.values(), default=0)}
     return spec, arrays
+
+
+def _output(node: ir.Node, depth: int, arrays: dict) -> dict:
+    """What leaves the segment: spikes, or a readout synapse's accumulations (host: a / scale + bias)."""
+    out = {"name": node.name, "depth": depth, "shape": list(node.shape)}
+    if isinstance(node, ir.LIF):
+        return {**out, "kind": "spikes"}
+    if node.bias is not None:
+        arrays[f"{node.name}/bias"] = node.bias.double().numpy()
+    return {**out, "kind": "accumulation", "scale": node.quant["scale"],
+            "bias": f"{node.name}/bias" if node.bias is not None else None}

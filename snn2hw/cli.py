@@ -87,9 +87,11 @@ def simulate(checkpoint: Path,
              json_out: Optional[Path] = typer.Option(None, "--json", help="For --ladder: write the report as JSON."),
              batch_size: int = typer.Option(64, "--batch-size", min=1),
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
+             samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
+             timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds a Lava run may take."),
              trust_pickle: bool = TrustOpt):
-    """Run a model on inputs and save `output` and `spike_counts/<layer>` ([N, T]); or, with --ladder, compare
-    float → folded → fixed point on a data set."""
+    """Run a checkpoint or a deployment directory on inputs and save `output` and `spike_counts/<layer>` ([N, T]);
+    or, with --ladder, compare float → folded → fixed point on a data set."""
     from .activity import run_model
     from .compile import compile_model
     from .data import CALIBRATION_SAMPLES, evaluation_data, load_npy
@@ -97,8 +99,16 @@ def simulate(checkpoint: Path,
     from .simulate import BACKENDS, simulate as run_backend
     import torch
 
-    if backend not in BACKENDS:
-        raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(BACKENDS)}.")
+    deployed = checkpoint.is_dir()
+    if backend not in BACKENDS + (("lava",) if deployed else ()):
+        raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(BACKENDS)}"
+                        f"{', lava' if deployed else ' (lava runs a deployment directory: snn2hw export first)'}.")
+    if deployed:
+        from .deployment import load_deployment
+
+        dep = load_deployment(checkpoint)
+        _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples)
+        return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     shape = tuple(loaded.model.input_shape)
     if ladder:
@@ -129,6 +139,29 @@ def simulate(checkpoint: Path,
     if y is not None:
         acc = float((class_scores(loaded.arch, torch.as_tensor(output)).argmax(1).numpy() == y).mean())
         out.print(f"accuracy: {acc:.2%}")
+    out.print(f"saved {save}")
+
+
+def _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples):
+    """Run a deployment directory: torch/folded/fixed as for a checkpoint, lava with its host and chip files."""
+    from .data import load_npy
+    from .simulate import simulate as run_backend
+
+    if input is None or save is None:
+        raise UserError("simulate needs --input and --save.")
+    x = load_npy(input, "--input", tuple(dep.compiled.model.input_shape))[:samples]
+    if backend == "lava":
+        from .deployment import run_lava
+        from .simulate import spike_counts
+
+        with out.status(f"{dep.manifest['source']['arch']}: host segments (onnxruntime) and chip segments (Lava)") \
+                as status:
+            output, spikes = run_lava(dep, x, timeout, lambda what: status.update(f"running {what}"))
+        counts = spike_counts(dep.compiled.fixed, spikes)
+    else:
+        output, counts = run_backend(dep.compiled, backend, x, batch_size)
+    _save_npz(save, {"output": output, **{f"spike_counts/{k}": v for k, v in counts.items()}})
+    out.print(spike_table(f"{dep.path.name} on {input.name} ({len(x)} samples, backend {backend})", counts))
     out.print(f"saved {save}")
 
 
@@ -183,6 +216,46 @@ def _save_npz(path: Path, arrays: dict) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@app.command()
+def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", help="Deployment directory to write."),
+           arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
+           target: str = typer.Option("loihi", "--target", help="Only loihi (Loihi 2 through Lava)."),
+           calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
+                                                       "fixed-point scales; the demo models default to digits."),
+           tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
+           trust_pickle: bool = TrustOpt):
+    """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .data import CALIBRATION_SAMPLES, DEMO_DATA, load_npy
+    from .export import export_deployment
+    from .models.zoo import get_arch
+
+    if target != "loihi":
+        raise UserError(f"--target {target!r} is not supported; use loihi.")
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle)
+    if calibration is not None:
+        calib = load_npy(calibration, "--calibration", tuple(loaded.model.input_shape))[:CALIBRATION_SAMPLES]
+    elif get_arch(loaded.arch).demo_data:
+        calib = DEMO_DATA[get_arch(loaded.arch).demo_data]("train")[0][:CALIBRATION_SAMPLES]
+    else:
+        raise UserError(f"--calibration is required for {loaded.arch}: sample inputs set the fixed-point scales.")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("export")
+        manifest = export_deployment(loaded, calib, outdir, tcja, lambda what: bar.update(task, description=what))
+    table = Table(title=f"{loaded.arch} → {outdir} (T = {manifest['timesteps']}, TCJA gates: {manifest['tcja']})")
+    for col in ("segment", "runs on", "layers", "neurons", "synapse weights", "Lava latency", "files"):
+        table.add_column(col)
+    for s in manifest["segments"]:
+        table.add_row(s["name"], s["placement"], str(s["layers"]), f"{s['neurons']:,}", f"{s['synapse_weights']:,}",
+                      str(s.get("latency", "-")), " ".join(s["files"].values()))
+    out.print(table)
+    out.print(f"{len(manifest['cuts'])} cuts between host and chip; passes: " +
+              "; ".join(p.split(":")[0] for p in manifest["passes"]), soft_wrap=True)
+    out.print(f"wrote {outdir}/ (manifest.json, report.md)")
 
 
 @app.command()

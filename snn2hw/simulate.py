@@ -13,7 +13,7 @@ from .models.zoo import class_scores
 BACKENDS = ("torch", "folded", "fixed")
 
 
-def _counts(graph: ir.Graph, values: dict) -> dict[str, np.ndarray]:
+def spike_counts(graph: ir.Graph, values: dict) -> dict[str, np.ndarray]:
     """Per-layer spike counts `[N, T]` from `[T, N, ...]` spike tensors, in execution order."""
     return {n: values[n].flatten(2).sum(2).T.round().to(torch.int64).numpy()
             for n, node in graph.nodes.items() if isinstance(node, ir.LIF)}
@@ -38,7 +38,7 @@ def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 
     for start in range(0, len(x), batch_size):
         out, spikes = _spikes(graph, backend, torch.as_tensor(x[start:start + batch_size]))
         outputs.append(out.numpy())
-        counts.append(_counts(graph, spikes))
+        counts.append(spike_counts(graph, spikes))
     return np.concatenate(outputs), {k: np.concatenate([c[k] for c in counts]) for k in counts[0]}
 
 
