@@ -18,12 +18,17 @@ def lava_python() -> Path:
     return LAVA_PYTHON
 
 
-@pytest.fixture
-def run_cli():
+def _run_cli(*args, cwd=None):
     """Run the installed `snn2hw` console script; → CompletedProcess with text output."""
     exe = ROOT / ".venv" / "bin" / "snn2hw"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
 
-    def run(*args, cwd=None):
-        return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
-    return run
 
+@pytest.fixture
+def run_cli():
+    return _run_cli
+
+
+@pytest.fixture(scope="module")
+def run_cli_module():
+    return _run_cli

@@ -1,0 +1,103 @@
+"""`snn2hw export`: the deployment directory, its atomicity, and running it back."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from snn2hw.checkpoint import load_checkpoint
+from snn2hw.compile import compile_model
+from snn2hw.data import CALIBRATION_SAMPLES, DEMO_DATA
+from snn2hw.demo import demo_checkpoint
+from snn2hw.deployment import load_deployment
+from snn2hw.errors import UserError
+from snn2hw.export import export_deployment
+from snn2hw.hardware_sims.fixed_point import run_fixed
+
+
+@pytest.fixture(scope="module")
+def gac_export(tmp_path_factory, run_cli_module):
+    out = tmp_path_factory.mktemp("deploy") / "gac"
+    res = run_cli_module("export", demo_checkpoint("gac-msresnet-tiny"), "--target", "loihi", "-o", out)
+    assert res.returncode == 0, res.stderr
+    return out, res
+
+
+def test_deployment_directory_has_every_file_the_manifest_names(gac_export):
+    import nir
+    import onnx
+
+    out, res = gac_export
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["arch"] == "gac-msresnet-tiny" and manifest["timesteps"] == 4
+    assert [s["placement"] for s in manifest["segments"]] == ["host", "chip", "host"]
+    for seg in manifest["segments"]:
+        for rel in seg["files"].values():
+            assert (out / rel).is_file(), rel
+        if seg["placement"] == "chip":
+            graph = nir.read(out / seg["files"]["nir"])
+            assert len(graph.nodes) > 5
+        else:
+            onnx.checker.check_model(onnx.load(out / seg["files"]["onnx"]))
+    assert {c["direction"] for c in manifest["cuts"]} == {"host->chip", "chip->host"}
+    assert all("vth" in layer for layer in manifest["layers"] if layer["layer"] != "fc1")
+    report = (out / "report.md").read_text()
+    assert "membrane shortcut" in report and "unroll_residual_stream" in report
+    assert "chip1" in res.stdout  # the summary table
+
+
+def test_deployment_runs_the_same_fixed_point_graph(gac_export):
+    out, _ = gac_export
+    dep = load_deployment(out)
+    model = load_checkpoint(demo_checkpoint("gac-msresnet-tiny")).model
+    x, _ = DEMO_DATA["digit-images"]("test")
+    calib = DEMO_DATA["digit-images"]("train")[0][:CALIBRATION_SAMPLES]
+    direct = compile_model(model, "gac-msresnet-tiny", torch.as_tensor(calib))
+    a, _ = run_fixed(dep.compiled.fixed, torch.as_tensor(x[:20]))
+    b, _ = run_fixed(direct.fixed, torch.as_tensor(x[:20]))
+    assert torch.equal(a, b)
+
+
+def test_tampered_chip_file_is_refused(gac_export, tmp_path, run_cli):
+    import shutil
+
+    out, _ = gac_export
+    copy = tmp_path / "tampered"
+    shutil.copytree(out, copy)
+    spec = json.loads((copy / "chip" / "chip1.json").read_text())
+    spec["nodes"][1]["vth"] += 1
+    (copy / "chip" / "chip1.json").write_text(json.dumps(spec))
+    np.save(tmp_path / "x.npy", DEMO_DATA["digit-images"]("test")[0][:2])
+    res = run_cli("simulate", copy, "--backend", "fixed", "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")
+    assert res.returncode == 2 and "chip1.json" in res.stderr and "edited or corrupt" in res.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_failed_export_leaves_nothing_and_keeps_an_earlier_one(tmp_path, monkeypatch):
+    loaded = load_checkpoint(demo_checkpoint("tcja-tiny"))
+    calib = DEMO_DATA["digit-events"]("train")[0][:64]
+    out = tmp_path / "deploy"
+    export_deployment(loaded, calib, out)
+    before = (out / "manifest.json").read_text()
+
+    import snn2hw.exporters.onnx_host as onnx_host
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(onnx_host, "export_host_segment", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_deployment(loaded, calib, out)
+    assert (out / "manifest.json").read_text() == before  # the earlier export is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no partial directories left
+    with pytest.raises(RuntimeError):
+        export_deployment(loaded, calib, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_export_refuses_to_replace_a_directory_that_is_not_a_deployment(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    loaded = load_checkpoint(demo_checkpoint("tcja-tiny"))
+    with pytest.raises(UserError, match="not a deployment directory"):
+        export_deployment(loaded, DEMO_DATA["digit-events"]("train")[0][:16], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
