@@ -4,6 +4,7 @@
                          per-layer quantization parameters and latencies, input/output specs, snn2hw version
     chip/<seg>.json/.npz the exact Lava form of each chip segment (exporters/lava_spec.py)
     chip/<seg>.nir       each chip segment as a NIR graph (float weights; Loihi integers in metadata)
+    chip/<seg>.net       lava-dl netx HDF5, where the segment is a plain chain (netx cannot express branches)
     host/<seg>.onnx      each host segment
     source/              the checkpoint (weights only, with its arch) and the calibration inputs, so every
                          backend can rebuild the same compiled graph and check it against the chip files
@@ -47,6 +48,7 @@ def _sha256(path: Path) -> str:
 
 def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
     from .exporters.lava_spec import chip_segment_spec
+    from .exporters.netx_export import sequential_problem, write_netx
     from .exporters.nir_export import chip_segment_to_nir, write_nir
 
     spec, arrays = chip_segment_spec(compiled.fixed, segment)
@@ -55,8 +57,15 @@ def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
     np.savez(chip_dir / f"{name}.npz", **arrays)
     write_nir(chip_dir / f"{name}.nir", chip_segment_to_nir(compiled.folded, compiled.fixed, segment))
     files = {"lava_spec": f"chip/{name}.json", "lava_arrays": f"chip/{name}.npz", "nir": f"chip/{name}.nir"}
+    netx = {"written": False, "why_not": sequential_problem(spec)}
+    if netx["why_not"] is None:
+        written = write_netx(spec, arrays, chip_dir / f"{name}.net")
+        files["netx"] = f"chip/{name}.net"
+        netx = {"written": True, "bit_exact": written["bit_exact"], "load": written["load"],
+                "inexact_layers": [layer["neuron"] for layer in written["layers"] if not layer["bit_exact"]]}
     return {"files": files, "latency": max(n["depth"] for n in spec["nodes"]), "steps": spec["steps"],
-            "inputs": [i["name"] for i in spec["inputs"]], "outputs": [o["name"] for o in spec["outputs"]]}
+            "inputs": [i["name"] for i in spec["inputs"]], "outputs": [o["name"] for o in spec["outputs"]],
+            "netx": netx}
 
 
 def _write_host(compiled: Compiled, segment: dict, host_dir: Path) -> dict:

@@ -135,6 +135,8 @@ def _quantize_group(graph, values, neuron, synapses, injected, extra_bias, repor
     bias = sum((_channel_bias(s, neuron.shape) for s in synapses), torch.zeros(neuron.shape, dtype=torch.float64))
     if extra_bias is not None:
         bias = bias + _channel_bias(extra_bias, neuron.shape)
+    # In v's own units (1/64 of an activation unit): rounding the bias to whole activation units, the most lava-dl
+    # netx can hold (it fixes bias_exp at 6), cost the TCJA demo 0.5-1.4 points; a .net then says where it is inexact.
     mant, exp = _bias_format(bias.numpy() * sigma * 2 ** fmt.ACT_SHIFT)
     vth = int(round(neuron.threshold * sigma))
     dv = min(fmt.DECAY_MAX, int(round(fmt.DECAY_UNITY * (1 - neuron.decay))))

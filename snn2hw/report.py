@@ -21,6 +21,11 @@ def export_report(manifest: dict, compiled) -> str:
         _table(["segment", "runs on", "layers", "neurons", "synapse weights", "latency (Lava steps)", "files"],
                [[s["name"], s["placement"], s["layers"], s["neurons"], s["synapse_weights"], s.get("latency"),
                  ", ".join(f"`{f}`" for f in s["files"].values())] for s in manifest["segments"]]),
+        "lava-dl netx (`.net`): " + "; ".join(
+            f"{s['name']}: " + ("written, bit-exact" if s["netx"].get("bit_exact") else
+                                f"written, not bit-exact at {', '.join(s['netx'].get('inexact_layers', []))}"
+                                if s["netx"]["written"] else f"not written ({s['netx']['why_not']})")
+            for s in manifest["segments"] if s["placement"] == "chip") + ".",
         "Host segments hold what is not spike-driven or not causal: the first synapse on pixels and the GAC "
         "encoder, TCJA's gates (each output step depends on all T input steps), and the readout.",
         "## Cuts (tensors crossing between host and chip)",
