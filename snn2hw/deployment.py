@@ -93,12 +93,13 @@ def _host_spikes(graph, names: list[str], values: dict) -> dict:
     """Spikes of the host's own neurons (the GAC encoder's), for the per-layer counts: the ONNX segment passes on
     only what later segments read, so these come from the same nodes run in torch."""
     from . import ir
+    from .exporters.onnx_host import MODEL_INPUT
 
     local = dict(values)
     out = {}
     for name in names:
         node = graph.nodes[name]
-        args = [local["input"]] if isinstance(node, ir.Input) else [local[i] for i in node.inputs]
+        args = [local[MODEL_INPUT]] if isinstance(node, ir.Input) else [local[i] for i in node.inputs]
         local[name] = node.run(*args)
         if isinstance(node, ir.LIF):
             out[name] = local[name]
@@ -109,12 +110,12 @@ def run_lava(dep: Deployment, x: np.ndarray, timeout: float, progress=None):
     """Host segments by onnxruntime, chip segments on Lava's CPU backend, in the manifest's order.
     → (output, {spiking layer: spikes [T, N, ...]}) with chip layers read from Lava."""
     from .exporters.lava_spec import chip_segment_spec
-    from .exporters.onnx_host import run_host_segment_onnx
+    from .exporters.onnx_host import MODEL_INPUT, run_host_segment_onnx
     from .lava_backend import run_chip_segment
 
     graph = dep.compiled.fixed
     segments = {s["name"]: s for s in graph.segments}
-    values: dict[str, torch.Tensor] = {"input": torch.as_tensor(x)}
+    values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}
     spikes = {}
     for entry in dep.manifest["segments"]:
         if progress:

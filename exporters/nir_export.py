@@ -1,0 +1,238 @@
+"""A chip segment as a NIR graph (`chip/<segment>.nir`): float weights and dynamics, Loihi integers in metadata.
+
+Time. NIR (nir 1.0.8) states neurons as ODEs; ours are discrete. The graph fixes dt = 1 (one time step of the
+source model: graph metadata `dt`, `time_unit`) and the discretisation (metadata `discretisation`): forward Euler
+with the current updated first, which is how norse integrates NIR's CubaLIF (`from_nir(graph, dt=1.0)`) and how
+Loihi updates u before v:
+
+    I[t] = I[t-1] + dt/tau_syn·(w_in·S[t] - I[t-1])       = (1 - dt/tau_syn)·I[t-1] + dt/tau_syn·w_in·S[t]
+    v[t] = v[t-1] + dt/tau_mem·(v_leak - v[t-1] + r·I[t])  = (1 - dt/tau_mem)·v[t-1] + dt/tau_mem·(v_leak + r·I[t])
+    z[t] = v[t] > v_threshold;   v[t] = v_reset where z[t]
+with S[t] the sum of all edges into the neuron. Our LIF is v[t] = decay·v[t-1] + input_scale·x[t], spike on
+v > θ (v >= θ for SpikingJelly's neurons), hard reset to 0. Matching coefficients gives tau_syn = dt
+(I[t] = w_in·S[t]: no current memory, Loihi's du = 4095), w_in = input_scale, tau_mem = dt / (1 - decay),
+r = 1 / (1 - decay) (dt/tau_mem · r = 1), v_leak = 0, v_reset = 0. For decay 0.5 (both demo models) that is
+tau_mem = 2, r = 2; the OR neurons of `maxpool_to_or` (decay 0) get tau_mem = dt, r = 1. In the decay form, with
+these float32 coefficients (0.5 and 1, or 0 and 1), the float arithmetic is the folded graph's own.
+Threshold: NIR fires on v > v_threshold. A neuron that fires on v >= θ gets v_threshold = the largest float32
+below θ: identical to v >= θ in float32 arithmetic (metadata keeps θ and the comparison).
+
+Nodes (names are the IR node names; parameters are float32 numpy arrays, neuron parameters with the layer's full
+shape, no batch dim anywhere):
+
+    Input      one per (host tensor, chip consumer), named `tensor->consumer` as in the Lava spec: the spikes,
+               graded payloads or injected currents the host sends each step, as floats
+    Conv2d     a Conv2d synapse: the folded weight (Cout, Cin, kH, kW), bias (zeros if none), stride, padding,
+               dilation, input_shape (H, W)
+    SumPool2d  a depthwise Conv2d of unit weights without bias (the sum-pool of a max-pool turned OR); NIR 1.0.8
+               cannot type other grouped convolutions (it reads weight.shape[1] as the input channels)
+    Affine     a Linear synapse with a bias; `Linear` when it has none
+    CubaLIF    each LIF, as above
+    Flatten    start_dim 0, end_dim -1 over the batch-free type (C, H, W) → (C·H·W,)
+    Output     one per chip node the host reads, named `node->host`: a neuron's spikes, or a readout synapse's
+               value (weights · spikes + bias)
+Edges: several edges into one node are summed (NIR's rule). An IR `Add` (a neuron's synapse groups, the MS-ResNet
+membrane shortcut) has no node: each summand, chip synapse or injected host current, is an edge into the neuron.
+NIR neurons have no bias, so an Add's bias is added to the float bias of its first chip synapse that feeds only
+that Add (metadata `add_bias_of` names the Add); on Loihi all of a neuron's biases are its `bias_mant`.
+
+Metadata (flat: Python scalars, strings and numpy arrays, so nir.write/nir.read keep it). The Loihi 2 fixed-point
+form, as the quantize pass set it and the Lava spec (exporters/lava_spec.py) runs it:
+    synapse    `weight` (int16, round(W · scale / 2^payload_frac_bits) on Lava's 8-bit grid; SumPool2d: its
+               depthwise weights), `weight_exp` 0, `scale` σ (integer units per float unit of the neuron it feeds),
+               `payload_frac_bits`, `num_message_bits`, `depth`, `delay` (extra steps its output waits so that all
+               synapses of a neuron arrive together; absent on readout synapses), `bias_realised_by`
+    neuron     `du`, `dv`, `vth`, `bias_mant` (int32, full shape), `bias_exp`, `scale` σ, `depth`; the source
+               semantics `source_decay`, `source_threshold`, `source_input_scale`, `source_fires_when`
+    Input      `tensor`, `consumer`, `payload` ("spikes" 0/1 | "graded" round(value · 2^frac_bits) | "current"
+               round(value · scale), into the neuron's input port without a synapse), `frac_bits`, `scale`
+               (currents), `depth`, `kind` (the IR value kind), `waits_for_window` (1: the host needs all T steps first)
+    Output     `tensor`, `kind` ("spikes" | "accumulation": the host computes a / scale + bias), `depth`, `scale`
+    graph      `format`, `format_version`, `snn2hw_version`, `segment`, `arch`, `timesteps`, `dt`, `time_unit`,
+               `discretisation`, `lava_steps` (T + the deepest node's depth)
+`depth`: the Lava step at which the node's logical step 0 appears (every Dense/Conv adds one step of latency).
+"""
+import os
+from pathlib import Path
+
+import nir
+import numpy as np
+
+from snn2hw import __version__, ir
+
+from .lava_spec import chip_segment_spec
+
+FORMAT = "snn2hw-nir"
+FORMAT_VERSION = 1
+DT = 1.0  # one time step of the source model
+DISCRETISATION = ("forward Euler, current first: I[t] = I[t-1] + dt/tau_syn*(w_in*S[t] - I[t-1]); "
+                  "v[t] = v[t-1] + dt/tau_mem*(v_leak - v[t-1] + r*I[t]); z[t] = v[t] > v_threshold; "
+                  "v[t] = v_reset where z[t]; S[t] = sum of the edges into the node")
+
+
+def _f32(x) -> np.ndarray:
+    return np.array(x, dtype=np.float32)
+
+
+def _full(value: float, shape: tuple) -> np.ndarray:
+    return np.full(shape, value, dtype=np.float32)
+
+
+def _cuba_lif(node: ir.LIF) -> nir.CubaLIF:
+    """Our LIF as NIR's CubaLIF under `DISCRETISATION` with dt = `DT` (derivation: the module docstring)."""
+    if not 0.0 <= node.decay < 1.0:
+        raise ValueError(f"LIF {node.name}: decay {node.decay} has no membrane time constant (needs 0 <= decay < 1)")
+    threshold = np.float32(node.threshold)
+    if node.fire_at_threshold:
+        threshold = np.nextafter(threshold, np.float32(-np.inf))
+    shape = tuple(node.shape)
+    return nir.CubaLIF(tau_syn=_full(DT, shape), tau_mem=_full(DT / (1.0 - node.decay), shape),
+                       r=_full(1.0 / (1.0 - node.decay), shape), v_leak=_full(0.0, shape),
+                       v_threshold=_full(threshold, shape), v_reset=_full(0.0, shape),
+                       w_in=_full(node.input_scale, shape))
+
+
+def _is_sum_pool(node: ir.Conv2d, bias) -> bool:
+    """A depthwise conv with unit weights and no bias (what `maxpool_to_or` makes): a sum over each window."""
+    w = node.weight
+    return (node.groups == w.shape[0] and w.shape[1] == 1 and bias is None and bool((w == 1).all())
+            and tuple(node.dilation) == (1, 1))
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(int(x) for x in v)
+
+
+def _synapse(node, in_shape: tuple, bias) -> nir.NIRNode:
+    """A synapse with its float weight and `bias` (None: none) as a NIR node; `in_shape` is its input's shape."""
+    weight = node.weight.detach().numpy().astype(np.float32)
+    if isinstance(node, ir.Conv2d) and node.groups > 1:
+        # NIR 1.0.8 types a Conv2d's input as weight.shape[1] channels, ignoring groups, so a grouped conv fails
+        # the type check; a sum-pool has a node of its own.
+        if not _is_sum_pool(node, bias):
+            raise ValueError(f"conv {node.name}: NIR 1.0.8 cannot type a grouped convolution (groups={node.groups})")
+        return nir.SumPool2d(kernel_size=np.array(weight.shape[2:]), stride=np.array(_pair(node.stride)),
+                             padding=np.array(_pair(node.padding)))
+    if isinstance(node, ir.Conv2d):  # input_shape types the conv: without it nir.write fails
+        return nir.Conv2d(input_shape=_pair(in_shape[1:]), weight=weight, stride=_pair(node.stride),
+                          padding=_pair(node.padding), dilation=_pair(node.dilation), groups=1,
+                          bias=_f32(bias if bias is not None else np.zeros(weight.shape[0])))
+    if bias is None:
+        return nir.Linear(weight=weight)
+    return nir.Affine(weight=weight, bias=_f32(bias))
+
+
+def _add_bias_carriers(graph: ir.Graph, members: set) -> dict[str, str]:
+    """synapse → the Add whose bias its NIR bias also carries: an Add's first chip synapse that feeds it alone."""
+    carriers = {}
+    for name in sorted(members):
+        add = graph.nodes[name]
+        if not isinstance(add, ir.Add) or add.bias is None:
+            continue
+        for i in add.inputs:
+            if i in members and isinstance(graph.nodes[i], (ir.Conv2d, ir.Linear)) and graph.consumers(i) == [name]:
+                carriers[i] = name
+                break
+        else:
+            raise ValueError(f"Add {name}: its bias has no chip synapse of its own to carry it in NIR")
+    return carriers
+
+
+def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir.NIRGraph:
+    """One chip segment of a compiled model → a type-checked NIR graph (format: the module docstring).
+
+    `folded` gives the float weights and dynamics (semantics level 2), `fixed` the Loihi integers (level 3);
+    both are the same partitioned graph (`Compiled.folded`, `Compiled.fixed`)."""
+    spec, _ = chip_segment_spec(fixed, segment)
+    members = set(segment["nodes"])
+    spec_nodes = {n["name"]: n for n in spec["nodes"]}
+    delays = {s["name"]: s["delay"] for n in spec["nodes"] if n["op"] == "lif" for s in n["synapses"]}
+    carriers = _add_bias_carriers(folded, members)
+    waits = {c["tensor"]: c["waits_for_window"] for c in folded.cuts}
+    nodes: dict[str, nir.NIRNode] = {}
+    edges: list[tuple[str, str]] = []
+
+    for inp in spec["inputs"]:
+        meta = {"tensor": inp["tensor"], "consumer": inp["to"], "payload": inp["payload"],
+                "frac_bits": int(inp["frac_bits"]), "depth": int(inp["depth"]),
+                "kind": folded.nodes[inp["tensor"]].kind, "waits_for_window": int(waits[inp["tensor"]])}
+        if inp["payload"] == "current":
+            meta["scale"] = float(inp["scale"])
+        nodes[inp["name"]] = nir.Input(input_type={"input": np.array(inp["shape"])}, metadata=meta)
+        edges.append((inp["name"], inp["to"]))
+
+    for name in segment["nodes"]:
+        node, q = folded.nodes[name], fixed.nodes[name].quant
+        if isinstance(node, (ir.Conv2d, ir.Linear)):
+            bias = None if node.bias is None else node.bias.detach().double().numpy()
+            if name in carriers:
+                add_bias = folded.nodes[carriers[name]].bias.detach().double().numpy()
+                bias = add_bias if bias is None else bias + add_bias
+            readout = name not in delays
+            meta = {"weight": np.asarray(q["weight"], dtype=np.int16), "scale": float(q["scale"]),
+                    "payload_frac_bits": int(q["payload_frac_bits"]), "num_message_bits": int(q["num_message_bits"]),
+                    "weight_exp": 0, "depth": int(spec_nodes[name]["depth"]),
+                    "bias_realised_by": "host: a / scale + bias" if readout else
+                    f"neuron {_neuron_fed_by(folded, name)}: bias_mant << bias_exp"}
+            if not readout:
+                meta["delay"] = int(delays[name])
+            if name in carriers:
+                meta["add_bias_of"] = carriers[name]
+            nodes[name] = _synapse(node, folded.nodes[node.inputs[0]].shape, bias)
+            nodes[name].metadata = meta
+            if node.inputs[0] in members:  # else the Input `tensor->name` already feeds it
+                edges.append((node.inputs[0], name))
+        elif isinstance(node, ir.Add):
+            if not any(isinstance(folded.nodes[r], ir.LIF) for r in folded.consumers(name)):
+                raise ValueError(f"Add {name} on chip feeds no neuron; NIR could only sum it at a neuron's input")
+        elif isinstance(node, ir.LIF):
+            nodes[name] = _cuba_lif(node)
+            nodes[name].metadata = {
+                "du": int(q["du"]), "dv": int(q["dv"]), "vth": int(q["vth"]),
+                "bias_mant": np.broadcast_to(q["bias_mant"], node.shape).astype(np.int32),
+                "bias_exp": int(q["bias_exp"]), "scale": float(q["scale"]), "depth": int(spec_nodes[name]["depth"]),
+                "source_decay": float(node.decay), "source_threshold": float(node.threshold),
+                "source_input_scale": float(node.input_scale),
+                "source_fires_when": "v >= threshold" if node.fire_at_threshold else "v > threshold"}
+            src = folded.nodes[node.inputs[0]]
+            feeds = src.inputs if isinstance(src, ir.Add) and src.name in members else [src.name]
+            edges += [(f, name) for f in feeds if f in members]  # host feeds arrive through their Input nodes
+        elif isinstance(node, ir.Flatten):
+            nodes[name] = nir.Flatten(input_type={"input": np.array(folded.nodes[node.inputs[0]].shape)},
+                                      start_dim=0, end_dim=-1, metadata={"depth": int(spec_nodes[name]["depth"])})
+            edges.append((node.inputs[0], name))
+        else:
+            raise ValueError(f"chip node {name} ({type(node).__name__}) has no NIR form")
+
+    for out in spec["outputs"]:
+        meta = {"tensor": out["name"], "kind": out["kind"], "depth": int(out["depth"])}
+        if out["kind"] == "accumulation":
+            meta["scale"] = float(out["scale"])
+        nodes[f"{out['name']}->host"] = nir.Output(output_type={"output": np.array(out["shape"])}, metadata=meta)
+        edges.append((out["name"], f"{out['name']}->host"))
+
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
+                "segment": segment["name"], "arch": folded.arch, "timesteps": int(folded.timesteps), "dt": DT,
+                "time_unit": "one time step of the source model", "discretisation": DISCRETISATION,
+                "lava_steps": int(spec["steps"])}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
+
+
+def _neuron_fed_by(graph: ir.Graph, synapse: str) -> str:
+    reader = graph.nodes[graph.consumers(synapse)[0]]
+    return graph.consumers(reader.name)[0] if isinstance(reader, ir.Add) else reader.name
+
+
+def write_nir(path, graph: nir.NIRGraph) -> None:
+    """Write `graph` to `path` atomically: into a temporary file beside it, read back with NIR's type check, then
+    renamed over `path`. A failure leaves `path` as it was (nir.write would otherwise leave half a file that
+    nir.read rejects) and no temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        nir.write(tmp, graph)
+        nir.read(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,273 @@
+"""Run one chip segment on Lava's CPU backend (`Loihi2SimCfg(select_tag="fixed_pt")`); runs INSIDE the Lava env.
+
+    python hardware_sims/lava_runner.py WORKDIR
+
+A standalone script: it imports numpy, scipy and lava only (plus `loihi_numerics` next to it, by path, for the conv
+layout conversion; that module needs numpy only), never torch or the snn2hw package, which the Lava environment
+does not have. Everything goes through files; stdout is not used (slayer and Lava print there). On an error it exits
+with status 1 and ends stderr with one line `lava_runner: <error>`.
+
+WORKDIR holds, written by `snn2hw.lava_backend`:
+
+    spec.json, arrays.npz   the segment, as `snn2hw.exporters.lava_spec.chip_segment_spec` makes it
+    inputs.npz              one integer array `[N, T, *shape]` per spec input name (batch first, torch layout)
+    request.json            {"samples": N, "probe": [spiking layers]}
+
+and gets back
+
+    result.npz              `<layer>`: spikes `[N, T, *shape]` (uint8) of every probed layer and every spike output;
+                            `<output>`: the int64 accumulations `[N, T, *shape]` of every accumulation output
+    result.json             samples, Lava steps, timings (seconds) and the Lava processes built
+
+Everything is aligned to logical steps: logical step t of node X is Lava step t + depth(X) of its sample.
+
+How the segment becomes Lava processes
+--------------------------------------
+* Layouts: Lava tensors are (X, Y, Z) = (W, H, C), torch's (C, H, W) reversed. Every array goes in with its axes
+  reversed and comes back reversed again; conv weights and (H, W) parameters are converted as lava-dl netx does
+  (`loihi_numerics.torch_to_lava_conv_weight`, `torch_to_lava_conv_params`).
+* input: a source `RingBuffer` holding all samples back to back, the data shifted to the input's depth. A "current"
+  input connects straight to the LIF's `a_in` (no synapse, no delay); "spikes" and "graded" inputs feed their
+  Conv/Dense, which the spec gives `num_message_bits` > 0 for graded payloads.
+* conv: `Conv` (fixed: no weight_exp, 24-bit wrap); dense: `Dense` (weight_exp 0).
+* flatten: a virtual port, `transpose` to (C, H, W) then `flatten`, so the order is torch's C, H, W flatten.
+* lif: `LIFReset` with the spec's du, dv, vth, per-neuron bias_mant and bias_exp. Its synapses and injected inputs
+  are summed by its `a_in` port (in int32, as Lava does).
+* delays: a synapse term with `delay` d > 0 goes through an identity `DelaySparse` (graded messages, extra delay
+  d - 1, plus the one step every Lava synapse adds): one process per delayed term, exact for any int32 value
+  (Conv accumulations are 24 bit). Lava's Conv has no delay of its own.
+* samples: one run of N·T + max depth steps. Each LIF resets u and v at its depth in every window of T steps
+  (`reset_interval` T, `reset_offset` depth + 1: Lava counts steps from 1), so it starts each sample from zero state
+  and integrates bias only from its first input on. This is exact with no gap between samples: the network is a
+  feed-forward pipeline in which node X works on sample s during Lava steps [sT + depth(X), (s+1)T + depth(X)).
+  Whatever a node emits outside its window (bias-driven spikes before its depth, the tail after its last step)
+  reaches each consumer strictly before that consumer's own reset, because every path adds exactly the depth
+  difference in steps; and the one-step buffers of Conv/Dense/DelaySparse in flight at a boundary carry the
+  previous sample's last steps to the consumer's previous-sample window, where they belong.
+* probing: an `Extractor` per probed layer and per output, whose channel passes each step's values to this process
+  (received after every run of `EXTRACT_BUFFER` steps). A `Var` read after the run (`Monitor`, sink `RingBuffer`)
+  would cost ~15 µs to 70 µs per value, since Lava sends Vars element by element: minutes for a few hundred samples.
+* errors: building and compiling raise here. A Lava process that raises during a step makes Lava 0.10 wait
+  forever (the others wait for its messages; the error is reported nowhere): the caller's timeout ends that run.
+"""
+import importlib.util
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.conv.process import Conv
+from lava.proc.dense.process import Dense
+from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+from lava.proc.io.source import RingBuffer as Source
+from lava.proc.lif.process import LIFReset
+from lava.proc.sparse.process import DelaySparse, Sparse
+from scipy import sparse
+
+
+def _load_numerics():
+    """`loihi_numerics` from next to this file, without importing the snn2hw package (it needs torch)."""
+    path = Path(__file__).with_name("loihi_numerics.py")
+    spec = importlib.util.spec_from_file_location("snn2hw_loihi_numerics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+numerics = _load_numerics()
+
+EXTRACT_BUFFER = 64                # steps per blocking run: each Extractor buffers that many messages
+GRADED_BITS = 24                   # message width for graded values (the spec's graded synapses use the same)
+SPEC_FORMAT = 1                    # exporters/lava_spec.py FORMAT_VERSION this runner reads
+
+
+def to_lava(a: np.ndarray) -> np.ndarray:
+    """A torch-layout array (C, H, W) → Lava's (W, H, C): all axes reversed."""
+    return np.ascontiguousarray(np.transpose(a))
+
+
+def lava_shape(shape) -> tuple:
+    return tuple(int(s) for s in reversed(shape))
+
+
+def torch_order(port, ndim: int):
+    """A virtual port presenting `port`'s (W, H, C) values flattened in torch's C, H, W order."""
+    return port.transpose(list(reversed(range(ndim)))).flatten() if ndim > 1 else port
+
+
+class Segment:
+    """The Lava processes of one spec, wired; `run()` runs them and collects the probed values."""
+
+    def __init__(self, spec: dict, arrays, inputs: dict[str, np.ndarray], samples: int, probe: list[str]):
+        unknown = sorted(set(probe) - set(spec["spiking_layers"]))
+        if unknown:
+            raise ValueError(f"segment {spec['segment']} has no spiking layer {', '.join(unknown)}")
+        self.arrays, self.samples = arrays, samples
+        self.T = int(spec["timesteps"])
+        self.depth = {n["name"]: int(n["depth"]) for n in spec["nodes"]}
+        self.shape = {n["name"]: tuple(n["shape"]) for n in spec["nodes"]}
+        self.steps = samples * self.T + max(self.depth.values(), default=0)
+        self.ports = {}          # node or spec-input name → its Lava OutPort (Lava layout)
+        self.procs = []          # every process, for the report
+        self.extractors = {}     # probed node → (Extractor, dtype of its values)
+        for i in spec["inputs"]:
+            self._source(i, inputs[i["name"]])
+        for node in spec["nodes"]:
+            if node["op"] not in ("conv", "dense", "flatten", "lif"):
+                raise ValueError(f"node {node['name']}: op {node['op']!r} has no Lava form in this runner")
+            getattr(self, "_" + node["op"])(node)
+        spike_outputs = [o["name"] for o in spec["outputs"] if o["kind"] == "spikes"]
+        for name in dict.fromkeys([*probe, *spike_outputs]):
+            self._extract(name, np.uint8)
+        for o in spec["outputs"]:
+            if o["kind"] == "accumulation":
+                self._extract(o["name"], np.int64)
+
+    def _add(self, proc):
+        self.procs.append(proc)
+        return proc
+
+    # -- building ------------------------------------------------------------------------------------------------
+    def _source(self, entry: dict, x: np.ndarray):
+        """All samples back to back, logical step t of sample s at Lava step sT + t + depth (zeros elsewhere)."""
+        n, t = x.shape[:2]
+        if n != self.samples or t != self.T or list(x.shape[2:]) != list(entry["shape"]):
+            raise ValueError(f"input {entry['name']}: expected [{self.samples}, {self.T}, "
+                             f"{', '.join(map(str, entry['shape']))}], got {list(x.shape)}")
+        if np.abs(x).max(initial=0) >= 2 ** 31:
+            raise ValueError(f"input {entry['name']}: values do not fit Lava's int32 messages")
+        data = np.zeros(lava_shape(entry["shape"]) + (self.steps,), np.int32)
+        d = int(entry["depth"])
+        data[..., d:d + n * t] = to_lava(x.reshape(n * t, *x.shape[2:]))
+        self.ports[entry["name"]] = self._add(Source(data=data)).s_out
+
+    def _conv(self, node):
+        kw = numerics.torch_to_lava_conv_params(node["stride"], node["padding"], node["dilation"])
+        conv = self._add(Conv(weight=numerics.torch_to_lava_conv_weight(self.arrays[node["weight"]]).astype(np.int32),
+                              input_shape=lava_shape(node["shape_in"]), groups=int(node["groups"]),
+                              num_message_bits=int(node["num_message_bits"]), name=node["name"],
+                              **{k: tuple(int(a) for a in v) for k, v in kw.items()}))
+        if tuple(conv.a_out.shape) != lava_shape(node["shape"]):
+            raise ValueError(f"conv {node['name']}: Lava computes output shape {conv.a_out.shape}, "
+                             f"the spec says {node['shape']} (C, H, W)")
+        self.ports[node["input"]].connect(conv.s_in)
+        self.ports[node["name"]] = conv.a_out
+
+    def _dense(self, node):
+        if len(node["shape_in"]) != 1:
+            raise ValueError(f"dense {node['name']}: input {node['input']} has shape {node['shape_in']}; "
+                             "a flatten must come first")
+        dense = self._add(Dense(weights=np.asarray(self.arrays[node["weight"]], np.int32),
+                                num_message_bits=int(node["num_message_bits"]), name=node["name"]))
+        self.ports[node["input"]].connect(dense.s_in)
+        self.ports[node["name"]] = dense.a_out
+
+    def _flatten(self, node):
+        src = node["input"]
+        self.ports[node["name"]] = torch_order(self.ports[src], len(self.shape[src]))
+
+    def _lif(self, node):
+        shape = lava_shape(node["shape"])
+        lif = self._add(LIFReset(shape=shape, du=int(node["du"]), dv=int(node["dv"]), vth=int(node["vth"]),
+                                 bias_mant=to_lava(np.asarray(self.arrays[node["bias_mant"]], np.int64)),
+                                 bias_exp=int(node["bias_exp"]), reset_interval=self.T,
+                                 reset_offset=(int(node["depth"]) + 1) % self.T, name=node["name"]))
+        for syn in node["synapses"]:
+            port = self.ports[syn["name"]]
+            if syn["delay"] > 0:
+                port = self._delay(port, shape, int(syn["delay"]), f"{node['name']}.delay.{syn['name']}")
+            port.connect(lif.a_in)
+        for key in node["injected"]:
+            self.ports[key].connect(lif.a_in)
+        self.ports[node["name"]] = lif.s_out
+
+    def _delay(self, port, shape: tuple, delay: int, name: str):
+        """`port`'s values `delay` steps later: identity synapses with graded messages (1 step each, plus
+        DelaySparse's own extra delay)."""
+        n = int(np.prod(shape))
+        eye = sparse.identity(n, dtype=np.int32, format="csr")
+        if delay == 1:
+            proc = Sparse(weights=eye, num_message_bits=GRADED_BITS, name=name)
+        else:
+            proc = DelaySparse(weights=eye, delays=(eye * (delay - 1)).astype(int), max_delay=delay - 1,
+                               num_message_bits=GRADED_BITS, name=name)
+        self._add(proc)
+        port.reshape((n,)).connect(proc.s_in)
+        return proc.a_out.reshape(shape)
+
+    # -- probing and running ---------------------------------------------------------------------------------------
+    def _extract(self, name: str, dtype):
+        """Stream node `name`'s values out of Lava, one message per step."""
+        port = self.ports[name]
+        extractor = self._add(Extractor(shape=tuple(port.shape), buffer_size=EXTRACT_BUFFER))
+        port.connect(extractor.in_port)
+        self.extractors[name] = (extractor, dtype)
+
+    def run(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Run all steps, the first alone (it includes compiling and spawning the processes), receiving every probed
+        value → (results `[N, T, *torch shape]`, timings)."""
+        # The Extractor's only model has no tag: name it, or the fixed_pt selection finds none.
+        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+        anchor, n = self.procs[0], self.samples * self.T
+        values = {k: np.zeros((n, *ex.in_port.shape), dtype) for k, (ex, dtype) in self.extractors.items()}
+
+        def receive(step: int):
+            for name, (extractor, _) in self.extractors.items():
+                data = extractor.receive()  # float64 messages: exact for these integers (< 2^31)
+                if 0 <= step - self.depth[name] < n:
+                    values[name][step - self.depth[name]] = data
+        try:
+            t0 = time.perf_counter()
+            anchor.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+            receive(0)
+            t1 = time.perf_counter()
+            # Runs of one Extractor buffer each: Lava never waits for this process, and memory stays bounded.
+            for first in range(1, self.steps, EXTRACT_BUFFER):
+                last = min(first + EXTRACT_BUFFER, self.steps)
+                anchor.run(condition=RunSteps(num_steps=last - first), run_cfg=cfg)
+                for step in range(first, last):
+                    receive(step)
+            t2 = time.perf_counter()
+        finally:
+            anchor.stop()
+        timings = {"compile_and_first_step_s": t1 - t0, "run_s": t2 - t1,
+                   "per_step_ms": 1000 * (t2 - t1) / max(self.steps - 1, 1)}
+        results = {}
+        for name, v in values.items():
+            v = np.transpose(v, [0, *range(v.ndim - 1, 0, -1)])  # Lava (X, Y, Z) back to torch (C, H, W)
+            results[name] = v.reshape(self.samples, self.T, *v.shape[1:])
+        return results, timings
+
+
+def main(workdir: Path) -> None:
+    t0 = time.perf_counter()
+    spec = json.loads((workdir / "spec.json").read_text())
+    if spec.get("format") != SPEC_FORMAT:
+        raise ValueError(f"spec format {spec.get('format')!r}; this runner reads format {SPEC_FORMAT}")
+    request = json.loads((workdir / "request.json").read_text())
+    with np.load(workdir / "arrays.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    with np.load(workdir / "inputs.npz", allow_pickle=False) as f:
+        inputs = {k: f[k] for k in f.files}
+    segment = Segment(spec, arrays, inputs, int(request["samples"]), list(request.get("probe", [])))
+    build_s = time.perf_counter() - t0
+    results, timings = segment.run()
+    np.savez(workdir / "result.npz", **results)
+    report = {"segment": spec["segment"], "samples": segment.samples, "lava_steps": segment.steps,
+              "processes": len(segment.procs), "build_s": build_s, **timings}
+    (workdir / "result.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: lava_runner.py WORKDIR")
+    try:
+        main(Path(sys.argv[1]))
+    except Exception as e:
+        traceback.print_exc()
+        # The caller shows the end of stderr: finish with one short line saying what went wrong.
+        sys.exit(f"lava_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}")

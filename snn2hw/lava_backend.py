@@ -1,0 +1,193 @@
+"""Chip segments on Lava's CPU backend, run from the main environment (DESIGN.md, "Two Python environments").
+
+Lava needs its own interpreter (`.venv-lava`, Python 3.10, numpy<2), so a segment runs in a subprocess:
+`hardware_sims/lava_runner.py WORKDIR`, with the segment spec, its arrays, the inputs and the request written to a
+temporary WORKDIR and the results read back from it (files only: Lava and slayer print to stdout).
+
+Lava forks one OS process per process model, so the runner gets a session of its own and the whole process group
+is killed when it ends, fails or runs out of time: nothing of a Lava run outlives the call.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_LAVA_PYTHON = REPO / ".venv-lava" / "bin" / "python"
+LAVA_PYTHON_ENV = "SNN2HW_LAVA_PYTHON"
+# Variables that would make the Lava interpreter pick up the main environment's packages.
+LEAKY_ENV = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+STDERR_LINES = 15
+STDERR_WIDTH = 300
+POLL_S = 0.05
+TERM_GRACE_S = 1.0  # after SIGTERM, before SIGKILL: time for multiprocessing's resource tracker to clean up
+
+
+class LavaError(UserError):
+    """A Lava run failed, timed out, or the Lava environment is missing."""
+
+
+def lava_python() -> Path:
+    """The Lava environment's interpreter: `$SNN2HW_LAVA_PYTHON`, else `<repo>/.venv-lava/bin/python`."""
+    path = Path(os.environ.get(LAVA_PYTHON_ENV) or DEFAULT_LAVA_PYTHON)
+    if not os.access(path, os.X_OK):
+        raise LavaError(f"the Lava environment is missing ({path} is not an interpreter): build it with "
+                        f"`make setup-lava`, or point {LAVA_PYTHON_ENV} at its python.")
+    return path
+
+
+def runner_path() -> Path:
+    return Path(find_spec("snn2hw.hardware_sims.lava_runner").origin)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _batch_first_inputs(spec: dict, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """`[T, N, ...]` integer arrays → `[N, T, ...]` int64, checked against the spec."""
+    name, T = spec["segment"], spec["timesteps"]
+    out, samples = {}, set()
+    for entry in spec["inputs"]:
+        key = entry["name"]
+        if key not in inputs:
+            raise LavaError(f"chip segment {name}: no values for its input {key}.")
+        x = np.asarray(inputs[key])
+        if x.dtype != bool and not np.issubdtype(x.dtype, np.integer):
+            raise LavaError(f"chip segment {name}: input {key} must hold integers (the values the chip receives), "
+                            f"got {x.dtype}.")
+        if x.ndim < 2 or x.shape[0] != T or list(x.shape[2:]) != list(entry["shape"]):
+            dims = ", ".join(map(str, entry["shape"]))
+            raise LavaError(f"chip segment {name}: input {key} must be [T={T}, N, {dims}], got {list(x.shape)}.")
+        out[key] = np.ascontiguousarray(np.swapaxes(x, 0, 1)).astype(np.int64)
+        samples.add(x.shape[1])
+    if len(samples) != 1:
+        raise LavaError(f"chip segment {name}: its inputs disagree on the number of samples ({sorted(samples)}).")
+    if samples == {0}:
+        raise LavaError(f"chip segment {name}: no samples to run.")
+    return out, samples.pop()
+
+
+def _stderr_tail(path: Path) -> str:
+    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+    return "\n".join(line[:STDERR_WIDTH] for line in lines[-STDERR_LINES:]) or "(no output on stderr)"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait for the runner to exit WITHOUT reaping it (→ False if it is still running after `timeout` s).
+
+    Unreaped, its pid stays taken, so the group id used to kill its children cannot name an unrelated group."""
+    deadline = time.monotonic() + timeout
+    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def _stop_group(proc: subprocess.Popen, still_running: bool) -> None:
+    """Kill the runner's process group (the runner leads it; Lava's processes and multiprocessing's helpers are in
+    it), then reap the runner.
+
+    A run still going gets SIGTERM first: Lava's processes die at once, and the resource tracker, which ignores
+    SIGTERM, then unlinks the shared memory of Lava's channels; SIGKILL alone would leave it in /dev/shm."""
+    if still_running:
+        _signal_group(proc.pid, signal.SIGTERM)
+        _wait(proc, TERM_GRACE_S)
+        time.sleep(TERM_GRACE_S / 2)  # the tracker starts once every process holding its pipe is gone
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
+                           probe: list[str] | None = None,
+                           timeout: float = 600.0) -> tuple[dict[str, np.ndarray], dict]:
+    """`run_chip_segment`, also returning the run's statistics: samples, Lava steps, processes, and timings in
+    seconds (`build_s`, `compile_and_first_step_s`, `run_s` and `per_step_ms` for the other steps, streaming the
+    probed values back included, and `wall_s` for the whole call)."""
+    name = spec["segment"]
+    spiking = set(spec["spiking_layers"])
+    probe = list(probe or [])
+    unknown = sorted(set(probe) - spiking)
+    if unknown:
+        raise LavaError(f"chip segment {name} has no spiking layer {', '.join(unknown)} "
+                        f"(it has {', '.join(spec['spiking_layers'])}).")
+    batch_first, samples = _batch_first_inputs(spec, inputs)
+    python, runner = lava_python(), runner_path()
+    start = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix=f"snn2hw-lava-{name}-"))
+    try:
+        (workdir / "spec.json").write_text(json.dumps(spec, default=_json_default))
+        np.savez(workdir / "arrays.npz", **arrays)
+        np.savez(workdir / "inputs.npz", **batch_first)
+        (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe}))
+        env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
+        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+            # -I: isolated mode, so neither the user's site-packages nor the runner's folder shadow Lava's modules.
+            proc = subprocess.Popen([str(python), "-I", str(runner), str(workdir)], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
+        finished = False
+        try:
+            finished = _wait(proc, timeout)
+        finally:
+            _stop_group(proc, still_running=not finished)
+        if not finished:
+            raise LavaError(f"chip segment {name}: the Lava run did not finish within {timeout:g} s and was stopped "
+                            f"(all its processes killed). Last lines of its stderr:\n"
+                            f"{_stderr_tail(workdir / 'stderr.txt')}")
+        if proc.returncode != 0:
+            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+                   else f"failed (exit code {proc.returncode})")
+            raise LavaError(f"chip segment {name}: the Lava run {how}. Last lines of its stderr:\n"
+                            f"{_stderr_tail(workdir / 'stderr.txt')}")
+        try:
+            stats = json.loads((workdir / "result.json").read_text())
+            with np.load(workdir / "result.npz", allow_pickle=False) as f:
+                raw = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise LavaError(f"chip segment {name}: the Lava run left no readable result ({e}).") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    stats["wall_s"] = time.perf_counter() - start
+    spike_keys = set(probe) | {o["name"] for o in spec["outputs"] if o["kind"] == "spikes"}
+    results = {}
+    for key, value in raw.items():
+        value = np.swapaxes(value, 0, 1)
+        results[key] = value.astype(bool) if key in spike_keys else value
+    return results, stats
+
+
+def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
+                     probe: list[str] | None = None, timeout: float = 600.0) -> dict[str, np.ndarray]:
+    """Run one chip segment (`exporters.lava_spec.chip_segment_spec`) on Lava's CPU backend, fixed point.
+
+    `inputs`: per spec input name, the integers the chip receives, `[T, N, ...]` (torch layout; as the fixed-point
+    simulator's `Activity.cut_inputs`). The N samples run back to back in one Lava run. → `[T, N, ...]` arrays,
+    aligned to logical steps (each layer's latency removed):
+
+    * every segment output: spikes (bool), or a readout synapse's integer accumulations (int64);
+    * every layer in `probe` (spiking layers of the segment): its spikes (bool).
+
+    Raises LavaError naming the segment if the Lava environment is missing, the run fails (with the last lines of
+    its stderr) or takes longer than `timeout` seconds, Lava's start-up (~1-3 s) included; its whole process tree
+    is then killed.
+    """
+    return run_chip_segment_timed(spec, arrays, inputs, probe, timeout)[0]
