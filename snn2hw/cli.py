@@ -259,6 +259,31 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
 
 
 @app.command()
+def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export)."),
+           input: Optional[Path] = typer.Option(None, "--input", help="Inputs (.npy) whose activity is counted."),
+           backend: str = typer.Option("fixed", "--backend", help="fixed, folded or lava: where the activity comes from."),
+           arch: Optional[str] = typer.Option(None, "--arch", help="Analytic mode (no data): the architecture."),
+           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="Analytic mode: T."),
+           firing_rate: Optional[str] = typer.Option(None, "--firing-rate", help="Analytic mode: a rate in [0, 1] "
+                                                     "or a JSON of per-layer rates."),
+           mode: str = typer.Option("faithful", "--mode", help="paper (the published convention) or faithful."),
+           preset: str = typer.Option("45nm", "--preset", help="45nm, int8-45nm, loihi2, or a TOML path."),
+           weight_bits: int = typer.Option(8, "--weight-bits", min=1, max=8),
+           samples: Optional[int] = typer.Option(None, "--samples", min=1),
+           batch_size: int = typer.Option(64, "--batch-size", min=1),
+           timeout: float = typer.Option(600.0, "--timeout", min=1),
+           json_out: Optional[Path] = typer.Option(None, "--json"),
+           html_out: Optional[Path] = typer.Option(None, "--html")):
+    """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and a
+    Loihi 2 resource estimate; from a deployment and data, or analytically from firing rates."""
+    from .energy import energy_command
+
+    energy_command(deploy_dir, input=input, backend=backend, arch=arch, timesteps=timesteps, firing_rate=firing_rate,
+                   mode=mode, preset=preset, weight_bits=weight_bits, samples=samples, batch_size=batch_size,
+                   timeout=timeout, json_out=json_out, html_out=html_out, console=out)
+
+
+@app.command()
 def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny"),
           output: Path = typer.Option(..., "-o", "--output", help="Checkpoint to write."),
           seed: int = typer.Option(0, "--seed"), epochs: Optional[int] = typer.Option(None, "--epochs", min=1)):

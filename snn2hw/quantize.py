@@ -92,12 +92,17 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
     """σ and each synapse's payload fractional bits q. σ is as large as the 8-bit weights allow, unless the input
     port's headroom (|a| < A_SAFE, so u never wraps) or the 17-bit threshold caps it; graded inputs then spend on
     payload precision (up to PAYLOAD_FRAC_BITS_MAX bits) what the weights do not need."""
+    live = [s for s in synapses if float(s.weight.abs().max()) > 0]  # an all-zero synapse (pruned, or MS-ResNet's
+    # zero-initialised last BN) constrains nothing
     caps = {"8-bit weights": min(WEIGHT_GRID_MAX * 2 ** (PAYLOAD_FRAC_BITS_MAX if graded[s.name] else 0)
-                                 / float(s.weight.abs().max()) for s in synapses)} if synapses else {}
+                                 / float(s.weight.abs().max()) for s in live)} if live else {}
     if a_peak > 0:
         caps["input headroom"] = A_SAFE / a_peak
     if neuron is not None and neuron.threshold > 0:
         caps[f"{fmt.VTH_BITS}-bit threshold"] = fmt.VTH_MAX / neuron.threshold
+    if not caps:
+        raise UserError(f"layer {neuron.name if neuron is not None else synapses[0].name}: no weight, input or "
+                        "threshold sets a fixed-point scale (all synapses are zero and the threshold is 0).")
     binding = min(caps, key=caps.get)
     sigma = caps[binding]
     if binding != "8-bit weights":
@@ -112,8 +117,6 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
 def _quantize_group(graph, values, neuron, synapses, injected, extra_bias, report):
     """One neuron layer (or the readout) and the chip synapses feeding it."""
     name = neuron.name if neuron is not None else synapses[0].name
-    if any(float(s.weight.abs().max()) == 0 for s in synapses):
-        raise UserError(f"layer {name}: all synaptic weights of a synapse are zero; nothing to quantize.")
     graded = {s.name: _payload_bits(graph.nodes[s.inputs[0]], values) > 0 for s in synapses}
     notes = []
     shape = (neuron or synapses[0]).shape

@@ -65,7 +65,7 @@ def test_tampered_chip_file_is_refused(gac_export, tmp_path, run_cli):
     copy = tmp_path / "tampered"
     shutil.copytree(out, copy)
     spec = json.loads((copy / "chip" / "chip1.json").read_text())
-    spec["nodes"][1]["vth"] += 1
+    next(n for n in spec["nodes"] if n["op"] == "lif")["vth"] += 1
     (copy / "chip" / "chip1.json").write_text(json.dumps(spec))
     np.save(tmp_path / "x.npy", DEMO_DATA["digit-images"]("test")[0][:2])
     res = run_cli("simulate", copy, "--backend", "fixed", "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")

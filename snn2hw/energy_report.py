@@ -1,0 +1,234 @@
+"""Presenting an energy report (`snn2hw.energy.build_report`): terminal tables (rich) and a self-contained HTML page
+whose plots are inline PNGs, so a browser shows it without network access."""
+import base64
+import html
+import io
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt_energy(mj: float) -> str:
+    """An energy in the unit that keeps 1-3 digits before the point (the demo models spend nJ, ImageNet ones mJ)."""
+    for unit, scale in (("mJ", 1.0), ("µJ", 1e-3), ("nJ", 1e-6), ("pJ", 1e-9)):
+        if abs(mj) >= scale:
+            return f"{mj / scale:.3g} {unit}"
+    return "0" if mj == 0 else f"{mj / 1e-9:.3g} pJ"
+
+
+def fmt_count(value: float) -> str:
+    if value == 0:
+        return "-"
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def headline(report: dict) -> str:
+    paper, faithful = (report["modes"][m]["total_energy_mj"] for m in ("paper", "faithful"))
+    ratio = f" ({faithful / paper:.1f}× the paper's)" if paper else ""
+    where = f"{report['backend']} backend, {report['samples']} samples" if "backend" in report else \
+        f"analytic, firing rate {report['firing_rate_spec']}"
+    return (f"{report['arch']} ({where}), T = {report['timesteps']}, preset {report['preset']}: per sample "
+            f"paper {fmt_energy(paper)}, faithful {fmt_energy(faithful)}{ratio}; reported mode: {report['mode']}")
+
+
+# --------------------------------------------------------------------------------------------------------- terminal
+
+
+def _table(title: str, columns: list[str]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("layer", "row", "why", "tensor", "segment", "op") else "right")
+    return table
+
+
+def comparison_table(report: dict) -> Table:
+    table = _table("paper vs faithful, row by row (per sample)", ["row", "paper", "faithful", "why"])
+    for row in report["comparison"]:
+        table.add_row(row["row"], fmt_energy(row["paper_mj"]), fmt_energy(row["faithful_mj"]), row["why"])
+    return table
+
+
+def layer_table(report: dict) -> Table:
+    mode = report["mode"]
+    table = _table(f"{mode} mode per layer (per sample; totals over T)",
+                   ["layer", "segment", "op", "MACs", "ACs", "neuron updates", "spikes", "energy"])
+    for row in report["layers"]:
+        if row["counted"] and row["energy_mj"] > 0:
+            table.add_row(row["name"], row["segment"] or row["placement"], row["op"], fmt_count(row["macs"]),
+                          fmt_count(row["acs"]), fmt_count(row["neuron_updates"]), fmt_count(row["spikes"]),
+                          fmt_energy(row["energy_mj"]))
+    return table
+
+
+def cut_table(report: dict) -> Table:
+    table = _table("host↔chip transfers (faithful)", ["tensor", "to", "direction", "kind", "values / step",
+                                                      "bits / value", "energy"])
+    for cut in report["modes"]["faithful"]["cuts"]:
+        table.add_row(cut["tensor"], cut["to"], cut["direction"], cut["kind"], f"{cut['values_per_step']:,}",
+                      str(cut["bits_per_value"]), fmt_energy(cut["energy_mj"]))
+    return table
+
+
+def resource_table(report: dict) -> Table:
+    res = report["loihi2"]
+    table = _table(f"Loihi 2 resources (estimate; {res['weight_bits']}-bit weights): {resource_summary(res)}",
+                   ["layer", "neurons", "synapses", "memory KiB", "max fan-in", "max fan-out", "cores"])
+    flagged = {v["layer"] for v in res["violations"]}
+    for row in res["layers"]:
+        name = f"[red]{row['layer']}[/red]" if row["layer"] in flagged else row["layer"]
+        table.add_row(name, f"{row['neurons']:,}", f"{row['synapses']:,}",
+                      f"{row['synaptic_memory_bits'] / 8192:,.1f}", f"{row['max_fan_in']:,}",
+                      f"{row['max_fan_out']:,}", str(row["cores"]))
+    return table
+
+
+def resource_summary(res: dict) -> str:
+    return (f"{res['cores']} cores ({res['chips']} chip(s)) with one weight per synapse, {res['cores_shared_kernel']} "
+            f"({res['chips_shared_kernel']}) if conv kernels are stored once")
+
+
+def print_report(report: dict, console: Console) -> None:
+    console.print(headline(report), soft_wrap=True)
+    console.print(comparison_table(report))
+    console.print(layer_table(report))
+    if report["modes"]["faithful"]["cuts"]:
+        console.print(cut_table(report))
+    console.print(resource_table(report))
+    for v in report["loihi2"]["violations"]:
+        console.print(f"[red]limit exceeded:[/red] {v['message']}", soft_wrap=True)
+    costs = report["preset_costs"]
+    places = ("host",) if costs["chip_pj"] == costs["host_pj"] else ("host", "chip")
+    estimated = [f"{where} {op}" for where in places for op, c in costs[f"{where}_pj"].items() if c["estimated"]]
+    console.print(f"[dim]estimated costs in preset {report['preset']}: {', '.join(estimated) or 'none'}; "
+                  "the Loihi 2 core limits and the resource estimate are estimates too (see the JSON's sources)[/dim]",
+                  soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------------------- HTML
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _layer_energy_plot(report: dict) -> str:
+    """Faithful energy per layer, split into MAC, AC, neuron-update and spike energy (stacked bars)."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["modes"]["faithful"]["layers"] if r["energy_mj"] > 0]
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.5))
+    left = [0.0] * len(rows)
+    for op, colour in (("mac", "#d95f02"), ("ac", "#1b9e77"), ("neuron_update", "#7570b3"), ("spike", "#e7298a")):
+        widths = [r["energy_split_mj"][op] for r in rows]
+        ax.barh(range(len(rows)), widths, left=left, color=colour, label=op.replace("_", " "))
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(range(len(rows)), [f"{r['name']} ({r['placement']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("energy per sample (mJ)")
+    ax.set_title("faithful energy per layer")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _firing_rate_plot(report: dict) -> str:
+    """Firing rate of every neuron layer at every step (spikes per neuron), as a heat map."""
+    import matplotlib.pyplot as plt
+
+    names = list(report["firing_rate"])
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(names) + 1.5))
+    image = ax.imshow([report["firing_rate"][n] for n in names], aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xticks(range(report["timesteps"]))
+    ax.set_xlabel("time step")
+    ax.set_title("firing rate per layer and step")
+    fig.colorbar(image, ax=ax, label="spikes per neuron")
+    return _png(fig)
+
+
+def _share_plot(report: dict) -> str:
+    """Host compute, chip compute and host↔chip transfers in the faithful total, beside the paper's total."""
+    import matplotlib.pyplot as plt
+
+    faithful, paper = report["modes"]["faithful"], report["modes"]["paper"]
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    bottom = 0.0
+    for key, colour in (("host_mj", "#d95f02"), ("chip_mj", "#1b9e77"), ("transfer_mj", "#7570b3")):
+        ax.bar(["faithful"], [faithful[key]], bottom=bottom, color=colour, label=key[:-3])
+        bottom += faithful[key]
+    ax.bar(["paper"], [paper["total_energy_mj"]], color="#999999", label="paper total")
+    ax.set_ylabel("energy per sample (mJ)")
+    ax.set_title("host vs chip share")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _html_table(columns: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _layer_rows(mode: dict) -> list[list]:
+    return [[r["name"], r["segment"] or r["placement"], r["op"], r["category"], fmt_count(r["macs"]),
+             fmt_count(r["acs"]), fmt_count(r["neuron_updates"]), fmt_count(r["spikes"]), fmt_energy(r["energy_mj"]),
+             r["note"]] for r in mode["layers"]]
+
+
+def render_html(report: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    columns = ["layer", "segment", "op", "row", "MACs", "ACs", "neuron updates", "spikes", "energy", "note"]
+    res = report["loihi2"]
+    sections = [
+        f"<h1>snn2hw energy report: {html.escape(report['arch'])}</h1>",
+        f"<p>{html.escape(headline(report))}. {html.escape(report['units'])}.</p>",
+        "<h2>Paper vs faithful, row by row</h2>",
+        _html_table(["row", "paper", "faithful", "why they differ"],
+                    [[r["row"], fmt_energy(r["paper_mj"]), fmt_energy(r["faithful_mj"]), r["why"]]
+                     for r in report["comparison"]]),
+        "<h2>Plots</h2>", _share_plot(report), _layer_energy_plot(report), _firing_rate_plot(report),
+        "<h2>Faithful mode per layer (totals over T)</h2>",
+        _html_table(columns, _layer_rows(report["modes"]["faithful"])),
+        "<h2>Host↔chip transfers</h2>",
+        _html_table(["tensor", "to", "direction", "kind", "values / step", "bits / value", "energy"],
+                    [[c["tensor"], c["to"], c["direction"], c["kind"], c["values_per_step"], c["bits_per_value"],
+                      fmt_energy(c["energy_mj"])] for c in report["modes"]["faithful"]["cuts"]]),
+        "<h2>Paper mode per layer</h2>", _html_table(columns, _layer_rows(report["modes"]["paper"])),
+        f"<h2>Loihi 2 resources (estimate, {res['weight_bits']}-bit weights): "
+        f"{html.escape(resource_summary(res))}</h2>",
+        _html_table(["layer", "neurons", "synapses", "weights", "memory bits", "shared-kernel bits", "max fan-in",
+                     "max fan-out", "cores", "cores (shared kernels)"],
+                    [[r["layer"], r["neurons"], r["synapses"], r["weights"], r["synaptic_memory_bits"],
+                      r["shared_kernel_memory_bits"], r["max_fan_in"], r["max_fan_out"], r["cores"],
+                      r["cores_shared_kernel"]] for r in res["layers"]]),
+        "".join(f'<p class="bad">limit exceeded: {html.escape(v["message"])}</p>' for v in res["violations"]),
+        _html_table(["core limit", "value", "estimated", "source"],
+                    [[k, v["value"], v["estimated"], v["source"]] for k, v in res["limits"].items()]),
+        f"<h2>Cost preset {html.escape(report['preset'])}</h2>",
+        _html_table(["where", "operation", "pJ", "estimated", "source"],
+                    [[where, op, c["value"], c["estimated"], c["source"]] for where in ("host", "chip")
+                     for op, c in report["preset_costs"][f"{where}_pj"].items()]
+                    + [["link", "bit", report["preset_costs"]["transfer_pj_per_bit"]["value"],
+                        report["preset_costs"]["transfer_pj_per_bit"]["estimated"],
+                        report["preset_costs"]["transfer_pj_per_bit"]["source"]]]),
+    ]
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;vertical-align:top}.bad{color:#b00}")
+    title = f"snn2hw energy: {html.escape(report['arch'])}"
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{style}</style></head>"
+            f"<body>{''.join(sections)}</body></html>")
+
+
+def write_html(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report), encoding="utf-8")
