@@ -159,7 +159,7 @@ def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNE
                         extra_outputs: tuple[str, ...] = ()) -> Path:
     """Write the segment as an ONNX model at `path` (normally `host/<segment>.onnx`), checked by `onnx.checker`
     (with strict shape inference), atomically: a temporary file in the same directory renamed over `path`.
-    → `path`."""
+    `extra_outputs` as in `host_segment_module`; the deployment's files have none. → `path`."""
     import onnx
 
     module = host_segment_module(graph, segment, extra_outputs)

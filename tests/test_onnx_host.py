@@ -1,0 +1,148 @@
+"""Host segments as ONNX: the files' interface, and onnxruntime against the torch module and the IR's own execution
+on the digits test set, with each segment fed what it really receives (chip values from the fixed-point run)."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from snn2hw import ir
+from snn2hw.checkpoint import load_checkpoint
+from snn2hw.compile import compile_model
+from snn2hw.data import evaluation_data
+from snn2hw.demo import demo_checkpoint
+from snn2hw.exporters.onnx_host import (EXPORT_BATCH, MODEL_INPUT, PINNED_OPSET, export_host_segment,
+                                        host_segment_module, onnx_names, run_host_segment_onnx)
+from snn2hw.hardware_sims.fixed_point import run_fixed
+
+TOL = 1e-5
+# Each host segment: (what it reads, what it passes on, the IR ops it holds), as DESIGN.md's partition puts them.
+EXPECTED = {
+    "gac-msresnet-tiny": {
+        "host0": ([MODEL_INPUT], ["encoding", "layer2.0.lif1.in.from.encoding", "head_lif.in.from.encoding"],
+                  ["Input", "Conv2d", "LIF", "HostModule", "Conv2d", "Conv2d"]),
+        "host2": (["fc1"], ["output"], ["Readout"]),
+    },
+    "tcja-tiny": {
+        "host0": ([MODEL_INPUT], ["input"], ["Input"]),
+        "host2": (["conv.1"], ["conv.3.0"], ["HostModule", "MaxPool2d"]),
+        "host4": (["conv.5"], ["fc.0"], ["HostModule", "MaxPool2d", "Flatten"]),
+        "host6": (["fc.6"], ["output"], ["Readout"]),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """arch → (graph, {tensor: value every segment may read, N = the whole test set}, {host segment: ONNX file})."""
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            model = load_checkpoint(demo_checkpoint(arch)).model
+            x, _, calib = evaluation_data("digits", arch)
+            graph = compile_model(model, arch, torch.as_tensor(calib)).fixed
+            x = torch.as_tensor(x)
+            _, act = run_fixed(graph, x)  # host values, chip spikes as 0/1, readout accumulations in float units
+            out = tmp_path_factory.mktemp(arch)
+            files = {s["name"]: export_host_segment(graph, s, out / f"{s['name']}.onnx")
+                     for s in graph.segments if s["placement"] == "host"}
+            cache[arch] = graph, {MODEL_INPUT: x, **act.values}, files
+        return cache[arch]
+    return get
+
+
+@pytest.mark.parametrize("arch", EXPECTED)
+def test_files_name_inputs_and_outputs_pin_the_opset_and_leave_the_batch_free(arch, deployed):
+    graph, _, files = deployed(arch)
+    assert files.keys() == EXPECTED[arch].keys()
+    assert sorted(p.name for p in next(iter(files.values())).parent.iterdir()) == sorted(f"{s}.onnx" for s in files)
+    for segment in graph.segments:
+        if segment["placement"] != "host":
+            continue
+        reads, writes, ops = EXPECTED[arch][segment["name"]]
+        module = host_segment_module(graph, segment)
+        assert (module.input_names, module.output_names) == (reads, writes)
+        assert [type(graph.nodes[n]).__name__ for n in segment["nodes"]] == ops
+        model = onnx.load(files[segment["name"]])
+        onnx.checker.check_model(model, full_check=True)
+        assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [PINNED_OPSET]
+        meta = {p.key: p.value for p in model.metadata_props}
+        names = onnx_names(reads + writes)
+        assert json.loads(meta["snn2hw.inputs"]) == [list(p) for p in zip(names, reads)]
+        assert json.loads(meta["snn2hw.outputs"]) == [list(p) for p in zip(names[len(reads):], writes)]
+        for value, name in [*zip(model.graph.input, reads), *zip(model.graph.output, writes)]:
+            dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+            assert value.name.isidentifier(), value.name
+            if name == MODEL_INPUT:
+                assert dims == ["N", *graph.input_shape]
+            elif isinstance(graph.nodes[name], ir.Readout):  # both demo readouts put the samples first
+                assert dims == ["N", *graph.nodes[name].shape]
+            else:
+                assert dims == [graph.timesteps, "N", *graph.nodes[name].shape]
+
+
+@pytest.mark.parametrize("arch", EXPECTED)
+def test_onnxruntime_equals_the_torch_module_and_the_ir_on_the_test_set_for_any_batch(arch, deployed):
+    graph, values, files = deployed(arch)
+    n = len(values[MODEL_INPUT])
+    assert n not in (1, EXPORT_BATCH)  # the files were traced with EXPORT_BATCH samples
+    for segment in graph.segments:
+        if segment["placement"] != "host":
+            continue
+        module = host_segment_module(graph, segment)
+        ours = run_host_segment_onnx(files[segment["name"]], values)  # every value: it must pick its own
+        with torch.no_grad():
+            theirs = dict(zip(module.output_names, module(*[values[i] for i in module.input_names])))
+        # One sample alone: the batch axis is free down to N = 1.
+        first = [values[i][:1] if i == MODEL_INPUT else values[i][:, :1] for i in module.input_names]
+        alone = run_host_segment_onnx(files[segment["name"]], dict(zip(module.input_names, first)))
+        with torch.no_grad():
+            alone_torch = dict(zip(module.output_names, module(*first)))
+        for name in module.output_names:
+            ir_value = values[name].numpy()  # the fixed-point run executed the same nodes in torch
+            assert torch.equal(theirs[name], values[name]), name
+            assert ours[name].shape == ir_value.shape and ours[name].dtype == np.float32
+            assert np.abs(ours[name] - ir_value).max() <= TOL, (name, np.abs(ours[name] - ir_value).max())
+            assert alone[name].shape == alone_torch[name].shape
+            assert np.abs(alone[name] - alone_torch[name].numpy()).max() <= TOL, name
+
+
+def test_gac_encoder_spikes_from_onnxruntime_are_exactly_the_irs(deployed, tmp_path):
+    graph, values, files = deployed("gac-msresnet-tiny")
+    segment = graph.segments[0]
+    path = export_host_segment(graph, segment, tmp_path / "host0.onnx", extra_outputs=("encoder_lif",))
+    spikes = run_host_segment_onnx(path, values)["encoder_lif"]
+    want = values["encoder_lif"].numpy()
+    assert 0.05 < want.mean() < 0.95  # a real test: many spikes and many silent neurons
+    assert int((spikes != want).sum()) == 0  # binary: equal, not close
+    # The deployed file passes on only the gated spikes: where the IR's neuron is silent they are exactly 0 (the
+    # converse need not hold: onnxruntime's Sigmoid returns 0 below about -16, torch's only below about -88).
+    encoding = run_host_segment_onnx(files["host0"], values)["encoding"]
+    assert not encoding[want == 0].any()
+
+
+def test_names_are_c_identifiers_distinct_from_each_other():
+    assert onnx_names(["conv.0.0", "conv_0_0", "1x", "", "layer2.0.lif1.in.from.encoding"]) == \
+        ["conv_0_0", "conv_0_0_2", "_1x", "_", "layer2_0_lif1_in_from_encoding"]
+
+
+def test_bad_calls_fail_clearly_and_a_failed_export_keeps_the_earlier_file(deployed, tmp_path, monkeypatch):
+    graph, values, files = deployed("tcja-tiny")
+    chip, host = graph.segments[1], graph.segments[2]
+    with pytest.raises(ValueError, match="chip1 runs on the chip"):
+        host_segment_module(graph, chip)
+    with pytest.raises(ValueError, match="conv.4.0 is not a node of segment host2"):
+        host_segment_module(graph, host, extra_outputs=("conv.4.0",))
+    with pytest.raises(ValueError, match="no values for the segment's inputs conv.1"):
+        run_host_segment_onnx(files["host2"], {MODEL_INPUT: values[MODEL_INPUT]})
+    path = export_host_segment(graph, host, tmp_path / "host2.onnx")
+    before = path.read_bytes()
+
+    def reject(*args, **kwargs):
+        raise onnx.checker.ValidationError("rejected")
+    monkeypatch.setattr(onnx.checker, "check_model", reject)
+    with pytest.raises(onnx.checker.ValidationError):  # another segment: a completed write would change the bytes
+        export_host_segment(graph, graph.segments[4], path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host2.onnx"]
