@@ -117,6 +117,9 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
 def _quantize_group(graph, values, neuron, synapses, injected, extra_bias, report):
     """One neuron layer (or the readout) and the chip synapses feeding it."""
     name = neuron.name if neuron is not None else synapses[0].name
+    if neuron is not None and neuron.input_scale != 1.0:
+        raise UserError(f"layer {name}: a chip neuron with an input scale ({neuron.input_scale}) is not supported; "
+                        "normalise_neurons must move it into the synapses first.")
     graded = {s.name: _payload_bits(graph.nodes[s.inputs[0]], values) > 0 for s in synapses}
     notes = []
     shape = (neuron or synapses[0]).shape
