@@ -36,7 +36,7 @@ def save_checkpoint(path, model: nn.Module, arch: str, options: dict, **meta) ->
                 "state_dict": model.state_dict()}, path)
 
 
-def _read(path: Path, trust_pickle: bool, notes: list[str]):
+def _read(path: Path, trust_pickle: bool):
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file.")
     try:
@@ -138,7 +138,7 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
                     trust_pickle: bool = False) -> Loaded:
     path = Path(path)
     notes: list[str] = []
-    sd, meta = _unwrap(_read(path, trust_pickle, notes), path, notes)
+    sd, meta = _unwrap(_read(path, trust_pickle), path, notes)
     options = dict(meta.get("options", {}))
     if arch is None:
         arch = meta.get("arch")

@@ -89,21 +89,19 @@ def _chip_inputs(spec: dict, values: dict) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _host_spikes(graph, names: list[str], values: dict) -> dict:
+def _host_spikes(graph, segment: dict, values: dict) -> dict:
     """Spikes of the host's own neurons (the GAC encoder's), for the per-layer counts: the ONNX segment passes on
-    only what later segments read, so these come from the same nodes run in torch."""
+    only what later segments read, so these come from the same segment run in torch with them as extra outputs."""
     from . import ir
-    from .exporters.onnx_host import MODEL_INPUT
+    from .exporters.onnx_host import host_segment_module
 
-    local = dict(values)
-    out = {}
-    for name in names:
-        node = graph.nodes[name]
-        args = [local[MODEL_INPUT]] if isinstance(node, ir.Input) else [local[i] for i in node.inputs]
-        local[name] = node.run(*args)
-        if isinstance(node, ir.LIF):
-            out[name] = local[name]
-    return out
+    lifs = tuple(n for n in segment["nodes"] if isinstance(graph.nodes[n], ir.LIF))
+    if not lifs:
+        return {}
+    module = host_segment_module(graph, segment, extra_outputs=lifs)
+    with torch.no_grad():
+        outputs = module(*(values[n] for n in module.input_names))
+    return {n: v for n, v in zip(module.output_names, outputs) if n in lifs}
 
 
 def run_lava(dep: Deployment, x: np.ndarray, timeout: float, progress=None):
@@ -123,7 +121,7 @@ def run_lava(dep: Deployment, x: np.ndarray, timeout: float, progress=None):
         if entry["placement"] == "host":
             results = run_host_segment_onnx(dep.path / entry["files"]["onnx"],
                                             {k: v.numpy() for k, v in values.items()})
-            spikes.update(_host_spikes(graph, entry["nodes"], values))
+            spikes.update(_host_spikes(graph, segments[entry["name"]], values))
             values.update({k: torch.as_tensor(v) for k, v in results.items()})
             continue
         spec, arrays = chip_segment_spec(graph, segments[entry["name"]])

@@ -257,23 +257,16 @@ class Graph:
     def run(self, x: torch.Tensor, record: bool = False):
         """Float execution on inputs `[N, *input_shape]` → (output, {node: `[T, N, ...]` tensor} if record)."""
         values: dict[str, torch.Tensor] = {}
+        last_use = {i: node.name for node in self.nodes.values() for i in node.inputs}
         for node in self.nodes.values():
             args = [x] if isinstance(node, Input) else [values[i] for i in node.inputs]
             values[node.name] = node.run(*args)
             if not record:
                 for i in node.inputs:  # free what no later node reads
-                    if self._last_use[i] == node.name:
+                    if last_use[i] == node.name:
                         values.pop(i, None)
         out = values[self.output]
         return (out, values) if record else (out, {})
-
-    @property
-    def _last_use(self) -> dict[str, str]:
-        last = {}
-        for node in self.nodes.values():
-            for i in node.inputs:
-                last[i] = node.name
-        return last
 
     def infer(self) -> "Graph":
         """Set every node's per-step `shape` (one meta-device run) and value `kind`."""

@@ -114,7 +114,7 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
     return sigma, q
 
 
-def _quantize_group(graph, values, neuron, synapses, injected, extra_bias, report):
+def _quantize_group(graph, values, neuron, synapses, injected, extra_bias):
     """One neuron layer (or the readout) and the chip synapses feeding it."""
     name = neuron.name if neuron is not None else synapses[0].name
     if neuron is not None and neuron.input_scale != 1.0:
@@ -177,9 +177,9 @@ def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
             synapses = [f for f in feeds if isinstance(f, SYNAPSES) and f.placement == "chip"]
             injected = [f for f in feeds if f.placement == "host"]
             report.append(_quantize_group(graph, values, node, synapses, injected,
-                                          src if isinstance(src, ir.Add) else None, report))
+                                          src if isinstance(src, ir.Add) else None))
         elif isinstance(node, SYNAPSES) and any(isinstance(nodes[r], ir.Readout) for r in graph.consumers(name)):
-            report.append(_quantize_group(graph, values, None, [node], [], None, report))
+            report.append(_quantize_group(graph, values, None, [node], [], None))
         elif isinstance(node, (ir.AvgPool2d, ir.BatchNorm)):
             raise UserError(f"layer {name} ({type(node).__name__}) is on chip but Loihi has no such operation; "
                             "it should have been folded.")
