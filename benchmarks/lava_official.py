@@ -15,7 +15,7 @@ from snn2hw.lava_backend import run_chip_segment
 from snn2hw.models.zoo import build_model
 
 
-def main(samples: int = 2) -> dict:
+def main(samples: int = 2, timeout: int = 7200) -> dict:
     torch.manual_seed(0)
     x = torch.randn(max(samples, 4), 3, 32, 32)
     model = build_model("gac-msresnet18-cifar")
@@ -36,7 +36,7 @@ def main(samples: int = 2) -> dict:
         spec, arrays = chip_segment_spec(compiled.fixed, seg)
         inputs = {i["name"]: act.cut_inputs[(i["tensor"], i["to"])] for i in spec["inputs"]}
         start = time.perf_counter()
-        out = run_chip_segment(spec, arrays, inputs, spec["spiking_layers"], timeout=3600)
+        out = run_chip_segment(spec, arrays, inputs, spec["spiking_layers"], timeout=timeout)
         result["lava_seconds"] = round(time.perf_counter() - start, 1)
         for layer in spec["spiking_layers"]:
             same = bool(np.array_equal(out[layer].astype(bool), act.values[layer].numpy().astype(bool)))

@@ -54,11 +54,10 @@ def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) ->
     v = np.zeros(a.shape[1:], np.int64)
     spikes = np.zeros(a.shape, bool)
     vs = np.zeros(a.shape, np.int64) if keep_membrane else None
-    bias = np.broadcast_to(q["bias_mant"], a.shape[1:])
     wraps = sats = 0
     limit = fmt.MAX_UV_VAL - 1
     for t in range(a.shape[0]):
-        u, v, s = fmt.lif_step(u, v, a[t], q["du"], q["dv"], q["vth"], bias, q["bias_exp"])
+        u, v, s = fmt.lif_step(u, v, a[t], q["du"], q["dv"], q["vth"], q["bias_mant"], q["bias_exp"])
         wraps += int((np.abs(a[t]) >= 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT)).sum())
         sats += int(((v >= limit) | (v <= -limit)).sum())
         spikes[t] = s
@@ -104,7 +103,7 @@ def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
                 s = ints[src.name]
             else:
                 s = act.cut_inputs[(src.name, name)] = _payload(floats[src.name], node.quant["payload_frac_bits"])
-            ints[name] = _accumulate(node, s.astype(np.int64))
+            ints[name] = _accumulate(node, s)
         elif isinstance(node, ir.Add):
             ints[name] = fmt.inport_sum(*[ints[i] for i in node.inputs if graph.nodes[i].placement == "chip"])
         elif isinstance(node, ir.LIF):

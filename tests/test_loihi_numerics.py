@@ -121,6 +121,17 @@ def test_conv_accumulate_matches_a_direct_loop():
         np.testing.assert_array_equal(got, ln.wrap_signed(ref, 24))
 
 
+@pytest.mark.parametrize("channels", [7000, 7400])  # max |partial sum| just below / above float32's 2**24
+def test_conv_accumulate_is_exact_at_the_float32_limit(channels):
+    rng = np.random.default_rng(1)
+    s = np.stack([np.ones((channels, 3, 3), bool), rng.random((channels, 3, 3)) < 0.5])
+    w = np.stack([np.full((channels, 3, 3), 255), rng.integers(-255, 256, (channels, 3, 3))])
+    got = ln.conv_accumulate(w, s)[:, :, 0, 0]
+    ref = np.einsum("ochw,nchw->no", w.astype(np.int64), s.astype(np.int64))
+    assert abs(ref[0, 0]) > 2 ** 23  # the sums really come close to the limit
+    np.testing.assert_array_equal(got, ln.wrap_signed(ref, 24))
+
+
 def test_conv_weight_layout_round_trip():
     w = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
     lw = ln.torch_to_lava_conv_weight(w)
