@@ -118,19 +118,23 @@ class LIF(Node):
         return v * self.decay + x * self.input_scale
 
     def run(self, x):
-        return self.trace(x)[0]
+        return self._integrate(x, keep_membrane=False)[0]
 
     def trace(self, x):
         """→ (spikes, membrane potential before reset), both `[T, N, ...]`."""
+        return self._integrate(x, keep_membrane=True)
+
+    def _integrate(self, x, keep_membrane: bool):
         v = torch.zeros_like(x[0])
         out, vs = [], []
         for x_t in x:
             v = self.charge(v, x_t)
-            s = ((v >= self.threshold) if self.fire_at_threshold else (v > self.threshold)).to(x.dtype)
-            vs.append(v)
-            v = v * (1.0 - s)
+            s = (v >= self.threshold) if self.fire_at_threshold else (v > self.threshold)
+            if keep_membrane:
+                vs.append(v)
+            v = v.masked_fill(s, 0.0)  # the source models' v * (1 - s), up to the sign of zero
             out.append(s)
-        return torch.stack(out), torch.stack(vs)
+        return torch.stack(out).to(x.dtype), torch.stack(vs) if keep_membrane else None
 
     def out_kind(self, *kinds):
         return "binary"
@@ -254,19 +258,43 @@ class Graph:
         return dataclasses.replace(self, nodes=nodes, notes=self.notes + ([note] if note else []), **fields)
 
     @torch.no_grad()
-    def run(self, x: torch.Tensor, record: bool = False):
-        """Float execution on inputs `[N, *input_shape]` → (output, {node: `[T, N, ...]` tensor} if record)."""
+    def run(self, x: torch.Tensor, record: bool = False, observe=None):
+        """Float execution on inputs `[N, *input_shape]` → (output, {node: `[T, N, ...]` tensor} if record).
+        `observe(name, value)`, if given, sees every node's value as it is computed (statistics without keeping
+        every value in memory). A conv that repeats an earlier one (see `shared_convs`) reuses its value."""
+        shared = self.shared_convs()
+
+        def reads(node):  # the values a node needs, under the names they are kept by
+            return [shared[node.name]] if node.name in shared else [shared.get(i, i) for i in node.inputs]
+
+        last_use = {i: node.name for node in self.nodes.values() for i in reads(node)}
         values: dict[str, torch.Tensor] = {}
-        last_use = {i: node.name for node in self.nodes.values() for i in node.inputs}
         for node in self.nodes.values():
-            args = [x] if isinstance(node, Input) else [values[i] for i in node.inputs]
-            values[node.name] = node.run(*args)
+            args = [x] if isinstance(node, Input) else [values[i] for i in reads(node)]
+            value = args[0] if node.name in shared else node.run(*args)
+            if record or node.name not in shared:
+                values[node.name] = value
+            if observe is not None:
+                observe(node.name, value)
             if not record:
-                for i in node.inputs:  # free what no later node reads
-                    if last_use[i] == node.name:
+                for i in reads(node):
+                    if last_use[i] == node.name:  # free what no later node reads
                         values.pop(i, None)
         out = values[self.output]
         return (out, values) if record else (out, {})
+
+    def shared_convs(self) -> dict[str, str]:
+        """Conv → the earlier conv it repeats: same input and the same weight and bias tensors. The residual unroll
+        gives every sum its own copy of a term; on chip each copy has its own delay and scale, in float they are
+        one computation."""
+        first, shared = {}, {}
+        for node in self.nodes.values():
+            if isinstance(node, Conv2d):
+                key = (shared.get(node.inputs[0], node.inputs[0]), id(node.weight), id(node.bias),
+                       repr((node.stride, node.padding, node.dilation, node.groups)))
+                if first.setdefault(key, node.name) != node.name:
+                    shared[node.name] = first[key]
+        return shared
 
     def infer(self) -> "Graph":
         """Set every node's per-step `shape` (one meta-device run) and value `kind`."""

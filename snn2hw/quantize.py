@@ -14,6 +14,7 @@ divides its accumulations by σ and adds the bias. The numeric formats themselve
 `snn2hw.hardware_sims.loihi_numerics`.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,41 +30,51 @@ PAYLOAD_FRAC_BITS_MAX = 8  # fractional bits of graded spike payloads (gates in 
 A_SAFE = 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT - 1)
 GRADED_MESSAGE_BITS = 24  # Lava's graded spikes travel in 24-bit messages
 SYNAPSES = (ir.Conv2d, ir.Linear)
+# Calibration runs in batches whose largest float activation stays near this size, so an ImageNet-size export
+# needs the same memory for 8 calibration samples as for 256.
+CALIBRATION_BATCH_BYTES = 2 ** 28
 
 
-def _to_grid(w: torch.Tensor, factor: float) -> np.ndarray:
-    """round(w · factor) on the even grid [-256, 254] if w has both signs, else on [0, 255] / [-255, 0]."""
-    x = w.double().numpy() * factor
-    if (x < 0).any() and (x > 0).any():
-        return np.clip(2 * np.rint(x / 2), fmt.WEIGHT_MIN_MIXED, WEIGHT_GRID_MAX).astype(np.int64)
-    return np.clip(np.rint(x), -fmt.WEIGHT_MAX, fmt.WEIGHT_MAX).astype(np.int64)
+def calibration_batch(graph: ir.Graph) -> int:
+    """Samples per calibration batch: the largest node value `[T, N, ...]` in float32 near CALIBRATION_BATCH_BYTES."""
+    largest = max(math.prod(n.shape) for n in graph.nodes.values()) * graph.timesteps * 4
+    return max(1, CALIBRATION_BATCH_BYTES // largest)
 
 
-def _sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float:
-    noise = float(((ref - approx) ** 2).sum())
-    return math.inf if noise == 0 else 10 * math.log10(float((ref ** 2).sum()) / noise)
+def _to_grid(x: np.ndarray) -> np.ndarray:
+    """round(x) on the even grid [-256, 254] for rows (output channels) of `x` with both signs, else on
+    [-255, 255] (a single-sign row keeps its odd values). `x` is `[rows, ...]`, already scaled."""
+    flat = x.reshape(len(x), -1)
+    mixed = ((flat < 0).any(1) & (flat > 0).any(1)).reshape(-1, *([1] * (x.ndim - 1)))
+    even = np.clip(2 * np.rint(x / 2), fmt.WEIGHT_MIN_MIXED, WEIGHT_GRID_MAX)
+    return np.where(mixed, even, np.clip(np.rint(x), -fmt.WEIGHT_MAX, fmt.WEIGHT_MAX)).astype(np.int64)
 
 
-def _per_channel_cost_db(w: torch.Tensor, factor: float) -> float:
+def _weights_to_grid(w: np.ndarray, factor: float) -> np.ndarray:
+    """The layer's integer weights: one sign mode for the whole tensor, as Lava's Dense decides it."""
+    return _to_grid((w * factor)[None])[0]
+
+
+def _sqnr_db(ref: np.ndarray, approx: np.ndarray, axis=None):
+    """10 log10(signal / noise) in dB, inf where the approximation is exact."""
+    noise = ((ref - approx) ** 2).sum(axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(noise == 0, np.inf, 10 * np.log10((ref ** 2).sum(axis) / noise))
+
+
+def _per_channel_cost_db(w: np.ndarray, factor: float) -> float:
     """How much SQNR the shared per-layer scale costs: mean over output channels of (SQNR with the channel's own
     scale) - (SQNR with the layer's scale). BN folding makes channel ranges differ; this says by how much."""
-    costs = []
-    for c in range(w.shape[0]):
-        wc = w[c:c + 1]
-        peak = float(wc.abs().max())
-        if peak == 0:
-            continue
-        own = _sqnr_db(wc.double().numpy(), _to_grid(wc, WEIGHT_GRID_MAX / peak) / (WEIGHT_GRID_MAX / peak))
-        shared = _sqnr_db(wc.double().numpy(), _to_grid(wc, factor) / factor)
-        if math.isfinite(own) and math.isfinite(shared):
-            costs.append(own - shared)
-    return float(np.mean(costs)) if costs else 0.0
-
-
-def _payload_bits(src: ir.Node, values: dict) -> int:
-    """q: 0 where the payload is already an integer (spikes, event counts), else PAYLOAD_FRAC_BITS_MAX."""
-    v = values[src.name]
-    return 0 if src.kind == "binary" or bool(torch.equal(v, v.round())) else PAYLOAD_FRAC_BITS_MAX
+    rows = w.reshape(len(w), -1)
+    peak = np.abs(rows).max(1, keepdims=True)
+    rows, peak = rows[peak[:, 0] > 0], peak[peak[:, 0] > 0]
+    if not len(rows):
+        return 0.0
+    own_factor = WEIGHT_GRID_MAX / peak
+    own = _sqnr_db(rows, _to_grid(rows * own_factor) / own_factor, axis=1)
+    shared = _sqnr_db(rows, _to_grid(rows * factor) / factor, axis=1)
+    finite = np.isfinite(own) & np.isfinite(shared)
+    return float(np.mean(own[finite] - shared[finite])) if finite.any() else 0.0
 
 
 def _bias_format(b_v: np.ndarray) -> tuple[np.ndarray, int]:
@@ -78,14 +89,76 @@ def _channel_bias(node, shape) -> torch.Tensor:
     return b.double().view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
-def _input_peak(values, synapses, injected, shape) -> float:
-    """max |a| over the calibration data, in float units: what the neuron's input port receives per step."""
-    a = torch.zeros(1, dtype=torch.float64)
-    for s in synapses:
-        a = a + values[s.name].double() - _channel_bias(s, shape)
-    for i in injected:
-        a = a + values[i.name].double()
-    return float(a.abs().max())
+@dataclass
+class _Group:
+    """A chip neuron layer (or the readout synapse, `neuron` None) with the nodes that feed its input port: chip
+    `synapses` and host values `injected` as currents. An Add joining them contributes its bias (`extra_bias`)."""
+    neuron: ir.LIF | None
+    synapses: list
+    injected: list
+    extra_bias: ir.Add | None = None
+
+    @property
+    def name(self) -> str:
+        return self.neuron.name if self.neuron is not None else self.synapses[0].name
+
+    @property
+    def shape(self) -> tuple:
+        return (self.neuron or self.synapses[0]).shape
+
+    def synapse_bias(self) -> torch.Tensor:
+        return sum((_channel_bias(s, self.shape) for s in self.synapses), torch.zeros(self.shape, dtype=torch.float64))
+
+
+def _groups(graph: ir.Graph) -> list[_Group]:
+    groups = []
+    for name, node in graph.nodes.items():
+        if node.placement != "chip":
+            continue
+        if isinstance(node, ir.LIF):
+            src = graph.nodes[node.inputs[0]]
+            chip_sum = isinstance(src, ir.Add) and src.placement == "chip"
+            feeds = [graph.nodes[i] for i in src.inputs] if chip_sum else [src]
+            groups.append(_Group(node, [f for f in feeds if isinstance(f, SYNAPSES) and f.placement == "chip"],
+                                 [f for f in feeds if f.placement == "host"],
+                                 src if isinstance(src, ir.Add) else None))
+        elif isinstance(node, SYNAPSES) and any(isinstance(graph.nodes[r], ir.Readout) for r in graph.consumers(name)):
+            groups.append(_Group(None, [node], []))
+        elif isinstance(node, (ir.AvgPool2d, ir.BatchNorm)):
+            raise UserError(f"layer {name} ({type(node).__name__}) is on chip but Loihi has no such operation; "
+                            "it should have been folded.")
+    return groups
+
+
+class _Calibration:
+    """The statistics the quantizer needs, reduced batch by batch while the float graph runs (so memory does not
+    grow with the number of calibration samples): per group, max |a| in float units, where a = sum of its
+    synapses' outputs without their biases plus its injected host values (what the input port receives per
+    step); per graded synapse source, whether every value is an integer (event counts need no fractional bits)."""
+
+    def __init__(self, graph: ir.Graph, groups: list[_Group]):
+        self.peak = {g.name: 0.0 for g in groups}
+        self.integer = {s.inputs[0]: True for g in groups for s in g.synapses
+                        if graph.nodes[s.inputs[0]].kind != "binary"}
+        self.readers: dict[str, list[_Group]] = {}  # node → the groups whose input port it feeds
+        for g in groups:
+            for f in g.synapses + g.injected:
+                self.readers.setdefault(f.name, []).append(g)
+        # a = (sum of the feeds' values) - (sum of the synapses' biases)
+        self.bias = {g.name: g.synapse_bias() for g in groups}
+        self.partial: dict[str, tuple[int, torch.Tensor]] = {}  # group → (feeds seen, their sum) in this batch
+
+    def observe(self, name: str, value: torch.Tensor) -> None:
+        if name in self.integer:
+            self.integer[name] &= bool(torch.equal(value, value.round()))
+        for g in self.readers.get(name, ()):
+            seen, total = self.partial.pop(g.name, (0, None))
+            total = value.to(torch.float64, copy=True) if total is None else total.add_(value)
+            if seen + 1 < len(g.synapses) + len(g.injected):
+                self.partial[g.name] = (seen + 1, total)
+            else:
+                low, high = torch.aminmax(total.sub_(self.bias[g.name]))
+                self.peak[g.name] = max(self.peak[g.name], -float(low), float(high))
 
 
 def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[float, dict]:
@@ -114,33 +187,35 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
     return sigma, q
 
 
-def _quantize_group(graph, values, neuron, synapses, injected, extra_bias):
+def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict:
     """One neuron layer (or the readout) and the chip synapses feeding it."""
-    name = neuron.name if neuron is not None else synapses[0].name
+    neuron, synapses, name = group.neuron, group.synapses, group.name
     if neuron is not None and neuron.input_scale != 1.0:
         raise UserError(f"layer {name}: a chip neuron with an input scale ({neuron.input_scale}) is not supported; "
                         "normalise_neurons must move it into the synapses first.")
-    graded = {s.name: _payload_bits(graph.nodes[s.inputs[0]], values) > 0 for s in synapses}
+    # q = 0 where the payload is already an integer (spikes, event counts)
+    graded = {s.name: not stats.integer.get(s.inputs[0], True) for s in synapses}
     notes = []
-    shape = (neuron or synapses[0]).shape
-    a_peak = _input_peak(values, synapses, injected, shape)
+    shape = group.shape
+    a_peak = stats.peak[name]
     sigma, q = _scale(neuron, synapses, graded, a_peak, notes)
     entry = {"layer": name, "scale": sigma, "calibration_peak_input": a_peak, "synapses": [], "notes": notes}
     for s in synapses:
         factor = sigma / 2 ** q[s.name]
-        w_int = _to_grid(s.weight, factor)
+        w = s.weight.double().numpy()
+        w_int = _weights_to_grid(w, factor)
         s.quant = {"weight": w_int, "payload_frac_bits": q[s.name], "scale": sigma,
                    "num_message_bits": 0 if graph.nodes[s.inputs[0]].kind == "binary" else GRADED_MESSAGE_BITS}
         entry["synapses"].append({
             "name": s.name, "payload_frac_bits": q[s.name], "weight_bits": 8,
-            "weight_sqnr_db": round(_sqnr_db(s.weight.double().numpy(), w_int / factor), 2),
-            "clipped_weights": int((np.abs(s.weight.double().numpy() * factor) > WEIGHT_GRID_MAX + 1).sum()),
-            "per_channel_scale_cost_db": round(_per_channel_cost_db(s.weight, factor), 2)})
+            "weight_sqnr_db": round(float(_sqnr_db(w, w_int / factor)), 2),
+            "clipped_weights": int((np.abs(w * factor) > WEIGHT_GRID_MAX + 1).sum()),
+            "per_channel_scale_cost_db": round(_per_channel_cost_db(w, factor), 2)})
     if neuron is None:
         return entry
-    bias = sum((_channel_bias(s, neuron.shape) for s in synapses), torch.zeros(neuron.shape, dtype=torch.float64))
-    if extra_bias is not None:
-        bias = bias + _channel_bias(extra_bias, neuron.shape)
+    bias = group.synapse_bias()
+    if group.extra_bias is not None:
+        bias = bias + _channel_bias(group.extra_bias, neuron.shape)
     # In v's own units (1/64 of an activation unit): rounding the bias to whole activation units, the most lava-dl
     # netx can hold (it fixes bias_exp at 6), cost the TCJA demo 0.5-1.4 points; a .net then says where it is inexact.
     mant, exp = _bias_format(bias.numpy() * sigma * 2 ** fmt.ACT_SHIFT)
@@ -149,7 +224,7 @@ def _quantize_group(graph, values, neuron, synapses, injected, extra_bias):
     if not math.isclose(1 - dv / fmt.DECAY_UNITY, neuron.decay, abs_tol=1 / fmt.DECAY_UNITY) and neuron.decay != 0:
         notes.append(f"decay {neuron.decay} is {1 - dv / fmt.DECAY_UNITY} in 12 bits")
     neuron.quant = {"du": fmt.DECAY_MAX, "dv": dv, "vth": vth, "bias_mant": mant, "bias_exp": exp, "scale": sigma,
-                    "injected": [i.name for i in injected]}
+                    "injected": [i.name for i in group.injected]}
     entry.update({"vth": vth, "dv": dv, "du": fmt.DECAY_MAX, "bias_exp": exp,
                   "fires_at": "v > vth<<6" + (" (source fires at v >= threshold: differs at exact ties only)"
                                               if neuron.fire_at_threshold else "")})
@@ -166,22 +241,10 @@ def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
         raise ValueError("quantize needs a partitioned graph (run partition_host_chip first)")
     nodes = {k: ir.dataclasses.replace(v, inputs=list(v.inputs), quant={}) for k, v in graph.nodes.items()}
     graph = graph.replace(nodes)
-    _, values = graph.run(calibration, record=True)
-    report = []
-    for name, node in nodes.items():
-        if node.placement != "chip":
-            continue
-        if isinstance(node, ir.LIF):
-            src = nodes[node.inputs[0]]
-            feeds = [nodes[i] for i in src.inputs] if isinstance(src, ir.Add) and src.placement == "chip" else [src]
-            synapses = [f for f in feeds if isinstance(f, SYNAPSES) and f.placement == "chip"]
-            injected = [f for f in feeds if f.placement == "host"]
-            report.append(_quantize_group(graph, values, node, synapses, injected,
-                                          src if isinstance(src, ir.Add) else None))
-        elif isinstance(node, SYNAPSES) and any(isinstance(nodes[r], ir.Readout) for r in graph.consumers(name)):
-            report.append(_quantize_group(graph, values, None, [node], [], None))
-        elif isinstance(node, (ir.AvgPool2d, ir.BatchNorm)):
-            raise UserError(f"layer {name} ({type(node).__name__}) is on chip but Loihi has no such operation; "
-                            "it should have been folded.")
+    groups = _groups(graph)
+    stats = _Calibration(graph, groups)
+    for batch in calibration.split(calibration_batch(graph)):
+        graph.run(batch, observe=stats.observe)
+    report = [_quantize_group(graph, g, stats) for g in groups]
     return ir.dataclasses.replace(graph, notes=graph.notes + [f"quantize: {len(report)} chip layers"],
                                   quant_report=report)

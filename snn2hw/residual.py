@@ -129,13 +129,22 @@ def _stream(graph: ir.Graph) -> set[str]:
     return stream
 
 
-def _expand(nodes: dict[str, ir.Node], stream: set[str], name: str) -> tuple[list[ir.Conv2d], torch.Tensor | None]:
-    """Stream value `name` as (bias-free terms, each a conv on one non-stream source; the summed bias)."""
+def _expand(nodes: dict[str, ir.Node], stream: set[str], name: str,
+            memo: dict) -> tuple[list[ir.Conv2d], torch.Tensor | None]:
+    """Stream value `name` as (bias-free terms, each a conv on one non-stream source; the summed bias).
+    `memo` keeps each stream value's expansion, so every sum that reads it shares the same term weights (composed
+    once; runs can then compute a shared term once, see `Graph.run`)."""
+    if name not in memo:
+        memo[name] = _expand_once(nodes, stream, name, memo)
+    return memo[name]
+
+
+def _expand_once(nodes, stream, name, memo):
     node = nodes[name]
     if isinstance(node, ir.Add):
         terms, bias = [], node.bias
         for i in node.inputs:
-            t, b = _expand(nodes, stream, i)
+            t, b = _expand(nodes, stream, i, memo)
             terms, bias = terms + t, _plus(bias, b)
         return terms, bias
     if isinstance(node, ir.BatchNorm):
@@ -146,7 +155,7 @@ def _expand(nodes: dict[str, ir.Node], stream: set[str], name: str) -> tuple[lis
         return [dataclasses.replace(node, inputs=list(node.inputs), bias=None)], node.bias
     if name in stream or (isinstance(node, ir.Conv2d) and _pointwise(node)):
         # a shortcut conv on the real stream (or on an analog x_0): it acts on every term and on the bias
-        terms, bias = _expand(nodes, stream, node.inputs[0])
+        terms, bias = _expand(nodes, stream, node.inputs[0], memo)
         unbiased = dataclasses.replace(node, bias=None)
         return [compose_convs(t, unbiased) for t in terms], _through(node, bias)
     return [_identity(node)], None  # x_0 itself (GAC's encoding, or the stem conv), read one-to-one
@@ -158,9 +167,9 @@ def _identity(node: ir.Node) -> ir.Conv2d:
     return ir.Conv2d(node.name, [node.name], node.shape, "analog", weight=weight, stride=(1, 1), padding=(0, 0))
 
 
-def _unrolled_sum(nodes, stream, value: str, add_name: str) -> list[ir.Node]:
+def _unrolled_sum(nodes, stream, value: str, add_name: str, memo: dict) -> list[ir.Node]:
     """The term convs (named `<add>.from.<source>`) and the n-ary Add that replace stream value `value`."""
-    terms, bias = _expand(nodes, stream, value)
+    terms, bias = _expand(nodes, stream, value, memo)
     named = [dataclasses.replace(t, name=f"{add_name}.from.{t.inputs[0]}") for t in terms]
     return named + [ir.Add(add_name, [t.name for t in named], nodes[value].shape, "analog", bias=bias)]
 
@@ -194,13 +203,13 @@ def unroll_residual_stream(graph: ir.Graph) -> ir.Graph:
     if not stream:
         return graph.replace(dict(graph.nodes), "unroll_residual_stream: no residual stream (no Add), unchanged")
     readers = {s: [r for r in graph.consumers(s) if r not in stream] for s in stream}
-    nodes, renamed = {}, {}
+    nodes, renamed, memo = {}, {}, {}
     for name, node in graph.nodes.items():
         if name not in stream:
             _put(nodes, dataclasses.replace(node, inputs=[renamed.get(i, i) for i in node.inputs]))
         elif readers[name]:  # emitted where the old value was: every source of the sum is already above
             renamed[name] = f"{readers[name][0]}.in" if len(readers[name]) == 1 else name
-            for new in _unrolled_sum(graph.nodes, stream, name, renamed[name]):
+            for new in _unrolled_sum(graph.nodes, stream, name, renamed[name], memo):
                 _put(nodes, new)
     live = _live(nodes, graph.output)
     return graph.replace(live, _cost_note(graph, graph.replace(live)))
