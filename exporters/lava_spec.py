@@ -16,12 +16,26 @@ depth of the node they feed minus one for a synapse, or equal for a current; eve
 sends last step's accumulation first). Outputs are read at their depth: logical step t of node X is Lava step
 t + depth(X), so a segment runs T + max depth steps. A neuron with a bias must not integrate before its first
 input arrives: the runner resets it (LIFReset) at its depth.
+
+Arrays: weights and bias mantissas are stored in the smallest integer type that holds their Loihi format (int16 for
+both); readers cast them to the widths Lava computes in. A readout's bias (host side) stays float64.
 """
 import numpy as np
 
 from snn2hw import ir
+from snn2hw.hardware_sims import loihi_numerics as fmt
 
 FORMAT_VERSION = 1
+
+
+def _in_format(values, low: int, high: int, what: str) -> np.ndarray:
+    """`values` in the smallest integer type holding [low, high]: int64 would make an ImageNet ResNet's .npz four
+    times larger. Refuses values outside the range, which the cast would wrap."""
+    values = np.asarray(values)
+    if values.size and (values.min() < low or values.max() > high):
+        raise ValueError(f"{what}: values outside the Loihi format [{low}, {high}]")
+    return values.astype(next(t for t in (np.int8, np.int16, np.int32, np.int64)
+                              if np.iinfo(t).min <= low and high <= np.iinfo(t).max))
 
 
 def _hw(v) -> list[int]:
@@ -53,7 +67,7 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
                 kind = "spikes" if nodes[src].kind == "binary" else "graded"
                 source, d = input_of(src, name, kind, q["payload_frac_bits"]), 0
                 inputs[source]["depth"] = 0
-            arrays[f"{name}/weight"] = q["weight"]
+            arrays[f"{name}/weight"] = _in_format(q["weight"], fmt.WEIGHT_MIN_MIXED, fmt.WEIGHT_MAX, f"{name} weights")
             entry = {"name": name, "op": "conv" if isinstance(node, ir.Conv2d) else "dense", "input": source,
                      "weight": f"{name}/weight", "num_message_bits": q["num_message_bits"],
                      "shape_in": list(nodes[src].shape), "shape": list(node.shape)}
@@ -72,7 +86,8 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
             injected = [input_of(i, name, "current") for i in q["injected"]]
             for key in injected:
                 inputs[key].update(depth=d, scale=q["scale"])
-            arrays[f"{name}/bias_mant"] = np.broadcast_to(q["bias_mant"], node.shape).astype(np.int64)
+            arrays[f"{name}/bias_mant"] = _in_format(np.broadcast_to(q["bias_mant"], node.shape), fmt.BIAS_MANT_MIN,
+                                                     fmt.BIAS_MANT_MAX, f"{name} bias_mant")
             entry = {"name": name, "op": "lif", "shape": list(node.shape), "du": q["du"], "dv": q["dv"],
                      "vth": q["vth"], "bias_mant": f"{name}/bias_mant", "bias_exp": q["bias_exp"],
                      "synapses": [{"name": f, "delay": d - depth[f]} for f in synapses], "injected": injected}

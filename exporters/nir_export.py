@@ -38,12 +38,13 @@ that Add (metadata `add_bias_of` names the Add); on Loihi all of a neuron's bias
 
 Metadata (flat: Python scalars, strings and numpy arrays, so nir.write/nir.read keep it). The Loihi 2 fixed-point
 form, as the quantize pass set it and the Lava spec (exporters/lava_spec.py) runs it:
-    synapse    `weight` (int16, round(W · scale / 2^payload_frac_bits) on Lava's 8-bit grid; SumPool2d: its
-               depthwise weights), `weight_exp` 0, `scale` σ (integer units per float unit of the neuron it feeds),
-               `payload_frac_bits`, `num_message_bits`, `depth`, `delay` (extra steps its output waits so that all
-               synapses of a neuron arrive together; absent on readout synapses), `bias_realised_by`
-    neuron     `du`, `dv`, `vth`, `bias_mant` (int32, full shape), `bias_exp`, `scale` σ, `depth`; the source
-               semantics `source_decay`, `source_threshold`, `source_input_scale`, `source_fires_when`
+    synapse    `weight` (the Lava spec's int16 array: round(W · scale / 2^payload_frac_bits) on Lava's 8-bit grid;
+               SumPool2d: its depthwise weights), `weight_exp` 0, `scale` σ (integer units per float unit of the
+               neuron it feeds), `payload_frac_bits`, `num_message_bits`, `depth`, `delay` (extra steps its output
+               waits so that all synapses of a neuron arrive together; absent on readout synapses), `bias_realised_by`
+    neuron     `du`, `dv`, `vth`, `bias_mant` (the Lava spec's int16 array, full shape), `bias_exp`, `scale` σ,
+               `depth`; the source semantics `source_decay`, `source_threshold`, `source_input_scale`,
+               `source_fires_when`
     Input      `tensor`, `consumer`, `payload` ("spikes" 0/1 | "graded" round(value · 2^frac_bits) | "current"
                round(value · scale), into the neuron's input port without a synapse), `frac_bits`, `scale`
                (currents), `depth`, `kind` (the IR value kind), `waits_for_window` (1: the host needs all T steps first)
@@ -143,7 +144,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
 
     `folded` gives the float weights and dynamics (semantics level 2), `fixed` the Loihi integers (level 3);
     both are the same partitioned graph (`Compiled.folded`, `Compiled.fixed`)."""
-    spec, _ = chip_segment_spec(fixed, segment)
+    spec, arrays = chip_segment_spec(fixed, segment)
     members = set(segment["nodes"])
     spec_nodes = {n["name"]: n for n in spec["nodes"]}
     delays = {s["name"]: s["delay"] for n in spec["nodes"] if n["op"] == "lif" for s in n["synapses"]}
@@ -169,7 +170,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
                 add_bias = folded.nodes[carriers[name]].bias.detach().double().numpy()
                 bias = add_bias if bias is None else bias + add_bias
             readout = name not in delays
-            meta = {"weight": np.asarray(q["weight"], dtype=np.int16), "scale": float(q["scale"]),
+            meta = {"weight": arrays[spec_nodes[name]["weight"]], "scale": float(q["scale"]),
                     "payload_frac_bits": int(q["payload_frac_bits"]), "num_message_bits": int(q["num_message_bits"]),
                     "weight_exp": 0, "depth": int(spec_nodes[name]["depth"]),
                     "bias_realised_by": "host: a / scale + bias" if readout else
@@ -189,7 +190,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
             nodes[name] = _cuba_lif(node)
             nodes[name].metadata = {
                 "du": int(q["du"]), "dv": int(q["dv"]), "vth": int(q["vth"]),
-                "bias_mant": np.broadcast_to(q["bias_mant"], node.shape).astype(np.int32),
+                "bias_mant": arrays[spec_nodes[name]["bias_mant"]],
                 "bias_exp": int(q["bias_exp"]), "scale": float(q["scale"]), "depth": int(spec_nodes[name]["depth"]),
                 "source_decay": float(node.decay), "source_threshold": float(node.threshold),
                 "source_input_scale": float(node.input_scale),

@@ -58,6 +58,30 @@ def test_deployment_runs_the_same_fixed_point_graph(gac_export):
     assert torch.equal(a, b)
 
 
+
+def test_chip_arrays_are_stored_in_the_smallest_type_of_their_loihi_format(gac_export):
+    out, _ = gac_export
+    spec = json.loads((out / "chip" / "chip1.json").read_text())
+    with np.load(out / "chip" / "chip1.npz", allow_pickle=False) as f:
+        dtypes = {k: f[k].dtype for k in f.files}
+    for node in spec["nodes"]:
+        for key in ("weight", "bias_mant"):  # 9-bit weights [-256, 255], 13-bit mantissas
+            if key in node:
+                assert dtypes[node[key]] == np.int16, (node["name"], key)
+
+
+def test_chip_values_outside_their_loihi_format_are_refused_not_wrapped():
+    from snn2hw.exporters.lava_spec import chip_segment_spec
+
+    model = load_checkpoint(demo_checkpoint("gac-msresnet-tiny")).model
+    c = compile_model(model, "gac-msresnet-tiny", torch.as_tensor(DEMO_DATA["digit-images"]("train")[0][:16]))
+    seg = next(s for s in c.fixed.segments if s["placement"] == "chip")
+    synapse = next(c.fixed.nodes[n] for n in seg["nodes"] if "weight" in c.fixed.nodes[n].quant)
+    synapse.quant["weight"] = synapse.quant["weight"].copy()
+    synapse.quant["weight"].flat[0] = 2 ** 15  # int16 would store -32768
+    with pytest.raises(ValueError, match=f"{synapse.name} weights: values outside the Loihi format"):
+        chip_segment_spec(c.fixed, seg)
+
 def test_tampered_chip_file_is_refused(gac_export, tmp_path, run_cli):
     import shutil
 
