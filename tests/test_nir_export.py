@@ -299,3 +299,17 @@ def test_write_nir_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_nir(tmp_path / "fresh.nir", graph)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chip1.nir"]
+
+
+def test_write_nir_leaves_the_graph_alone_and_keeps_the_lava_integer_types(tmp_path):
+    c, _ = compiled("gac-msresnet-tiny", "host")
+    seg = next(s for s in c.folded.segments if s["placement"] == "chip")
+    graph = chip_segment_to_nir(c.folded, c.fixed, seg)
+    write_nir(tmp_path / "chip1.nir", graph)
+    read = nir.read(tmp_path / "chip1.nir")
+    for name, node in graph.nodes.items():
+        values = [*vars(node).values(), *node.metadata.values()]
+        assert all(type(v) is np.ndarray for v in values if isinstance(v, np.ndarray)), name  # no writer's views
+        for key in ("weight", "bias_mant"):
+            if key in node.metadata:
+                assert read.nodes[name].metadata[key].dtype == np.int16, (name, key)
