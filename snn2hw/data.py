@@ -4,11 +4,20 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .models import datasets, digits
-from .models.zoo import get_arch
 
 CALIBRATION_SAMPLES = 256
-DEMO_DATA = {"digit-events": digits.digit_events, "digit-images": digits.digit_images}
+
+
+def _demo_data(loader: str):
+    """`models.digits.<loader>`, imported on first use: scipy.ndimage alone takes a second or more to import, which
+    every command reading this module (`export` of a user checkpoint, for one) would otherwise pay."""
+    def load(split: str):
+        from .models import digits
+        return getattr(digits, loader)(split)
+    return load
+
+
+DEMO_DATA = {"digit-events": _demo_data("digit_events"), "digit-images": _demo_data("digit_images")}
 
 
 def load_npy(path: Path, option: str, shape: tuple | None = None) -> np.ndarray:
@@ -34,6 +43,9 @@ def load_npy(path: Path, option: str, shape: tuple | None = None) -> np.ndarray:
 def evaluation_data(spec: str, arch: str, limit: int | None = None):
     """`--data`: "digits" (the demo models' data), "NAME:ROOT" (an official data set, e.g. cifar10:/data/cifar),
     or an .npz holding `x` and `y` (and optionally `calibration`). → (x, y, calibration inputs)."""
+    from .models import datasets
+    from .models.zoo import get_arch
+
     if spec == "digits":
         kind = get_arch(arch).demo_data
         if kind is None:
