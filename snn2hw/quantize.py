@@ -45,9 +45,20 @@ def _to_grid(x: np.ndarray) -> np.ndarray:
     """round(x) on the even grid [-256, 254] for rows (output channels) of `x` with both signs, else on
     [-255, 255] (a single-sign row keeps its odd values). `x` is `[rows, ...]`, already scaled."""
     flat = x.reshape(len(x), -1)
-    mixed = ((flat < 0).any(1) & (flat > 0).any(1)).reshape(-1, *([1] * (x.ndim - 1)))
-    even = np.clip(2 * np.rint(x / 2), fmt.WEIGHT_MIN_MIXED, WEIGHT_GRID_MAX)
-    return np.where(mixed, even, np.clip(np.rint(x), -fmt.WEIGHT_MAX, fmt.WEIGHT_MAX)).astype(np.int64)
+    mixed = (flat.min(1) < 0) & (flat.max(1) > 0)
+
+    def even():
+        y = x * 0.5
+        np.rint(y, out=y)
+        y *= 2
+        return np.clip(y, fmt.WEIGHT_MIN_MIXED, WEIGHT_GRID_MAX, out=y)
+
+    def odd():
+        return np.clip(np.rint(x), -fmt.WEIGHT_MAX, fmt.WEIGHT_MAX)
+
+    grid = even() if mixed.all() else odd() if not mixed.any() else \
+        np.where(mixed.reshape(-1, *([1] * (x.ndim - 1))), even(), odd())
+    return grid.astype(np.int64)
 
 
 def _weights_to_grid(w: np.ndarray, factor: float) -> np.ndarray:
