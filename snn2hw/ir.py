@@ -302,8 +302,11 @@ class Graph:
         values = {}
         for node in self.nodes.values():
             args = [meta] if isinstance(node, Input) else [values[i] for i in node.inputs]
-            with _on_meta(node):
-                values[node.name] = node.run(*args)
+            if isinstance(node, LIF):  # elementwise: its T-step loop on meta tensors costs time and shows nothing
+                values[node.name] = args[0]
+            else:
+                with _on_meta(node):
+                    values[node.name] = node.run(*args)
             node.shape = tuple(values[node.name].shape[2:]) if not isinstance(node, Readout) else \
                 tuple(values[node.name].shape[1:])
             node.kind = node.out_kind(*[self.nodes[i].kind for i in node.inputs])

@@ -168,18 +168,24 @@ class _Calibration:
             if seen + 1 < len(g.synapses) + len(g.injected):
                 self.partial[g.name] = (seen + 1, total)
             else:
-                low, high = torch.aminmax(total.sub_(self.bias[g.name]))
-                self.peak[g.name] = max(self.peak[g.name], -float(low), float(high))
+                self.peak[g.name] = max(self.peak[g.name], _peak(total.sub_(self.bias[g.name])))
+
+
+def _peak(x: torch.Tensor) -> float:
+    """max |x|, without an |x| copy."""
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
 
 
 def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[float, dict]:
     """σ and each synapse's payload fractional bits q. σ is as large as the 8-bit weights allow, unless the input
     port's headroom (|a| < A_SAFE, so u never wraps) or the 17-bit threshold caps it; graded inputs then spend on
     payload precision (up to PAYLOAD_FRAC_BITS_MAX bits) what the weights do not need."""
-    live = [s for s in synapses if float(s.weight.abs().max()) > 0]  # an all-zero synapse (pruned, or MS-ResNet's
+    peak = {s.name: _peak(s.weight) for s in synapses}
+    live = [s for s in synapses if peak[s.name] > 0]  # an all-zero synapse (pruned, or MS-ResNet's
     # zero-initialised last BN) constrains nothing
     caps = {"8-bit weights": min(WEIGHT_GRID_MAX * 2 ** (PAYLOAD_FRAC_BITS_MAX if graded[s.name] else 0)
-                                 / float(s.weight.abs().max()) for s in live)} if live else {}
+                                 / peak[s.name] for s in live)} if live else {}
     if a_peak > 0:
         caps["input headroom"] = A_SAFE / a_peak
     if neuron is not None and neuron.threshold > 0:
@@ -193,7 +199,7 @@ def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[
         notes.append(f"scale set by the {binding}")
     q = {}
     for s in synapses:
-        need = float(s.weight.abs().max()) * sigma / WEIGHT_GRID_MAX  # 2^q must be at least this for W_int to fit
+        need = peak[s.name] * sigma / WEIGHT_GRID_MAX  # 2^q must be at least this for W_int to fit
         q[s.name] = max(0, math.ceil(math.log2(need))) if graded[s.name] and need > 1 else 0
     return sigma, q
 
