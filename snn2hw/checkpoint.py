@@ -29,6 +29,7 @@ class Loaded:
     path: Path
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # what our own checkpoints record (metrics, recipe)
+    warnings: list[str] = field(default_factory=list)  # what the user must know, e.g. that code from the file ran
 
 
 def save_checkpoint(path, model: nn.Module, arch: str, options: dict, **meta) -> None:
@@ -36,19 +37,28 @@ def save_checkpoint(path, model: nn.Module, arch: str, options: dict, **meta) ->
                 "state_dict": model.state_dict()}, path)
 
 
-def _read(path: Path, trust_pickle: bool):
+def _read(path: Path, trust_pickle: bool, warnings: list[str]):
+    """The file's content, read with `weights_only`; only a file that needs unpickling code is read with it, if
+    trusted, and a warning says so."""
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if unsafe and not trust_pickle:
+        if not unsafe:
+            raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
+        if not trust_pickle:
             raise UserError(f"checkpoint {path} contains pickled Python objects ({unsafe.group(1)}), which could run "
                             "code when loaded; re-save it as a state_dict, or pass --trust-pickle only if you trust "
                             "where it came from.") from None
-        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
+        warnings.append(f"unpickled Python objects ({unsafe.group(1)}, …) from {path}, running code from the file, "
+                        "because --trust-pickle was given.")
     except Exception as e:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
+        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
         raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
 
 
@@ -134,14 +144,28 @@ def _describe(path: Path, arch: str, missing, unexpected, shaped) -> str:
     return f"checkpoint {path} does not fit arch {arch}: " + "; ".join(parts)
 
 
+def _check_values(path: Path, sd: dict) -> None:
+    """Refuse values no trained network has: they would fold and quantize into garbage without an error."""
+    for key, value in sd.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise UserError(f"checkpoint {path}: tensor {key} holds NaN or Inf values.")
+        if key.endswith("running_var") and (value <= 0).any():
+            raise UserError(f"checkpoint {path}: BatchNorm variance {key} has values <= 0 "
+                            f"(min {value.min().item():g}); a variance must be positive.")
+
+
 def load_checkpoint(path, arch: str | None = None, num_classes: int | None = None,
                     trust_pickle: bool = False) -> Loaded:
     path = Path(path)
     notes: list[str] = []
-    sd, meta = _unwrap(_read(path, trust_pickle), path, notes)
+    warnings: list[str] = []
+    sd, meta = _unwrap(_read(path, trust_pickle, warnings), path, notes)
     options = dict(meta.get("options", {}))
     if arch is None:
         arch = meta.get("arch")
+        if arch is not None and arch not in ARCHS:
+            raise UserError(f"checkpoint {path} records arch {arch!r}, which snn2hw does not support; known: "
+                            f"{', '.join(ARCHS)}.")
     if arch is None:
         best, score = best_fitting_arch(sd)
         raise UserError(f"checkpoint {path} does not say its architecture: pass --arch (best fit: {best}, "
@@ -161,5 +185,6 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
         best, score = best_fitting_arch(sd)
         hint = f" (best fit: {best}, {score:.0%} of keys match)" if best != arch else ""
         raise UserError(_describe(path, arch, missing, unexpected, shaped) + hint + ".")
+    _check_values(path, sd)
     model.load_state_dict(sd, strict=True)
-    return Loaded(model.eval(), arch, options, path, notes, meta)
+    return Loaded(model.eval(), arch, options, path, notes, meta, warnings)
