@@ -20,8 +20,9 @@ def _demo_data(loader: str):
 DEMO_DATA = {"digit-events": _demo_data("digit_events"), "digit-images": _demo_data("digit_images")}
 
 
-def load_npy(path: Path, option: str, shape: tuple | None = None) -> np.ndarray:
-    """A float32 array from `.npy`, batch first, checked against the per-sample `shape` if given."""
+def load_npy(path: Path, option: str, shape: tuple | None = None, events: bool = False) -> np.ndarray:
+    """A float32 array from `.npy`, batch first, checked against the per-sample `shape` if given; with `events`,
+    checked to hold event counts (non-negative integers)."""
     if not path.is_file():
         raise UserError(f"{option} {path}: no such file.")
     try:
@@ -30,14 +31,25 @@ def load_npy(path: Path, option: str, shape: tuple | None = None) -> np.ndarray:
         raise UserError(f"{option} {path} is not a readable .npy array ({type(e).__name__}).") from None
     if shape is not None and (x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape)):
         raise UserError(f"{option} {path} has shape {tuple(x.shape)}; this model takes [N, {', '.join(map(str, shape))}].")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise UserError(f"{option} {path} has dtype {x.dtype}; expected numbers.")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating) or x.dtype == bool):
+        raise UserError(f"{option} {path} has dtype {x.dtype}; expected real numbers.")
     if len(x) == 0:
         raise UserError(f"{option} {path} holds no samples.")
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise UserError(f"{option} {path} contains NaN or Inf values.")
+    if events and ((x < 0).any() or (x != np.round(x)).any()):
+        bad = x[(x < 0) | (x != np.round(x))].flat[0]
+        raise UserError(f"{option} {path} holds {bad:g}, which is not an event count; this model takes event "
+                        "frames (non-negative integers).")
     return x
+
+
+def load_inputs(path: Path, option: str, model, arch: str) -> np.ndarray:
+    """Inputs of `model`: its per-sample shape, and event frames for TCJA models (convert.py: graded input)."""
+    from .models.zoo import get_arch
+
+    return load_npy(path, option, tuple(model.input_shape), events=get_arch(arch).family == "tcja")
 
 
 def evaluation_data(spec: str, arch: str, limit: int | None = None):

@@ -785,7 +785,8 @@ def _rate_array(value, timesteps: int, name: str) -> np.ndarray:
         if isinstance(value, (int, float)) or (isinstance(value, list) and len(value) == timesteps
                                                and all(isinstance(v, (int, float)) for v in value)) else None
     if values is None or not ((values >= 0) & (values <= 1)).all():
-        raise UserError(f"firing rate of {name}: expected a number in [0, 1] or a list of {timesteps} of them.")
+        raise UserError(f"--firing-rate: the rate of {name} must be a number in [0, 1] or a list of {timesteps} "
+                        "of them.")
     return np.array(values)
 
 
@@ -840,7 +841,7 @@ def energy_command(deploy_dir: Path | None = None, *, input: Path | None = None,
     the JSON and the offline HTML report if asked, and returns the report."""
     from rich.console import Console
 
-    from .data import load_npy
+    from .data import load_inputs
     from .energy_report import print_report, write_html
 
     console = console or Console()
@@ -857,7 +858,7 @@ def energy_command(deploy_dir: Path | None = None, *, input: Path | None = None,
         from .deployment import load_deployment
 
         dep = load_deployment(deploy_dir)
-        x = load_npy(input, "--input", tuple(dep.compiled.model.input_shape))[:samples]
+        x = load_inputs(input, "--input", dep.compiled.model, dep.compiled.arch)[:samples]
         with console.status(f"{deploy_dir}: {backend} backend on {len(x)} samples"):
             report = deployment_report(dep, x, backend, cost, mode, weight_bits, batch_size, timeout)
     else:
