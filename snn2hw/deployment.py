@@ -4,6 +4,7 @@ The directory carries its source checkpoint and calibration inputs, so loading r
 (compilation is deterministic) and then checks it against the chip files: a deployment whose files no longer match
 what its manifest says it was built from is refused, naming the file.
 """
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,8 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .compile import Compiled, compile_model
-from .data import load_npy
+from .compile import TCJA_STRATEGIES, Compiled, compile_model
+from .data import load_inputs
 from .errors import UserError
 from .export import FORMAT_VERSION
 
@@ -25,19 +26,63 @@ class Deployment:
     compiled: Compiled
 
 
-def _read_manifest(path: Path) -> dict:
+def _field(file: Path, obj: dict, key: str, kind: type, where: str = ""):
+    value = obj.get(key)
+    if not isinstance(value, kind):
+        raise UserError(f"{file}: '{where}{key}' is missing or not a {kind.__name__}.")
+    return value
+
+
+def _relative(file: Path, rel: str) -> str:
+    if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel:
+        raise UserError(f"{file} names {rel!r}, which is not a path inside the deployment.")
+    return rel
+
+
+def read_manifest(path) -> dict:
+    """`path/manifest.json`, checked to have every entry that loading and running the deployment read, with its type
+    (file names relative to the deployment, inside it)."""
+    path = Path(path)
     file = path / "manifest.json"
     if not file.is_file():
         raise UserError(f"{path} is not a deployment directory (no manifest.json).")
     try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest = json.loads(file.read_bytes())
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, an integer of 4300+ digits
         raise UserError(f"{file} is not valid JSON ({e.__class__.__name__}).") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{file} is not a format-{FORMAT_VERSION} snn2hw manifest.")
-    for key in ("source", "segments", "calibration", "tcja"):
-        if key not in manifest:
-            raise UserError(f"{file} lacks the '{key}' entry.")
+        raise UserError(f"{file} is not a format-{FORMAT_VERSION} snn2hw manifest (re-export with this snn2hw).")
+    source = _field(file, manifest, "source", dict)
+    for key in ("copy", "arch"):
+        _field(file, source, key, str, "source.")
+    _relative(file, source["copy"])
+    _relative(file, _field(file, _field(file, manifest, "calibration", dict), "file", str, "calibration."))
+    if _field(file, manifest, "tcja", str) not in TCJA_STRATEGIES:
+        raise UserError(f"{file}: 'tcja' is {manifest['tcja']!r}, not one of {', '.join(TCJA_STRATEGIES)}.")
+    hashes = _field(file, manifest, "file_sha256", dict)
+    for rel, digest in hashes.items():
+        if not isinstance(digest, str):
+            raise UserError(f"{file}: 'file_sha256.{rel}' is not a string.")
+        _relative(file, rel)
+    segments = _field(file, manifest, "segments", list)
+    for i, entry in enumerate(segments):
+        if not isinstance(entry, dict):
+            raise UserError(f"{file}: 'segments[{i}]' is not an object.")
+        where = f"segments[{i}]."
+        _field(file, entry, "name", str, where)
+        if _field(file, entry, "placement", str, where) not in ("host", "chip"):
+            raise UserError(f"{file}: '{where}placement' is {entry['placement']!r}, not 'host' or 'chip'.")
+        if not all(isinstance(n, str) for n in _field(file, entry, "nodes", list, where)):
+            raise UserError(f"{file}: '{where}nodes' holds something that is not a node name.")
+        files = _field(file, entry, "files", dict, where)
+        for role in ("onnx",) if entry["placement"] == "host" else ("lava_spec", "lava_arrays", "nir"):
+            _field(file, files, role, str, f"{where}files.")
+        for rel in files.values():
+            if not isinstance(rel, str) or _relative(file, rel) not in hashes:
+                raise UserError(f"{file}: '{where}files' names {rel!r}, which has no entry in 'file_sha256'.")
+    for rel in (source["copy"], manifest["calibration"]["file"]):
+        if rel not in hashes:
+            raise UserError(f"{file}: {rel} has no entry in 'file_sha256'.")
     return manifest
 
 
@@ -48,19 +93,29 @@ def _file(path: Path, rel: str) -> Path:
     return f
 
 
+def verify_files(path, manifest: dict) -> None:
+    """Every file the manifest records (`read_manifest`) is there with the recorded SHA-256: catches any change to
+    the files that loading does not otherwise check (NIR, netx, ONNX) as well as to those it recompiles."""
+    path = Path(path)
+    for rel, digest in manifest["file_sha256"].items():
+        if hashlib.sha256(_file(path, rel).read_bytes()).hexdigest() != digest:
+            raise UserError(f"{path / rel} does not match the SHA-256 its manifest records (edited or corrupt).")
+
+
 def load_deployment(path) -> Deployment:
     from .exporters.lava_spec import chip_segment_spec
 
     path = Path(path)
-    manifest = _read_manifest(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
     loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
-    shape = tuple(loaded.model.input_shape)
-    calibration = load_npy(_file(path, manifest["calibration"]["file"]), "calibration", shape)
+    calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model, loaded.arch)
     compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"])
     segments = {s["name"]: s for s in compiled.fixed.segments}
+    layout = [(s["name"], s["placement"], s["nodes"]) for s in segments.values()]
+    if [(e["name"], e["placement"], e["nodes"]) for e in manifest["segments"]] != layout:
+        raise UserError(f"{path}/manifest.json: its segments do not match what its source checkpoint compiles to.")
     for entry in manifest["segments"]:
-        if entry["name"] not in segments or segments[entry["name"]]["nodes"] != entry["nodes"]:
-            raise UserError(f"{path}/manifest.json: segment {entry['name']} does not match its source checkpoint.")
         if entry["placement"] != "chip":
             _file(path, entry["files"]["onnx"])
             continue

@@ -1,7 +1,8 @@
 """`snn2hw export`: a trained checkpoint → a deployment directory, written atomically.
 
     manifest.json        format version, source, T, segments in execution order with their files, cuts,
-                         per-layer quantization parameters and latencies, input/output specs, snn2hw version
+                         per-layer quantization parameters and latencies, input/output specs, snn2hw version,
+                         and the SHA-256 of every file below but report.md
     chip/<seg>.json/.npz the exact Lava form of each chip segment (exporters/lava_spec.py)
     chip/<seg>.nir       each chip segment as a NIR graph (float weights; Loihi integers in metadata)
     chip/<seg>.net       lava-dl netx HDF5, where the segment is a plain chain (netx cannot express branches)
@@ -16,6 +17,8 @@ import json
 import math
 import os
 import shutil
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ from .checkpoint import Loaded, save_checkpoint
 from .compile import Compiled, compile_model
 from .errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: file_sha256
 
 
 def _jsonable(value):
@@ -83,7 +86,8 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
             "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, (ir.Conv2d, ir.Linear)))}
 
 
-def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray) -> dict:
+def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray,
+                   files: dict[str, str]) -> dict:
     graph = compiled.fixed
     first, last = graph.nodes[next(iter(graph.nodes))], graph.nodes[graph.output]
     return _jsonable({
@@ -97,6 +101,7 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "output": {"shape": [None, *last.shape], "readout": getattr(last, "mode", None)},
         "calibration": {"samples": len(calibration), "file": "source/calibration.npy"},
         "passes": graph.notes, "segments": segments, "cuts": graph.cuts, "layers": graph.quant_report,
+        "file_sha256": files,
     })
 
 
@@ -125,7 +130,8 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
             entry = write(compiled, segment, tmp / segment["placement"])
             segments.append({"name": segment["name"], "placement": segment["placement"],
                              "nodes": segment["nodes"], **_counts(compiled.fixed, segment), **entry})
-        manifest = build_manifest(loaded, compiled, segments, calibration)
+        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = build_manifest(loaded, compiled, segments, calibration, files)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         from .report import export_report
         (tmp / "report.md").write_text(export_report(manifest, compiled))
@@ -135,15 +141,27 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
     return manifest
 
 
+@contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM until the block is done (the CLI turns them into exceptions): between the two
+    renames of `_replace` an exception would leave no deployment at the path, and the old one under a hidden name."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _replace(tmp: Path, outdir: Path) -> None:
     """Swap the finished directory in: the old one is moved aside first and removed only after the rename."""
     old = outdir.parent / f".{outdir.name}.old-{os.getpid()}"
-    if outdir.exists():
-        outdir.rename(old)
-    try:
-        tmp.rename(outdir)
-    except BaseException:
-        if old.exists():
-            old.rename(outdir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    with _signals_deferred():
+        if outdir.exists():
+            outdir.rename(old)
+        try:
+            tmp.rename(outdir)
+        except BaseException:
+            if old.exists():
+                old.rename(outdir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
