@@ -1,6 +1,7 @@
 """The `snn2hw` command line. Each command is a thin shell: parse options, call the library, print a table."""
 import json
 import shutil
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +32,8 @@ def _load(checkpoint: Path, arch, num_classes, trust_pickle):
     from .checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, arch, num_classes, trust_pickle)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for note in loaded.notes:
         err.print(f"[dim]note: {note}[/dim]")
     return loaded
@@ -94,7 +97,7 @@ def simulate(checkpoint: Path,
     or, with --ladder, compare float → folded → fixed point on a data set."""
     from .activity import run_model
     from .compile import compile_model
-    from .data import CALIBRATION_SAMPLES, evaluation_data, load_npy
+    from .data import CALIBRATION_SAMPLES, evaluation_data, load_inputs, load_npy
     from .models.zoo import class_scores
     from .simulate import BACKENDS, simulate as run_backend
     import torch
@@ -110,28 +113,28 @@ def simulate(checkpoint: Path,
         _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples)
         return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
-    shape = tuple(loaded.model.input_shape)
     if ladder:
         if data is None:
             raise UserError("--ladder needs --data (digits, NAME:ROOT or an .npz with x and y).")
         x, y, calib = evaluation_data(data, loaded.arch, limit)
         if calibration is not None:
-            calib = load_npy(calibration, "--calibration", shape)
+            calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)
         _ladder(loaded.arch, compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja), x, y,
                 batch_size, json_out)
         return
     if input is None or save is None:
         raise UserError("simulate needs --input and --save (or --ladder with --data).")
-    x = load_npy(input, "--input", shape)
+    x = load_inputs(input, "--input", loaded.model, loaded.arch)
     y = None
     if labels is not None:
-        y = np.load(labels, allow_pickle=False) if labels.is_file() else None
-        if y is None or y.shape != (len(x),):
-            raise UserError(f"--labels {labels} must be an existing .npy of shape ({len(x)},).")
+        y = load_npy(labels, "--labels")
+        if y.shape != (len(x),):
+            raise UserError(f"--labels {labels} has shape {y.shape}; expected ({len(x)},), one label per input.")
     if backend == "torch":
         output, counts = run_model(loaded.model, x, batch_size)
     else:
-        calib = load_npy(calibration, "--calibration", shape) if calibration else x[:CALIBRATION_SAMPLES]
+        calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch) if calibration \
+            else x[:CALIBRATION_SAMPLES]
         compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja)
         output, counts = run_backend(compiled, backend, x, batch_size)
     _save_npz(save, {"output": output, **{f"spike_counts/{k}": v for k, v in counts.items()}})
@@ -144,12 +147,12 @@ def simulate(checkpoint: Path,
 
 def _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples):
     """Run a deployment directory: torch/folded/fixed as for a checkpoint, lava with its host and chip files."""
-    from .data import load_npy
+    from .data import load_inputs
     from .simulate import simulate as run_backend
 
     if input is None or save is None:
         raise UserError("simulate needs --input and --save.")
-    x = load_npy(input, "--input", tuple(dep.compiled.model.input_shape))[:samples]
+    x = load_inputs(input, "--input", dep.compiled.model, dep.compiled.arch)[:samples]
     if backend == "lava":
         from .deployment import run_lava
         from .simulate import spike_counts
@@ -229,7 +232,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
     """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .data import CALIBRATION_SAMPLES, DEMO_DATA, load_npy
+    from .data import CALIBRATION_SAMPLES, DEMO_DATA, load_inputs
     from .export import export_deployment
     from .models.zoo import get_arch
 
@@ -237,7 +240,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
         raise UserError(f"--target {target!r} is not supported; use loihi.")
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     if calibration is not None:
-        calib = load_npy(calibration, "--calibration", tuple(loaded.model.input_shape))[:CALIBRATION_SAMPLES]
+        calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)[:CALIBRATION_SAMPLES]
     elif get_arch(loaded.arch).demo_data:
         calib = DEMO_DATA[get_arch(loaded.arch).demo_data]("train")[0][:CALIBRATION_SAMPLES]
     else:
@@ -307,14 +310,37 @@ def demo(outdir: Path = typer.Option(Path("demo-out"), "-o", "--outdir", help="W
     run_demo(outdir, out)
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so that `finally` blocks remove temporary files. Not a
+    KeyboardInterrupt, which typer would turn into a silent exit, and Python's default SIGTERM runs no cleanup."""
+
+
+def _interrupt(signum, frame):
+    raise _Interrupted(signum)
+
+
 def main():
     # torch warns on every forward that padding='same' with an even kernel (TCJA's Conv1d) costs a padded copy.
     warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
-        app()
+        # Not standalone: typer would print a bad option value as a multi-line usage box.
+        result = app(standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except typer.TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # its message is the help text (`snn2hw` alone)
+            print(e.format_message())
+        else:
+            print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except _Interrupted as e:
+        signum = e.args[0]
+        print(f"error: interrupted by {signal.Signals(signum).name}; the command did not finish.", file=sys.stderr)
+        sys.exit(128 + signum)
+    sys.exit(result if isinstance(result, int) else 0)  # typer returns --help's exit code, a command None
 
 
 if __name__ == "__main__":
