@@ -5,10 +5,14 @@ Lava needs its own interpreter (`.venv-lava`, Python 3.10, numpy<2), so a segmen
 temporary WORKDIR and the results read back from it (files only: Lava and slayer print to stdout).
 
 Lava forks one OS process per process model, so the runner gets a session of its own and the whole process group
-is killed when it ends, fails or runs out of time: nothing of a Lava run outlives the call.
+is killed when it ends, fails or runs out of time: nothing of a Lava run outlives the call. A memory limit, if given,
+caps each of its processes' address space (RLIMIT_AS): an official-size segment can otherwise take the machine's
+memory (DESIGN.md: Lava's sparse convolutions grow with channels² × positions).
 """
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -30,6 +34,9 @@ STDERR_LINES = 15
 STDERR_WIDTH = 300
 POLL_S = 0.05
 TERM_GRACE_S = 1.0  # after SIGTERM, before SIGKILL: time for multiprocessing's resource tracker to clean up
+# How a failed allocation shows on stderr: Python, the dynamic loader (mmap of a library), C++ (numpy, scipy).
+OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|failed to map segment|std::bad_alloc|"
+                           r"out of memory", re.IGNORECASE)
 
 
 class LavaError(UserError):
@@ -117,9 +124,16 @@ def _stop_group(proc: subprocess.Popen, still_running: bool) -> None:
     proc.wait()
 
 
+def _address_space_limit(limit: int):
+    """For `preexec_fn`: runs in the forked child before exec; Lava's processes, forked from it, inherit it."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
 def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
-                           probe: list[str] | None = None,
-                           timeout: float = 600.0) -> tuple[dict[str, np.ndarray], dict]:
+                           probe: list[str] | None = None, timeout: float = 600.0,
+                           memory_limit_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """`run_chip_segment`, also returning the run's statistics: samples, Lava steps, processes, and timings in
     seconds (`build_s`, `compile_and_first_step_s`, `run_s` and `per_step_ms` for the other steps, streaming the
     probed values back included, and `wall_s` for the whole call)."""
@@ -140,24 +154,32 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
         np.savez(workdir / "inputs.npz", **batch_first)
         (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe}))
         env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
+        limit_memory = _address_space_limit(memory_limit_bytes) if memory_limit_bytes else None
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
             # -I: isolated mode, so neither the user's site-packages nor the runner's folder shadow Lava's modules.
             proc = subprocess.Popen([str(python), "-I", str(runner), str(workdir)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
+                                    stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True,
+                                    preexec_fn=limit_memory)
         finished = False
         try:
             finished = _wait(proc, timeout)
         finally:
             _stop_group(proc, still_running=not finished)
+        limit = f"{memory_limit_bytes / 2 ** 20:g} MiB per process" if memory_limit_bytes else None
         if not finished:
+            # Seen with lava-nc 0.10: a Lava process that cannot allocate mid-run dies silently and the others wait.
+            maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
+                if limit else ""
             raise LavaError(f"chip segment {name}: the Lava run did not finish within {timeout:g} s and was stopped "
-                            f"(all its processes killed). Last lines of its stderr:\n"
+                            f"(all its processes killed){maybe}. Last lines of its stderr:\n"
                             f"{_stderr_tail(workdir / 'stderr.txt')}")
         if proc.returncode != 0:
+            tail = _stderr_tail(workdir / "stderr.txt")
             how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                    else f"failed (exit code {proc.returncode})")
-            raise LavaError(f"chip segment {name}: the Lava run {how}. Last lines of its stderr:\n"
-                            f"{_stderr_tail(workdir / 'stderr.txt')}")
+            if limit and OUT_OF_MEMORY.search((workdir / "stderr.txt").read_text(errors="replace")):
+                how = f"ran out of memory (limit {limit})"
+            raise LavaError(f"chip segment {name}: the Lava run {how}. Last lines of its stderr:\n{tail}")
         try:
             stats = json.loads((workdir / "result.json").read_text())
             with np.load(workdir / "result.npz", allow_pickle=False) as f:
@@ -176,7 +198,8 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
 
 
 def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
-                     probe: list[str] | None = None, timeout: float = 600.0) -> dict[str, np.ndarray]:
+                     probe: list[str] | None = None, timeout: float = 600.0,
+                     memory_limit_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Run one chip segment (`exporters.lava_spec.chip_segment_spec`) on Lava's CPU backend, fixed point.
 
     `inputs`: per spec input name, the integers the chip receives, `[T, N, ...]` (torch layout; as the fixed-point
@@ -187,7 +210,7 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     * every layer in `probe` (spiking layers of the segment): its spikes (bool).
 
     Raises LavaError naming the segment if the Lava environment is missing, the run fails (with the last lines of
-    its stderr) or takes longer than `timeout` seconds, Lava's start-up (~1-3 s) included; its whole process tree
-    is then killed.
+    its stderr), runs out of `memory_limit_bytes` (address space per process, if given) or takes longer than
+    `timeout` seconds, Lava's start-up (~1-3 s) included; its whole process tree is then killed.
     """
-    return run_chip_segment_timed(spec, arrays, inputs, probe, timeout)[0]
+    return run_chip_segment_timed(spec, arrays, inputs, probe, timeout, memory_limit_bytes)[0]
