@@ -88,11 +88,14 @@ def _per_channel_cost_db(w: np.ndarray, factor: float) -> float:
     return float(np.mean(own[finite] - shared[finite])) if finite.any() else 0.0
 
 
-def _bias_format(b_v: np.ndarray) -> tuple[np.ndarray, int]:
+def _bias_format(b_v: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """→ (mantissas, exponent, how many saturate): σ is set by weights, threshold and headroom, never by the bias,
+    so a bias beyond the largest mantissa at the largest exponent saturates (the report says how many)."""
     peak = float(np.abs(b_v).max(initial=0))
     exp = 0 if peak <= fmt.BIAS_MANT_MAX else min(fmt.BIAS_EXP_MAX, math.ceil(math.log2(peak / fmt.BIAS_MANT_MAX)))
-    mant = np.clip(np.rint(b_v / 2 ** exp), fmt.BIAS_MANT_MIN, fmt.BIAS_MANT_MAX).astype(np.int64)
-    return mant, exp
+    exact = np.rint(b_v / 2 ** exp)
+    mant = np.clip(exact, fmt.BIAS_MANT_MIN, fmt.BIAS_MANT_MAX)
+    return mant.astype(np.int64), exp, int((mant != exact).sum())
 
 
 def _channel_bias(node, shape) -> torch.Tensor:
@@ -235,7 +238,9 @@ def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict
         bias = bias + _channel_bias(group.extra_bias, neuron.shape)
     # In v's own units (1/64 of an activation unit): rounding the bias to whole activation units, the most lava-dl
     # netx can hold (it fixes bias_exp at 6), cost the TCJA demo 0.5-1.4 points; a .net then says where it is inexact.
-    mant, exp = _bias_format(bias.numpy() * sigma * 2 ** fmt.ACT_SHIFT)
+    mant, exp, saturated = _bias_format(bias.numpy() * sigma * 2 ** fmt.ACT_SHIFT)
+    if saturated:
+        notes.append(f"{saturated} biases saturate at {fmt.BIAS_MANT_BITS}-bit mantissa << {exp}")
     vth = int(round(neuron.threshold * sigma))
     dv = min(fmt.DECAY_MAX, int(round(fmt.DECAY_UNITY * (1 - neuron.decay))))
     if not math.isclose(1 - dv / fmt.DECAY_UNITY, neuron.decay, abs_tol=1 / fmt.DECAY_UNITY) and neuron.decay != 0:

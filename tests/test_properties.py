@@ -449,10 +449,14 @@ def test_input_headroom_binds_tightly_when_calibration_inputs_are_strong(fan_in,
 @given(layers())
 def test_bias_mantissa_and_exponent_round_trip_or_saturate_with_its_sign(layer):
     _, bias, _, _, _ = layer
-    fc, lif, _, _ = _quantized(*layer)
+    fc, lif, report, _ = _quantized(*layer)
     b_v = (np.zeros(fc["weight"].shape[0]) if bias is None else bias.astype(np.float64)) \
         * fc["scale"] * 2 ** ln.ACT_SHIFT  # the bias in v's units
     mant, exp = lif["bias_mant"], lif["bias_exp"]
+    rounded = np.rint(b_v / 2.0 ** exp)
+    saturated = int(((rounded > ln.BIAS_MANT_MAX) | (rounded < ln.BIAS_MANT_MIN)).sum())
+    assert [n for n in report["notes"] if "saturate" in n] == ([f"{saturated} biases saturate at {ln.BIAS_MANT_BITS}"
+                                                                f"-bit mantissa << {exp}"] if saturated else [])
     assert (np.sign(mant) * np.sign(b_v) >= 0).all() and (mant[b_v == 0] == 0).all()
     peak = np.abs(b_v).max()
     if peak <= ln.BIAS_MANT_MAX * 2 ** ln.BIAS_EXP_MAX:  # the smallest exponent that holds the largest bias
