@@ -41,7 +41,7 @@ test: setup
 	.venv/bin/python -m pytest -q tests
 
 bench: setup
-	.venv/bin/python -m benchmarks
+	.venv/bin/python -m benchmarks $(BENCH_ARGS)
 
 clean-envs:
 	rm -rf .venv .venv-lava

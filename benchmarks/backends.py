@@ -15,7 +15,7 @@ from snn2hw.lava_backend import run_chip_segment_timed
 from .common import TINY, alternately, best_of, compiled
 
 FLOAT_CASES = [("tcja-tiny", 64), ("gac-msresnet-tiny", 64), ("gac-msresnet18-cifar", 8)]
-LAVA_CASES = [("tcja-tiny", 8), ("gac-msresnet-tiny", 8)]
+LAVA_CASES = [("tcja-tiny", 32), ("gac-msresnet-tiny", 32)]
 LAVA_FULL_CASES = [("gac-msresnet18-cifar", 2)]  # about an hour on 2 cores: `python -m benchmarks --full`
 LAVA_TIMEOUT_S = 4 * 3600
 
