@@ -32,3 +32,13 @@ def run_cli():
 @pytest.fixture(scope="module")
 def run_cli_module():
     return _run_cli
+
+
+@pytest.fixture(scope="session")
+def tcja_deployment(tmp_path_factory) -> Path:
+    """A real `snn2hw export` of the bundled tcja-tiny model (it has every kind of file: chip .json/.npz/.nir/.net,
+    host .onnx). Shared: tests that alter a deployment copy it first."""
+    out = tmp_path_factory.mktemp("tcja-deployment") / "tcja"
+    res = _run_cli("export", ROOT / "models" / "checkpoints" / "tcja-tiny.pt", "-o", out)
+    assert res.returncode == 0, res.stderr
+    return out

@@ -1,0 +1,128 @@
+"""Fuzzing the deployment readers with real exported files (issue 7): whatever the bytes of manifest.json, a chip
+NIR or netx file or a host ONNX file become, reading the deployment accepts them or raises UserError with one line,
+never another exception. snn2hw reads .nir and .net files only through their SHA-256 in the manifest (Lava gets the
+chip segment from its .json/.npz), so for those the reader must accept exactly the exported bytes."""
+import json
+import shutil
+from contextlib import nullcontext
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from snn2hw.deployment import read_manifest, verify_files
+from snn2hw.errors import UserError
+
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def deployment(tcja_deployment, tmp_path_factory):
+    """A private copy of the real export; each example writes one file and the test puts the original back."""
+    copy = tmp_path_factory.mktemp("fuzz") / "tcja"
+    shutil.copytree(tcja_deployment, copy)
+    return copy
+
+
+@st.composite
+def mutated(draw, data: bytes) -> bytes:
+    """`data` after a few byte flips, overwrites, deletions, insertions or a truncation."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, max(len(out) - 1, 0)))
+        op = draw(st.sampled_from(["flip", "overwrite", "delete", "insert", "truncate"]))
+        if op == "flip" and out:
+            out[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "overwrite":
+            out[at:at + 4] = draw(st.binary(min_size=1, max_size=4))
+        elif op == "delete":
+            del out[at:at + draw(st.integers(1, 64))]
+        elif op == "insert":
+            out[at:at] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del out[at:]
+    return bytes(out)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                       max_size=3), max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON tree: the key paths to each dict entry and list item."""
+    yield prefix
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _paths(child, prefix + (key,))
+
+
+def _read(directory) -> None:
+    """What loading a deployment reads before it recompiles the source."""
+    verify_files(directory, read_manifest(directory))
+
+
+def _accepts_or_refuses_in_one_line(directory) -> bool:
+    try:
+        _read(directory)
+    except UserError as e:
+        assert "\n" not in str(e) and str(e), str(e)
+        return False
+    return True
+
+
+def test_the_real_export_reads(deployment):
+    assert _accepts_or_refuses_in_one_line(deployment)
+
+
+def test_manifest_bytes(deployment):
+    manifest = deployment / "manifest.json"
+    original = manifest.read_bytes()
+
+    @FUZZ
+    @given(mutated(original))
+    def check(data):
+        manifest.write_bytes(data)
+        try:
+            _accepts_or_refuses_in_one_line(deployment)
+        finally:
+            manifest.write_bytes(original)
+    check()
+
+
+def test_manifest_values(deployment):
+    """Valid JSON with one entry replaced by any JSON value: byte flips rarely get past the JSON parser."""
+    manifest = deployment / "manifest.json"
+    original = manifest.read_bytes()
+    places = list(_paths(json.loads(original)))[1:]
+
+    @FUZZ
+    @given(st.sampled_from(places), JSON_VALUES)
+    def check(place, value):
+        tree = json.loads(original)
+        parent = tree
+        for key in place[:-1]:
+            parent = parent[key]
+        parent[place[-1]] = value
+        manifest.write_text(json.dumps(tree))
+        try:
+            _accepts_or_refuses_in_one_line(deployment)
+        finally:
+            manifest.write_bytes(original)
+    check()
+
+
+@pytest.mark.parametrize("rel", ["chip/chip1.nir", "chip/chip3.net", "host/host0.onnx"])
+def test_chip_and_host_files_are_accepted_only_as_exported(deployment, rel):
+    path = deployment / rel
+    original = path.read_bytes()
+
+    @FUZZ
+    @given(mutated(original))
+    def check(data):
+        path.write_bytes(data)
+        try:
+            with pytest.raises(UserError, match=rel) if data != original else nullcontext():
+                _read(deployment)
+        finally:
+            path.write_bytes(original)
+    check()
