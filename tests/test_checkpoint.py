@@ -5,6 +5,7 @@ import pytest
 from snn2hw.checkpoint import load_checkpoint, save_checkpoint
 from snn2hw.errors import UserError
 from snn2hw.models.zoo import build_model
+from helpers import FileCreatingPayload
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +76,9 @@ def test_wrong_arch_names_the_best_fit(tmp_path, gac_sd):
         load_checkpoint(tmp_path / "c.pt")
 
 
-class _Payload:
-    """Unpickling this creates a file: the proof that a checkpoint ran code."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 def test_pickled_code_is_refused_unless_trusted(tmp_path, gac_sd):
     target = tmp_path / "pwned"
-    torch.save({"net": gac_sd, "extra": _Payload(str(target))}, tmp_path / "evil.pt")
+    torch.save({"net": gac_sd, "extra": FileCreatingPayload(str(target))}, tmp_path / "evil.pt")
     with pytest.raises(UserError, match="--trust-pickle"):
         load_checkpoint(tmp_path / "evil.pt", arch="gac-msresnet-tiny")
     assert not target.exists()
@@ -118,3 +109,22 @@ def test_no_state_dict_inside(tmp_path):
     torch.save({"epoch": 3, "acc": 0.5}, tmp_path / "c.pt")
     with pytest.raises(UserError, match="holds no state_dict"):
         load_checkpoint(tmp_path / "c.pt", arch="gac-msresnet-tiny")
+
+
+def test_the_cli_runs_pickled_code_only_with_trust_pickle_and_says_so(tmp_path, gac_sd, run_cli):
+    target = tmp_path / "pwned"
+    torch.save({"net": gac_sd, "extra": FileCreatingPayload(str(target))}, tmp_path / "evil.pt")
+    refused = run_cli("inspect", tmp_path / "evil.pt", "--arch", "gac-msresnet-tiny")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "--trust-pickle" in refused.stderr and "evil.pt" in refused.stderr
+    assert not target.exists()
+    trusted = run_cli("inspect", tmp_path / "evil.pt", "--arch", "gac-msresnet-tiny", "--trust-pickle")
+    assert trusted.returncode == 0, trusted.stderr
+    assert target.exists()  # the payload ran: what the flag allows, and only it
+    warnings = [line for line in trusted.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "--trust-pickle" in warnings[0] and "evil.pt" in warnings[0]
+
+
+def test_trust_pickle_warns_only_when_the_file_needed_it(tmp_path, gac_sd):
+    torch.save(gac_sd, tmp_path / "plain.pt")
+    assert load_checkpoint(tmp_path / "plain.pt", arch="gac-msresnet-tiny", trust_pickle=True).warnings == []

@@ -190,3 +190,39 @@ def test_inputs_are_checked_before_lava_starts(fixed_runs, monkeypatch):
         run_chip_segment(spec, arrays, {key: inputs[key]}, None, 10)
     with pytest.raises(LavaError, match="has no spiking layer nope"):
         run_chip_segment(spec, arrays, inputs, ["nope"], 10)
+
+
+# Records the runner's pid, which leads the session of the Lava run (start_new_session), then becomes the runner.
+PID_LOGGING_INTERPRETER = """#!/bin/sh
+echo $$ > {log}
+exec {python} "$@"
+"""
+TOO_LITTLE_MEMORY = 100 * 2 ** 20  # address space: Python starts, numpy's import then fails
+
+
+@pytest.mark.lava
+def test_out_of_memory_names_the_segment_and_leaves_no_process(fixed_runs, lava_python, tmp_path, monkeypatch):
+    log = tmp_path / "runner.pid"
+    interpreter = tmp_path / "python"
+    interpreter.write_text(PID_LOGGING_INTERPRETER.format(python=lava_python, log=log))
+    interpreter.chmod(0o755)
+    monkeypatch.setenv("SNN2HW_LAVA_PYTHON", str(interpreter))
+    graph, act = fixed_runs["gac-msresnet-tiny"]
+    spec, arrays = _segment(graph, "chip1")
+    start = time.monotonic()
+    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run ran out of memory \(limit 100 MiB"):
+        run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120,
+                         memory_limit_bytes=TOO_LITTLE_MEMORY)
+    assert time.monotonic() - start < 60  # reported when it happened, not at the timeout
+    sid = int(log.read_text())
+    assert not _alive(sid) and _session_members(sid) == [], "processes of the Lava run survived"
+
+
+@pytest.mark.lava
+def test_a_memory_limit_that_fits_changes_nothing(fixed_runs, lava_python):
+    graph, act = fixed_runs["gac-msresnet-tiny"]
+    spec, arrays = _segment(graph, "chip1")
+    inputs = {k: v[:, :1] for k, v in _chip_inputs(spec, act).items()}
+    limited = run_chip_segment(spec, arrays, inputs, spec["spiking_layers"], 300, memory_limit_bytes=8 * 2 ** 30)
+    for layer in spec["spiking_layers"]:
+        assert np.array_equal(limited[layer], act.values[layer].numpy()[:, :1].astype(bool)), layer
