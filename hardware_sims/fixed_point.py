@@ -50,21 +50,21 @@ def _accumulate(node, s: np.ndarray) -> np.ndarray:
 
 def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) -> np.ndarray:
     q = node.quant
+    a = fmt.wrap_signed(a, fmt.A_IN_BITS)
+    bias = fmt.effective_bias(q["bias_mant"], q["bias_exp"])
     u = np.zeros(a.shape[1:], np.int64)
     v = np.zeros(a.shape[1:], np.int64)
     spikes = np.zeros(a.shape, bool)
     vs = np.zeros(a.shape, np.int64) if keep_membrane else None
-    wraps = sats = 0
-    limit = fmt.MAX_UV_VAL - 1
+    sats = 0
     for t in range(a.shape[0]):
-        u, v, s = fmt.lif_step(u, v, a[t], q["du"], q["dv"], q["vth"], q["bias_mant"], q["bias_exp"])
-        wraps += int((np.abs(a[t]) >= 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT)).sum())
-        sats += int(((v >= limit) | (v <= -limit)).sum())
-        spikes[t] = s
+        u, v, spikes[t] = fmt.lif_dynamics(u, v, a[t], q["du"], q["dv"], q["vth"], bias)
+        sats += int(np.count_nonzero(np.abs(v) >= fmt.MAX_UV_VAL - 1))
         if keep_membrane:
             vs[t] = v
-    act.max_abs_input[node.name] = int(np.abs(a).max(initial=0))
-    act.u_wraps[node.name] = wraps
+    magnitude = np.abs(a)
+    act.max_abs_input[node.name] = int(magnitude.max(initial=0))
+    act.u_wraps[node.name] = int(np.count_nonzero(magnitude >= 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT)))
     act.v_saturations[node.name] = sats
     if keep_membrane:
         act.membrane[node.name] = vs

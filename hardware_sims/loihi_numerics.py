@@ -154,6 +154,8 @@ def _shift(x: np.ndarray, exp: ArrayLike) -> np.ndarray:
 
 def _decay(x: np.ndarray, factor: int) -> np.ndarray:
     """``sign(x*f) * (|x*f| >> 12)``: Loihi's multiply-and-shift decay rounds the magnitude down (toward zero)."""
+    if factor == 0:  # du = 4095: no current memory, the deployments' usual case
+        return np.zeros_like(x)
     p = x * np.int64(factor)
     return np.sign(p) * (np.abs(p) >> DECAY_SHIFT)
 
@@ -365,17 +367,26 @@ def lif_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth:
     u = wrap_signed(_as_int(u, "u"), UV_STORAGE_BITS)
     v = wrap_signed(_as_int(v, "v"), UV_STORAGE_BITS)
     a = wrap_signed(_as_int(a_in, "a_in"), A_IN_BITS)
-    b = effective_bias(bias_mant, bias_exp)
+    return lif_dynamics(u, v, a, du, dv, vth, effective_bias(bias_mant, bias_exp))
 
+
+def lif_dynamics(u: np.ndarray, v: np.ndarray, a: np.ndarray, du: int, dv: int, vth: int,
+                 bias: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lif_step` for int64 ``u``, ``v`` already within their storage width and ``a`` within ``A_IN_BITS``
+    (what the previous step and an inport sum deliver), with ``bias`` = :func:`effective_bias`: the simulator's
+    inner loop, which need not re-check what it produced itself."""
     x = _decay(u, DECAY_UNITY - (int(du) + DS_OFFSET))
     x = wrap_signed(x + wrap_signed(a << ACT_SHIFT, INT32_BITS), INT32_BITS)
-    u_new = np.where(x > MAX_UV_VAL, x - 2 * MAX_UV_VAL, x)
-    u_new = np.where(u_new <= -MAX_UV_VAL, x + 2 * MAX_UV_VAL, u_new)
+    if x.size and (x.max() > MAX_UV_VAL or x.min() <= -MAX_UV_VAL):
+        u_new = np.where(x > MAX_UV_VAL, x - 2 * MAX_UV_VAL, x)
+        u_new = np.where(u_new <= -MAX_UV_VAL, x + 2 * MAX_UV_VAL, u_new)
+    else:
+        u_new = x
 
     y = _decay(v, DECAY_UNITY - (int(dv) + DM_OFFSET))
-    v_new = np.clip(wrap_signed(y + u_new + b, INT32_BITS), V_MIN, V_MAX)
+    v_new = np.clip(wrap_signed(y + u_new + bias, INT32_BITS), V_MIN, V_MAX)
     s = v_new > (np.int64(vth) << VTH_SHIFT)
-    v_new = np.where(s, 0, v_new)
+    v_new[s] = 0
     return u_new, v_new, s
 
 
