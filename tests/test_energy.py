@@ -314,7 +314,7 @@ def test_energy_command_analytic_writes_json_and_offline_html(tmp_path):
     rates.write_text(json.dumps({"conv.1": 0.2}))
     with pytest.raises(UserError, match="no rate for layer conv.5"):
         energy_command(arch="tcja-tiny", firing_rate=str(rates))
-    with pytest.raises(UserError, match="firing rate"):
+    with pytest.raises(UserError, match="--firing-rate: the rate of"):
         energy_command(arch="tcja-tiny", firing_rate="1.5")
     with pytest.raises(UserError, match="--mode"):
         energy_command(arch="tcja-tiny", firing_rate="0.1", mode="exact")
