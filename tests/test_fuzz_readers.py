@@ -4,7 +4,7 @@ never another exception. snn2hw reads .nir and .net files only through their SHA
 chip segment from its .json/.npz), so for those the reader must accept exactly the exported bytes."""
 import json
 import shutil
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -70,6 +70,17 @@ def _accepts_or_refuses_in_one_line(directory) -> bool:
     return True
 
 
+@contextmanager
+def _written(path, data: bytes):
+    """`path` holds `data` inside the block and its original bytes again after it."""
+    original = path.read_bytes()
+    path.write_bytes(data)
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
+
+
 def test_the_real_export_reads(deployment):
     assert _accepts_or_refuses_in_one_line(deployment)
 
@@ -81,11 +92,8 @@ def test_manifest_bytes(deployment):
     @FUZZ
     @given(mutated(original))
     def check(data):
-        manifest.write_bytes(data)
-        try:
+        with _written(manifest, data):
             _accepts_or_refuses_in_one_line(deployment)
-        finally:
-            manifest.write_bytes(original)
     check()
 
 
@@ -103,11 +111,8 @@ def test_manifest_values(deployment):
         for key in place[:-1]:
             parent = parent[key]
         parent[place[-1]] = value
-        manifest.write_text(json.dumps(tree))
-        try:
+        with _written(manifest, json.dumps(tree).encode()):
             _accepts_or_refuses_in_one_line(deployment)
-        finally:
-            manifest.write_bytes(original)
     check()
 
 
@@ -119,10 +124,6 @@ def test_chip_and_host_files_are_accepted_only_as_exported(deployment, rel):
     @FUZZ
     @given(mutated(original))
     def check(data):
-        path.write_bytes(data)
-        try:
-            with pytest.raises(UserError, match=rel) if data != original else nullcontext():
-                _read(deployment)
-        finally:
-            path.write_bytes(original)
+        with _written(path, data), pytest.raises(UserError, match=rel) if data != original else nullcontext():
+            _read(deployment)
     check()
