@@ -118,7 +118,7 @@ def _output_shapes(module: HostSegment, graph: ir.Graph) -> list[list]:
     shapes without computing (on the CPU, 6 s for the GAC encoder of an ImageNet model)."""
     with torch.no_grad(), contextlib.ExitStack() as on_meta:
         for node in module.nodes:
-            on_meta.enter_context(ir._on_meta(node))
+            on_meta.enter_context(ir.on_meta(node))
         a = module(*_example_inputs(graph, module.input_names, EXPORT_BATCH, "meta"))
         b = module(*_example_inputs(graph, module.input_names, EXPORT_BATCH + 1, "meta"))
     shapes = []

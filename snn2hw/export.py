@@ -164,4 +164,4 @@ def _replace(tmp: Path, outdir: Path) -> None:
             if old.exists():
                 old.rename(outdir)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)  # the swap is done: removing the old copy may be interrupted

@@ -305,7 +305,7 @@ class Graph:
             if isinstance(node, LIF):  # elementwise: its T-step loop on meta tensors costs time and shows nothing
                 values[node.name] = args[0]
             else:
-                with _on_meta(node):
+                with on_meta(node):
                     values[node.name] = node.run(*args)
             node.shape = tuple(values[node.name].shape[2:]) if not isinstance(node, Readout) else \
                 tuple(values[node.name].shape[1:])
@@ -317,7 +317,7 @@ class Graph:
                  "placement": n.placement} for n in self.nodes.values()]
 
 
-class _on_meta:
+class on_meta:
     """Temporarily move a node's tensors (and host module) to the meta device, so shape inference allocates nothing."""
 
     def __init__(self, node: Node):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import calibrated
-from snn2hw import ir
+from snn2hw import ir, quantize
 from snn2hw.checkpoint import load_checkpoint
 from snn2hw.compile import compile_model
 from snn2hw.data import evaluation_data
@@ -53,6 +53,35 @@ def test_quantized_parameters_fit_loihi_formats_and_calibration_never_wraps(arch
     _, act = run_fixed(compiled.fixed, torch.as_tensor(calib))
     assert sum(act.u_wraps.values()) == 0 and sum(act.v_saturations.values()) == 0
     assert max(act.max_abs_input.values()) < 2 ** 17
+
+
+def _assert_same(a, b, where=""):
+    """Equal nested values; floats within 1e-6 relative: host float ops (TCJA's attention) round differently at
+    another batch size, so a calibration peak, and a scale set by it, can move in the seventh digit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-6), where
+    else:
+        assert np.array_equal(a, b), where
+
+
+@pytest.mark.parametrize("arch", ["tcja-tiny", "gac-msresnet-tiny"])
+def test_calibration_in_batches_gives_the_same_quantization(arch, monkeypatch):
+    compiled, _, _, calib = _compiled(arch)
+    assert quantize.calibration_batch(compiled.folded) >= len(calib)  # the default: one batch here
+    monkeypatch.setattr(quantize, "CALIBRATION_BATCH_BYTES", 1)  # one sample per batch
+    assert quantize.calibration_batch(compiled.folded) == 1
+    batched = quantize.quantize(compiled.folded, torch.as_tensor(calib))
+    _assert_same(compiled.fixed.quant_report, batched.quant_report)  # integers exactly, scales to 1e-6
+    _assert_same({n: node.quant for n, node in compiled.fixed.nodes.items()},
+                 {n: node.quant for n, node in batched.nodes.items()})
 
 
 def _lif_by_design_md(a, du, dv, vth, bias):

@@ -43,6 +43,30 @@ def _assert_unrolled(graph, x0):
     return sums
 
 
+def test_run_computes_a_repeated_conv_once_and_shows_every_node():
+    torch.manual_seed(0)
+    w, other = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    conv = dict(stride=(1, 1), padding=(1, 1))
+    nodes = {"x": ir.Input("x", [], timesteps=2, source_kind="analog"),
+             "a": ir.Conv2d("a", ["x"], weight=w, **conv),
+             "a_copy": ir.Conv2d("a_copy", ["x"], weight=w, **conv),  # same input, same tensor: a repeat
+             "b": ir.Conv2d("b", ["x"], weight=other, **conv),  # same input, other weights: not a repeat
+             "sum": ir.Add("sum", ["a", "a_copy", "b"]),
+             "out": ir.Readout("out", ["sum"], mode="per_step_tn")}
+    graph = ir.Graph(nodes, 2, (2, 1, 5, 5)).infer()
+    assert graph.shared_convs() == {"a_copy": "a"}
+    x = torch.randn(3, 2, 1, 5, 5)
+    seen = {}
+    out, _ = graph.run(x, observe=lambda name, value: seen.setdefault(name, value))
+    xs = x.transpose(0, 1)
+    expected = {name: nodes[name].run(xs) for name in ("a", "a_copy", "b")}
+    assert list(seen) == list(nodes)
+    for name, value in expected.items():
+        assert torch.equal(seen[name], value)
+    assert torch.equal(seen["sum"], expected["a"] + expected["a_copy"] + expected["b"])
+    assert torch.equal(out, nodes["out"].run(seen["sum"]))
+
+
 def test_compose_convs_by_hand():
     w1 = torch.stack([torch.ones(3, 3), torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])]).unsqueeze(1)
     first = ir.Conv2d("conv", ["x"], weight=w1, bias=torch.tensor([1.0, 3.0]), stride=(1, 1), padding=(1, 1))
