@@ -48,6 +48,27 @@ def _accumulate(node, s: np.ndarray) -> np.ndarray:
     return a.reshape(*s.shape[:2], *a.shape[1:])
 
 
+def _repeated_convs(graph: ir.Graph) -> dict[str, str]:
+    """Chip conv → an earlier chip conv whose integers it repeats: the same input, the same float weights and the
+    same integer weights and payload format. The residual unroll gives every sum its own copy of a term, and copies
+    whose sums get the same scale (the same term binds it) compute the same accumulations."""
+    earlier: dict[tuple, list] = {}
+    repeats = {}
+    for name, node in graph.nodes.items():
+        if not (isinstance(node, ir.Conv2d) and node.placement == "chip"):
+            continue
+        q = node.quant
+        key = (repeats.get(node.inputs[0], node.inputs[0]), id(node.weight), q["payload_frac_bits"],
+               q["num_message_bits"], repr((node.stride, node.padding, node.dilation, node.groups)))
+        candidates = earlier.setdefault(key, [])
+        same = next((c for c in candidates if np.array_equal(graph.nodes[c].quant["weight"], q["weight"])), None)
+        if same is None:
+            candidates.append(name)
+        else:
+            repeats[name] = same
+    return repeats
+
+
 def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) -> np.ndarray:
     q = node.quant
     a = fmt.wrap_signed(a, fmt.A_IN_BITS)
@@ -77,6 +98,7 @@ def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
     if not graph.quant_report:
         raise ValueError("run_fixed needs a quantized graph (run the quantize pass first)")
     act = Activity()
+    repeats = _repeated_convs(graph)
     ints: dict[str, np.ndarray] = {}  # chip integer values: spikes (bool/int) and accumulations
     floats = act.values
 
@@ -98,7 +120,11 @@ def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
             floats[name] = node.run(*args)
             continue
         src = graph.nodes[node.inputs[0]]
-        if isinstance(node, (ir.Conv2d, ir.Linear)):
+        if name in repeats:
+            ints[name] = ints[repeats[name]]
+            if src.placement != "chip":  # the Lava backend feeds each chip synapse its own copy of the cut
+                act.cut_inputs[(src.name, name)] = act.cut_inputs[(src.name, repeats[name])]
+        elif isinstance(node, (ir.Conv2d, ir.Linear)):
             if src.placement == "chip":
                 s = ints[src.name]
             else:

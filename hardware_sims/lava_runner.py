@@ -11,7 +11,7 @@ WORKDIR holds, written by `snn2hw.lava_backend`:
 
     spec.json, arrays.npz   the segment, as `snn2hw.exporters.lava_spec.chip_segment_spec` makes it
     inputs.npz              one integer array `[N, T, *shape]` per spec input name (batch first, torch layout)
-    request.json            {"samples": N, "probe": [spiking layers]}
+    request.json            {"samples": N, "probe": [spiking layers], "memory_limit_bytes": bytes or null}
 
 and gets back
 
@@ -47,12 +47,17 @@ How the segment becomes Lava processes
 * probing: an `Extractor` per probed layer and per output, whose channel passes each step's values to this process
   (received after every run of `EXTRACT_BUFFER` steps). A `Var` read after the run (`Monitor`, sink `RingBuffer`)
   would cost ~15 µs to 70 µs per value, since Lava sends Vars element by element: minutes for a few hundred samples.
-* errors: building and compiling raise here. A Lava process that raises during a step makes Lava 0.10 wait
-  forever (the others wait for its messages; the error is reported nowhere): the caller's timeout ends that run.
+* errors: building and compiling raise here. A Lava process that raises or dies during a step makes Lava 0.10 wait
+  forever (the others wait for its messages; the error is reported nowhere), so `LavaProcessWatch` ends the runner
+  as soon as one of them is gone, with its error; the caller then kills what is left of the run.
 """
 import importlib.util
 import json
+import os
+import resource
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -83,6 +88,7 @@ numerics = _load_numerics()
 EXTRACT_BUFFER = 64                # steps per blocking run: each Extractor buffers that many messages
 GRADED_BITS = 24                   # message width for graded values (the spec's graded synapses use the same)
 SPEC_FORMAT = 1                    # exporters/lava_spec.py FORMAT_VERSION this runner reads
+WATCH_S = 0.2                      # how often the watch looks for a Lava process that died
 
 
 def to_lava(a: np.ndarray) -> np.ndarray:
@@ -97,6 +103,49 @@ def lava_shape(shape) -> tuple:
 def torch_order(port, ndim: int):
     """A virtual port presenting `port`'s (W, H, C) values flattened in torch's C, H, W order."""
     return port.transpose(list(reversed(range(ndim)))).flatten() if ndim > 1 else port
+
+
+class LavaProcessWatch:
+    """While in its `with` block, a thread watches a running Lava runtime's processes (none ends before `stop()`)
+    and, at the first that has ended, writes its error or exit status to stderr and exits this process (status 1)."""
+
+    def __init__(self, runtime):
+        # Lava has no public list of its OS processes; this one, of lava-nc 0.10 (pinned), keeps every process
+        # it started, dead or alive (multiprocessing.active_children() forgets a dead one as it reaps it).
+        self._processes = list(runtime._messaging_infrastructure.actors)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self):
+        while not self._done.wait(WATCH_S):
+            dead = next((p for p in self._processes if p.exitcode is not None), None)
+            if dead is not None:
+                sys.stderr.write(self._describe(dead) + "\n")
+                sys.stderr.flush()
+                os._exit(1)
+
+    @staticmethod
+    def _describe(process) -> str:
+        if process.exitcode < 0:
+            how = f"was killed by {signal.Signals(-process.exitcode).name}"
+            if process.exitcode == -signal.SIGKILL:
+                how += " (as the kernel's out-of-memory killer does)"
+        else:
+            how = f"ended (exit code {process.exitcode})"
+        error = getattr(process, "exception", None)  # Lava's SystemProcess sends its exception through a pipe
+        if error:
+            exception, trace = error
+            sys.stderr.write(trace)
+            how += f" with {type(exception).__name__}: {' '.join(str(exception).split())[:300]}"
+        return f"lava_runner: a Lava process (pid {process.pid}) {how} in the middle of the run"
 
 
 class Segment:
@@ -220,18 +269,20 @@ class Segment:
                 data = extractor.receive()  # float64 messages: exact for these integers (< 2^31)
                 if 0 <= step - self.depth[name] < n:
                     values[name][step - self.depth[name]] = data
+        t0 = time.perf_counter()
+        anchor.create_runtime(run_cfg=cfg)  # compiles, and forks Lava's processes
         try:
-            t0 = time.perf_counter()
-            anchor.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
-            receive(0)
-            t1 = time.perf_counter()
-            # Runs of one Extractor buffer each: Lava never waits for this process, and memory stays bounded.
-            for first in range(1, self.steps, EXTRACT_BUFFER):
-                last = min(first + EXTRACT_BUFFER, self.steps)
-                anchor.run(condition=RunSteps(num_steps=last - first), run_cfg=cfg)
-                for step in range(first, last):
-                    receive(step)
-            t2 = time.perf_counter()
+            with LavaProcessWatch(anchor.runtime):
+                anchor.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+                receive(0)
+                t1 = time.perf_counter()
+                # Runs of one Extractor buffer each: Lava never waits for this process, and memory stays bounded.
+                for first in range(1, self.steps, EXTRACT_BUFFER):
+                    last = min(first + EXTRACT_BUFFER, self.steps)
+                    anchor.run(condition=RunSteps(num_steps=last - first), run_cfg=cfg)
+                    for step in range(first, last):
+                        receive(step)
+                t2 = time.perf_counter()
         finally:
             anchor.stop()
         timings = {"compile_and_first_step_s": t1 - t0, "run_s": t2 - t1,
@@ -243,12 +294,25 @@ class Segment:
         return results, timings
 
 
+def _limit_address_space(limit: int) -> None:
+    """RLIMIT_AS for this process and Lava's, which it forks later. Set once the interpreter and its libraries are
+    loaded: a limit they already exceed is refused here in one sentence, where an allocation failing at random
+    would show as anything from MemoryError to a SystemError in numpy's import."""
+    mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    if mapped >= limit:
+        raise MemoryError(f"the memory limit ({limit / 2 ** 20:g} MiB) is below the {mapped / 2 ** 20:.0f} MiB of "
+                          "address space this process has mapped before building anything (Python, numpy, Lava)")
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def main(workdir: Path) -> None:
     t0 = time.perf_counter()
     spec = json.loads((workdir / "spec.json").read_text())
     if spec.get("format") != SPEC_FORMAT:
         raise ValueError(f"spec format {spec.get('format')!r}; this runner reads format {SPEC_FORMAT}")
     request = json.loads((workdir / "request.json").read_text())
+    if request.get("memory_limit_bytes"):
+        _limit_address_space(int(request["memory_limit_bytes"]))
     with np.load(workdir / "arrays.npz", allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     with np.load(workdir / "inputs.npz", allow_pickle=False) as f:

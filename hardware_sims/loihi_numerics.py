@@ -316,7 +316,8 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
         raise ValueError(f"conv_accumulate expects s_in [N, C, H, W] and w (Cout, Cin/g, kH, kW); "
                          f"got {s.shape} and {w.shape}")
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-    bound = float(np.abs(w).max(initial=0)) * float(np.abs(s).max(initial=0)) * fan_in
+    s_peak = float(s.any()) if s.dtype == bool else float(np.abs(s).max(initial=0))
+    bound = float(np.abs(w).max(initial=0)) * s_peak * fan_in
     if bound >= FLOAT64_EXACT_LIMIT:
         raise OverflowError("conv inputs can reach 2**53: neither Lava's float64 conv nor ours is exact there")
     # float32 convolutions are several times faster (oneDNN, direct algorithm) and just as exact below 2**24
@@ -327,7 +328,7 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     acc = out.numpy().astype(np.int64)  # exact integers already: the bound holds for every partial sum
     if bound >= 2 ** 31 and np.abs(acc).max(initial=0) >= 2 ** 31:
         raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
-    return wrap_signed(acc, CONV_OUT_BITS)
+    return acc if bound < 2 ** (CONV_OUT_BITS - 1) else wrap_signed(acc, CONV_OUT_BITS)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -419,10 +420,13 @@ def inport_sum(*a: ArrayLike) -> np.ndarray:
     """What a LIF's ``a_in`` receives from several connections: the int32 channel values summed in int32.
 
     Wrapping after every addition equals one wrap of the exact int64 sum (both are the sum modulo 2**32)."""
-    total = np.int64(0)
-    for x in a:
-        total = total + wrap_signed(_as_int(x, "a"), INT32_BITS)
-    return np.asarray(wrap_signed(total, INT32_BITS), dtype=np.int64)
+    terms = [_as_int(x, "a") for x in a]
+    if not terms:
+        return np.asarray(0, dtype=np.int64)
+    total = np.array(np.broadcast_to(terms[0], np.broadcast_shapes(*(x.shape for x in terms))), dtype=np.int64)
+    for x in terms[1:]:
+        total += x  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
+    return wrap_signed(total, INT32_BITS)
 
 
 @dataclass

@@ -12,7 +12,6 @@ memory (DESIGN.md: Lava's sparse convolutions grow with channels² × positions)
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -34,9 +33,10 @@ STDERR_LINES = 15
 STDERR_WIDTH = 300
 POLL_S = 0.05
 TERM_GRACE_S = 1.0  # after SIGTERM, before SIGKILL: time for multiprocessing's resource tracker to clean up
-# How a failed allocation shows on stderr: Python, the dynamic loader (mmap of a library), C++ (numpy, scipy).
+# How a failed allocation shows on stderr: Python, the dynamic loader (mmap of a library), C++ (numpy, scipy), and
+# a thread whose stack cannot be mapped (Lava starts threads for its channels).
 OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|failed to map segment|std::bad_alloc|"
-                           r"out of memory", re.IGNORECASE)
+                           r"out of memory|can't start new thread", re.IGNORECASE)
 
 
 class LavaError(UserError):
@@ -98,37 +98,32 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait for the runner to exit WITHOUT reaping it (→ False if it is still running after `timeout` s).
+def _wait(proc: subprocess.Popen, timeout: float):
+    """Wait for the runner to exit WITHOUT reaping it → its `os.waitid` status, or None if it is still running after
+    `timeout` s.
 
     Unreaped, its pid stays taken, so the group id used to kill its children cannot name an unrelated group."""
     deadline = time.monotonic() + timeout
-    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+    while (status := os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)) is None:
         if time.monotonic() >= deadline:
-            return False
+            return None
         time.sleep(POLL_S)
-    return True
+    return status
 
 
-def _stop_group(proc: subprocess.Popen, still_running: bool) -> None:
+def _stop_group(proc: subprocess.Popen, clean_exit: bool) -> None:
     """Kill the runner's process group (the runner leads it; Lava's processes and multiprocessing's helpers are in
     it), then reap the runner.
 
-    A run still going gets SIGTERM first: Lava's processes die at once, and the resource tracker, which ignores
-    SIGTERM, then unlinks the shared memory of Lava's channels; SIGKILL alone would leave it in /dev/shm."""
-    if still_running:
+    Unless the runner ended cleanly (Lava stopped, its shared memory released), the group gets SIGTERM first:
+    Lava's processes die at once, and the resource tracker, which ignores SIGTERM, then unlinks the shared memory of
+    Lava's channels; SIGKILL alone would leave it in /dev/shm."""
+    if not clean_exit:
         _signal_group(proc.pid, signal.SIGTERM)
         _wait(proc, TERM_GRACE_S)
         time.sleep(TERM_GRACE_S / 2)  # the tracker starts once every process holding its pipe is gone
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def _address_space_limit(limit: int):
-    """For `preexec_fn`: runs in the forked child before exec; Lava's processes, forked from it, inherit it."""
-    def apply():
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return apply
 
 
 def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
@@ -152,21 +147,21 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
         (workdir / "spec.json").write_text(json.dumps(spec, default=_json_default))
         np.savez(workdir / "arrays.npz", **arrays)
         np.savez(workdir / "inputs.npz", **batch_first)
-        (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe}))
+        (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
+                                                          "memory_limit_bytes": memory_limit_bytes}))
         env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
-        limit_memory = _address_space_limit(memory_limit_bytes) if memory_limit_bytes else None
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
             # -I: isolated mode, so neither the user's site-packages nor the runner's folder shadow Lava's modules.
             proc = subprocess.Popen([str(python), "-I", str(runner), str(workdir)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True,
-                                    preexec_fn=limit_memory)
-        finished = False
+                                    stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
+        status = None
         try:
-            finished = _wait(proc, timeout)
+            status = _wait(proc, timeout)
         finally:
-            _stop_group(proc, still_running=not finished)
+            _stop_group(proc, clean_exit=status is not None and status.si_code == os.CLD_EXITED
+                        and status.si_status == 0)
         limit = f"{memory_limit_bytes / 2 ** 20:g} MiB per process" if memory_limit_bytes else None
-        if not finished:
+        if status is None:
             # Seen with lava-nc 0.10: a Lava process that cannot allocate mid-run dies silently and the others wait.
             maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
                 if limit else ""

@@ -2,6 +2,7 @@
 with several samples back to back, equals the fixed-point simulator spike for spike at every layer, and its readout
 accumulations integer for integer. A failing or hanging Lava run is reported naming the segment, and leaves no
 process behind."""
+import re
 import time
 from pathlib import Path
 
@@ -99,24 +100,56 @@ def test_a_crash_names_the_segment_and_shows_the_runners_error(fixed_runs, lava_
     assert "op 'pool' has no Lava form" in str(err.value).splitlines()[-1]
 
 
-HANGING_INTERPRETER = """#!/bin/sh
+PATCHED_INTERPRETER = """#!/bin/sh
 exec {python} -I {script} "$@"
 """
-# Runs the real runner, but every Lava LIF process blocks in its first step, after logging its pid, its session
-# and the shared memory files of its Lava channels.
-HANGING_RUNNER = """import os, runpy, sys, time
+# Runs the real runner, but every Lava LIF process, in its first step, logs its pid, its session and the shared
+# memory files of its Lava channels, then blocks ($SNN2HW_TEST_LIF=hang), is killed as the kernel's out-of-memory
+# killer would do it (=die) or asks for 32 GiB (=allocate).
+PATCHED_RUNNER = """import os, runpy, signal, sys, time
+import numpy as np
 from lava.proc.lif import models
 
-def hang(self):
+def first_step(self):
     shm = {line.split()[-1] for line in open("/proc/self/maps") if "/dev/shm/" in line}
-    with open(os.environ["SNN2HW_TEST_HANG_LOG"], "a") as f:
+    with open(os.environ["SNN2HW_TEST_LIF_LOG"], "a") as f:
         f.write(f"{os.getpid()} {os.getsid(0)} {' '.join(sorted(shm))}\\n")
+    if os.environ["SNN2HW_TEST_LIF"] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ["SNN2HW_TEST_LIF"] == "allocate":
+        np.ones(2 ** 35, np.uint8)
     time.sleep(3600)
 
-models.PyLifResetModelBitAcc.run_spk = hang
+models.PyLifResetModelBitAcc.run_spk = first_step
 sys.argv = [a for a in sys.argv[1:] if a != "-I"]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+def _patched_lava(tmp_path, monkeypatch, lava_python, lif: str) -> Path:
+    """Make the Lava runs of this test use PATCHED_RUNNER with LIF behaviour `lif` → the log its LIFs write."""
+    (tmp_path / "patched.py").write_text(PATCHED_RUNNER)
+    interpreter = tmp_path / "python"
+    interpreter.write_text(PATCHED_INTERPRETER.format(python=lava_python, script=tmp_path / "patched.py"))
+    interpreter.chmod(0o755)
+    monkeypatch.setenv("SNN2HW_LAVA_PYTHON", str(interpreter))
+    monkeypatch.setenv("SNN2HW_TEST_LIF", lif)
+    monkeypatch.setenv("SNN2HW_TEST_LIF_LOG", str(tmp_path / "lif.log"))
+    return tmp_path / "lif.log"
+
+
+def _assert_nothing_of_the_run_survives(log: Path) -> None:
+    """No process of the run's session and none of its LIFs' shared memory is left (SIGKILL arrives asynchronously)."""
+    lifs = [line.split() for line in log.read_text().splitlines()]
+    assert lifs, "no Lava LIF process ever started"
+    pids, sid, shm = [int(h[0]) for h in lifs], int(lifs[0][1]), [f for h in lifs for f in h[2:]]
+    deadline = time.monotonic() + 5
+    while (_session_members(sid) or any(map(_alive, pids))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, pids))
+    assert _session_members(sid) == [], "processes of the Lava run survived"
+    assert shm, "the LIF process should have had its channels in shared memory"
+    assert [f for f in shm if Path(f).exists()] == [], "the Lava run's shared memory was left in /dev/shm"
 
 
 def _alive(pid: int) -> bool:
@@ -142,13 +175,7 @@ def _session_members(sid: int) -> list[int]:
 
 @pytest.mark.lava
 def test_a_hanging_run_is_killed_with_all_its_lava_processes(fixed_runs, lava_python, tmp_path, monkeypatch):
-    (tmp_path / "hang.py").write_text(HANGING_RUNNER)
-    interpreter = tmp_path / "python"
-    interpreter.write_text(HANGING_INTERPRETER.format(python=lava_python, script=tmp_path / "hang.py"))
-    interpreter.chmod(0o755)
-    log = tmp_path / "hang.log"
-    monkeypatch.setenv("SNN2HW_LAVA_PYTHON", str(interpreter))
-    monkeypatch.setenv("SNN2HW_TEST_HANG_LOG", str(log))
+    log = _patched_lava(tmp_path, monkeypatch, lava_python, "hang")
     graph, act = fixed_runs["tcja-tiny"]
     spec, arrays = _segment(graph, "chip1")
     start = time.monotonic()
@@ -156,16 +183,22 @@ def test_a_hanging_run_is_killed_with_all_its_lava_processes(fixed_runs, lava_py
     with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run did not finish within 15 s"):
         run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=15)
     assert time.monotonic() - start < 30
-    hung = [line.split() for line in log.read_text().splitlines()]
-    assert hung, "the Lava LIF process never started: the timeout came before Lava forked"
-    pids, sid, shm = [int(h[0]) for h in hung], int(hung[0][1]), [f for h in hung for f in h[2:]]
-    deadline = time.monotonic() + 5  # SIGKILL is delivered asynchronously
-    while (_session_members(sid) or any(map(_alive, pids))) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(map(_alive, pids))
-    assert _session_members(sid) == [], "processes of the Lava run survived"
-    assert shm, "the LIF process should have had its channels in shared memory"
-    assert [f for f in shm if Path(f).exists()] == [], "the Lava run's shared memory was left in /dev/shm"
+    _assert_nothing_of_the_run_survives(log)
+
+
+@pytest.mark.lava
+def test_a_lava_process_killed_mid_run_is_reported_at_once(fixed_runs, lava_python, tmp_path, monkeypatch):
+    # Lava 0.10 alone would wait for the dead process's messages until the timeout.
+    log = _patched_lava(tmp_path, monkeypatch, lava_python, "die")
+    graph, act = fixed_runs["tcja-tiny"]
+    spec, arrays = _segment(graph, "chip1")
+    start = time.monotonic()
+    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run failed \(exit code 1\)") as err:
+        run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120)
+    assert time.monotonic() - start < 60
+    assert re.search(r"a Lava process \(pid \d+\) was killed by SIGKILL .* in the middle of the run",
+                     str(err.value))
+    _assert_nothing_of_the_run_survives(log)
 
 
 def test_a_missing_lava_environment_says_how_to_build_it(fixed_runs, tmp_path, monkeypatch):
@@ -197,11 +230,12 @@ PID_LOGGING_INTERPRETER = """#!/bin/sh
 echo $$ > {log}
 exec {python} "$@"
 """
-TOO_LITTLE_MEMORY = 100 * 2 ** 20  # address space: Python starts, numpy's import then fails
+TOO_LITTLE_MEMORY = 100 * 2 ** 20  # address space below what the runner maps to import Lava
 
 
 @pytest.mark.lava
-def test_out_of_memory_names_the_segment_and_leaves_no_process(fixed_runs, lava_python, tmp_path, monkeypatch):
+def test_a_memory_limit_lava_cannot_start_in_is_refused_naming_the_segment(fixed_runs, lava_python, tmp_path,
+                                                                          monkeypatch):
     log = tmp_path / "runner.pid"
     interpreter = tmp_path / "python"
     interpreter.write_text(PID_LOGGING_INTERPRETER.format(python=lava_python, log=log))
@@ -209,13 +243,25 @@ def test_out_of_memory_names_the_segment_and_leaves_no_process(fixed_runs, lava_
     monkeypatch.setenv("SNN2HW_LAVA_PYTHON", str(interpreter))
     graph, act = fixed_runs["gac-msresnet-tiny"]
     spec, arrays = _segment(graph, "chip1")
-    start = time.monotonic()
-    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run ran out of memory \(limit 100 MiB"):
+    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run ran out of memory \(limit 100 MiB") as err:
         run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120,
                          memory_limit_bytes=TOO_LITTLE_MEMORY)
-    assert time.monotonic() - start < 60  # reported when it happened, not at the timeout
+    assert "the memory limit (100 MiB) is below the" in str(err.value).splitlines()[-1]
     sid = int(log.read_text())
     assert not _alive(sid) and _session_members(sid) == [], "processes of the Lava run survived"
+
+
+@pytest.mark.lava
+def test_a_lava_process_out_of_memory_mid_run_is_reported_at_once(fixed_runs, lava_python, tmp_path, monkeypatch):
+    log = _patched_lava(tmp_path, monkeypatch, lava_python, "allocate")
+    graph, act = fixed_runs["tcja-tiny"]
+    spec, arrays = _segment(graph, "chip1")
+    start = time.monotonic()
+    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run ran out of memory \(limit 8192 MiB") as err:
+        run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120, memory_limit_bytes=8 * 2 ** 30)
+    assert time.monotonic() - start < 60  # reported when it happened, not at the timeout
+    assert re.search(r"a Lava process \(pid \d+\) ended \(exit code 0\) with MemoryError", str(err.value))
+    _assert_nothing_of_the_run_survives(log)
 
 
 @pytest.mark.lava

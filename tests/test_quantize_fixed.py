@@ -11,6 +11,7 @@ from snn2hw.checkpoint import load_checkpoint
 from snn2hw.compile import compile_model
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
+from snn2hw.hardware_sims import fixed_point
 from snn2hw.hardware_sims import loihi_numerics as fmt
 from snn2hw.hardware_sims.fixed_point import run_fixed
 from snn2hw.models.zoo import build_model
@@ -117,11 +118,17 @@ def test_fixed_simulator_layer_equals_design_md_equations():
     assert np.array_equal(got, want) and want.sum() > 0
 
 
-def test_fixed_point_on_official_size_gac_msresnet18(tmp_path):
+@pytest.fixture(scope="module")
+def official_gac18():
+    """gac-msresnet18-cifar at official size, T = 4, seeded random weights → (compiled, calibration inputs)."""
     torch.manual_seed(3)
     calib = torch.randn(4, 3, 32, 32)
     model = calibrated(build_model("gac-msresnet18-cifar", timesteps=4), calib)
-    compiled = compile_model(model, "gac-msresnet18-cifar", calib)
+    return compile_model(model, "gac-msresnet18-cifar", calib), calib
+
+
+def test_fixed_point_on_official_size_gac_msresnet18(official_gac18):
+    compiled, calib = official_gac18
     assert [s["placement"] for s in compiled.folded.segments] == ["host", "chip", "host"]
     x = calib[:2]
     folded_out, values = compiled.folded.run(x, record=True)
@@ -133,6 +140,27 @@ def test_fixed_point_on_official_size_gac_msresnet18(tmp_path):
             rate_f, rate_q = float(values[name].mean()), float(act.values[name].mean())
             assert abs(rate_f - rate_q) < 0.05, (name, rate_f, rate_q)
     assert torch.corrcoef(torch.stack([folded_out.flatten(), fixed_out.flatten()]))[0, 1] > 0.9
+
+
+def test_fixed_point_computes_repeated_term_copies_once_with_the_same_result(official_gac18, monkeypatch):
+    compiled, calib = official_gac18
+    graph, x = compiled.fixed, calib[:2]
+    repeats = fixed_point._repeated_convs(graph)
+    # The unroll's copies of a term, in sums whose scale the same term sets: most of this model's copies.
+    assert len(repeats) >= len(graph.shared_convs()) // 2, (repeats, graph.shared_convs())
+    for name, first in repeats.items():
+        assert graph.nodes[name].inputs == graph.nodes[first].inputs
+        assert np.array_equal(graph.nodes[name].quant["weight"], graph.nodes[first].quant["weight"])
+    out, act = run_fixed(graph, x)
+    monkeypatch.setattr(fixed_point, "_repeated_convs", lambda graph: {})
+    every_conv_out, every_conv = run_fixed(graph, x)
+    assert torch.equal(out, every_conv_out)
+    assert act.values.keys() == every_conv.values.keys()
+    assert all(torch.equal(act.values[k], every_conv.values[k]) for k in act.values)
+    assert act.cut_inputs.keys() == every_conv.cut_inputs.keys()
+    assert all(np.array_equal(act.cut_inputs[k], every_conv.cut_inputs[k]) for k in act.cut_inputs)
+    assert (act.max_abs_input, act.u_wraps, act.v_saturations) == \
+        (every_conv.max_abs_input, every_conv.u_wraps, every_conv.v_saturations)
 
 
 def test_cli_ladder_and_fixed_backend(run_cli, tmp_path):
