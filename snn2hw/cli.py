@@ -24,8 +24,17 @@ err = Console(stderr=True, width=_WIDTH)
 ArchOpt = typer.Option(None, "--arch", help="Architecture name (see `snn2hw inspect --help`); optional for "
                                             "snn2hw's own checkpoints, which record it.")
 ClassesOpt = typer.Option(None, "--num-classes", help="Classifier size, if not the arch default.")
+TimeoutOpt = typer.Option(600.0, "--timeout", min=1, help="Seconds each chip segment's Lava run may take.")
+MemoryLimitOpt = typer.Option(None, "--memory-limit", min=1, help="MiB of address space each Lava process may "
+                                                                    "use (default: no limit).")
 TrustOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling Python objects from the checkpoint "
                                                       "(runs code from the file: only for files you trust).")
+
+
+def _lava_limits(timeout: float, memory_limit_mib: int | None):
+    from .lava_backend import LavaLimits
+
+    return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
 def _load(checkpoint: Path, arch, num_classes, trust_pickle):
@@ -91,7 +100,7 @@ def simulate(checkpoint: Path,
              batch_size: int = typer.Option(64, "--batch-size", min=1),
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
-             timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds a Lava run may take."),
+             timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
              trust_pickle: bool = TrustOpt):
     """Run a checkpoint or a deployment directory on inputs and save `output` and `spike_counts/<layer>` ([N, T]);
     or, with --ladder, compare float → folded → fixed point on a data set."""
@@ -110,7 +119,7 @@ def simulate(checkpoint: Path,
         from .deployment import load_deployment
 
         dep = load_deployment(checkpoint)
-        _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples)
+        _simulate_deployment(dep, backend, input, save, batch_size, _lava_limits(timeout, memory_limit), samples)
         return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     if ladder:
@@ -145,7 +154,7 @@ def simulate(checkpoint: Path,
     out.print(f"saved {save}")
 
 
-def _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples):
+def _simulate_deployment(dep, backend, input, save, batch_size, lava_limits, samples):
     """Run a deployment directory: torch/folded/fixed as for a checkpoint, lava with its host and chip files."""
     from .data import load_inputs
     from .simulate import simulate as run_backend
@@ -159,7 +168,7 @@ def _simulate_deployment(dep, backend, input, save, batch_size, timeout, samples
 
         with out.status(f"{dep.manifest['source']['arch']}: host segments (onnxruntime) and chip segments (Lava)") \
                 as status:
-            output, spikes = run_lava(dep, x, timeout, lambda what: status.update(f"running {what}"))
+            output, spikes = run_lava(dep, x, lava_limits, lambda what: status.update(f"running {what}"))
         counts = spike_counts(dep.compiled.fixed, spikes)
     else:
         output, counts = run_backend(dep.compiled, backend, x, batch_size)
@@ -274,7 +283,7 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
            weight_bits: int = typer.Option(8, "--weight-bits", min=1, max=8),
            samples: Optional[int] = typer.Option(None, "--samples", min=1),
            batch_size: int = typer.Option(64, "--batch-size", min=1),
-           timeout: float = typer.Option(600.0, "--timeout", min=1),
+           timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
            json_out: Optional[Path] = typer.Option(None, "--json"),
            html_out: Optional[Path] = typer.Option(None, "--html")):
     """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and a
@@ -283,7 +292,8 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
 
     energy_command(deploy_dir, input=input, backend=backend, arch=arch, timesteps=timesteps, firing_rate=firing_rate,
                    mode=mode, preset=preset, weight_bits=weight_bits, samples=samples, batch_size=batch_size,
-                   timeout=timeout, json_out=json_out, html_out=html_out, console=out)
+                   lava_limits=_lava_limits(timeout, memory_limit), json_out=json_out, html_out=html_out,
+                   console=out)
 
 
 @app.command()

@@ -46,7 +46,7 @@ def run_demo(outdir: Path, console: Console, lava_samples: int = LAVA_SAMPLES) -
             if backend == "fixed":
                 fixed_out, fixed_counts = output, counts
         with console.status(f"{arch}: Lava CPU backend on {lava_samples} digits"):
-            lava_out, spikes = run_lava(dep, x[:lava_samples], timeout=600)
+            lava_out, spikes = run_lava(dep, x[:lava_samples])
         lava_counts = spike_counts(dep.compiled.fixed, spikes)
         table = Table(title=f"{arch}: spikes per layer on {lava_samples} test digits, fixed-point simulator vs Lava")
         for col in ("layer", "runs on", "fixed", "Lava", "per step equal"):

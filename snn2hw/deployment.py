@@ -17,6 +17,7 @@ from .compile import TCJA_STRATEGIES, Compiled, compile_model
 from .data import load_inputs
 from .errors import UserError
 from .export import FORMAT_VERSION
+from .lava_backend import LavaLimits
 
 
 @dataclass
@@ -159,13 +160,15 @@ def _host_spikes(graph, segment: dict, values: dict) -> dict:
     return {n: v for n, v in zip(module.output_names, outputs) if n in lifs}
 
 
-def run_lava(dep: Deployment, x: np.ndarray, timeout: float, progress=None):
+def run_lava(dep: Deployment, x: np.ndarray, limits: LavaLimits | None = None, progress=None):
     """Host segments by onnxruntime, chip segments on Lava's CPU backend, in the manifest's order.
-    → (output, {spiking layer: spikes [T, N, ...]}) with chip layers read from Lava."""
+    → (output, {spiking layer: spikes [T, N, ...]}) with chip layers read from Lava. `limits`: a `LavaLimits` for
+    every chip segment's run (default: its defaults)."""
     from .exporters.lava_spec import chip_segment_spec
     from .exporters.onnx_host import MODEL_INPUT, run_host_segment_onnx
     from .lava_backend import run_chip_segment
 
+    limits = limits or LavaLimits()
     graph = dep.compiled.fixed
     segments = {s["name"]: s for s in graph.segments}
     values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}
@@ -180,7 +183,8 @@ def run_lava(dep: Deployment, x: np.ndarray, timeout: float, progress=None):
             values.update({k: torch.as_tensor(v) for k, v in results.items()})
             continue
         spec, arrays = chip_segment_spec(graph, segments[entry["name"]])
-        out = run_chip_segment(spec, arrays, _chip_inputs(spec, values), spec["spiking_layers"], timeout)
+        out = run_chip_segment(spec, arrays, _chip_inputs(spec, values), spec["spiking_layers"], limits.timeout_s,
+                               limits.memory_bytes)
         for o in spec["outputs"]:
             value = out[o["name"]].astype(np.float64)
             if o["kind"] == "accumulation":

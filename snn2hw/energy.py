@@ -48,6 +48,7 @@ import torch
 
 from . import ir
 from .errors import UserError
+from .lava_backend import LavaLimits
 
 PRESET_DIR = Path(__file__).parent / "presets"
 OPS = ("mac", "ac", "neuron_update", "spike")
@@ -379,19 +380,19 @@ def _nonzero_sums(graph: ir.Graph, values: dict) -> dict[str, np.ndarray]:
 
 
 def record_activity(graph: ir.Graph, backend: str, x: np.ndarray, batch_size: int = 64, deployment=None,
-                    timeout: float = 600.0) -> RecordedActivity:
+                    lava_limits: LavaLimits | None = None) -> RecordedActivity:
     """Run `x` on a backend and keep, per node, how often each value is non-zero at each step.
 
     fixed: the fixed-point simulator (`run_fixed`, the engine of `simulate(compiled, "fixed", x)`), whose spike
     tensors keep positions (counts per layer would lose the border effects); folded: the folded float graph;
-    lava: `run_lava` on the deployment (host values recomputed in float from its spikes)."""
+    lava: `run_lava` on the deployment (host values recomputed in float from its spikes), within `lava_limits`."""
     from .hardware_sims.fixed_point import run_fixed
 
     sums: dict[str, np.ndarray] = {}
     if backend == "lava":
         from .deployment import run_lava
 
-        _, spikes = run_lava(deployment, x, timeout)
+        _, spikes = run_lava(deployment, x, lava_limits)
         sums = _nonzero_sums(graph, complete_values(graph, torch.as_tensor(x), spikes))
     else:
         for start in range(0, len(x), batch_size):
@@ -821,12 +822,12 @@ def analytic_report(arch: str, timesteps: int | None, firing_rate: str, preset: 
 
 
 def deployment_report(dep, x: np.ndarray, backend: str, preset: Preset, mode: str = "faithful",
-                      weight_bits: int = 8, batch_size: int = 64, timeout: float = 600.0) -> dict:
+                      weight_bits: int = 8, batch_size: int = 64, lava_limits: LavaLimits | None = None) -> dict:
     """The report of a loaded deployment (`load_deployment`) on inputs `x`, from `backend`'s activity."""
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r}: use one of {', '.join(BACKENDS)}.")
     graph = dep.compiled.fixed
-    activity = record_activity(graph, backend, x, batch_size, dep, timeout)
+    activity = record_activity(graph, backend, x, batch_size, dep, lava_limits)
     return build_report(dep.compiled.source, graph, activity, preset, mode, weight_bits, arch=dep.compiled.arch,
                         origin=str(dep.path), backend=backend, samples=len(x), tcja=dep.compiled.tcja)
 
@@ -834,7 +835,7 @@ def deployment_report(dep, x: np.ndarray, backend: str, preset: Preset, mode: st
 def energy_command(deploy_dir: Path | None = None, *, input: Path | None = None, backend: str = "fixed",
                    arch: str | None = None, timesteps: int | None = None, firing_rate: str | None = None,
                    mode: str = "faithful", preset: str = "45nm", weight_bits: int = 8, samples: int | None = None,
-                   batch_size: int = 64, timeout: float = 600.0, json_out: Path | None = None,
+                   batch_size: int = 64, lava_limits: LavaLimits | None = None, json_out: Path | None = None,
                    html_out: Path | None = None, console=None) -> dict:
     """`snn2hw energy DEPLOY_DIR --input X.npy [--backend fixed|folded|lava] ...` (measured activity) or
     `snn2hw energy --arch NAME --timesteps T --firing-rate R|RATES.json ...` (analytic): prints the tables, writes
@@ -860,7 +861,7 @@ def energy_command(deploy_dir: Path | None = None, *, input: Path | None = None,
         dep = load_deployment(deploy_dir)
         x = load_inputs(input, "--input", dep.compiled.model, dep.compiled.arch)[:samples]
         with console.status(f"{deploy_dir}: {backend} backend on {len(x)} samples"):
-            report = deployment_report(dep, x, backend, cost, mode, weight_bits, batch_size, timeout)
+            report = deployment_report(dep, x, backend, cost, mode, weight_bits, batch_size, lava_limits)
     else:
         if arch is None or firing_rate is None:
             raise UserError("energy needs DEPLOY_DIR with --input, or --arch with --firing-rate.")

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -41,6 +42,14 @@ OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|failed to map se
 
 class LavaError(UserError):
     """A Lava run failed, timed out, or the Lava environment is missing."""
+
+
+@dataclass(frozen=True)
+class LavaLimits:
+    """What one chip segment's Lava run may take before it is stopped: `timeout_s` seconds (Lava's start-up
+    included) and, if set, `memory_bytes` of address space per process (RLIMIT_AS)."""
+    timeout_s: float = 600.0
+    memory_bytes: int | None = None
 
 
 def lava_python() -> Path:

@@ -205,6 +205,7 @@ CASES = [
     # options
     ("samples-negative", lambda k: (k.simulate_deployment(lambda d: None, "--samples", "-1"), "--samples")),
     ("timeout-zero", lambda k: (k.simulate_deployment(lambda d: None, "--timeout", "0"), "--timeout")),
+    ("memory-limit-zero", lambda k: (k.simulate_deployment(lambda d: None, "--memory-limit", "0"), "--memory-limit")),
     ("backend-unknown", lambda k: (k.simulate_checkpoint(TCJA, k.events(), "--backend", "gpu"), "--backend")),
     ("preset-unknown", lambda k: (["energy", "--arch", "tcja-tiny", "--firing-rate", "0.1", "--preset", "7nm",
                                    "--json", k.out / "e.json"], "--preset")),

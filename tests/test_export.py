@@ -97,6 +97,39 @@ def test_tampered_chip_file_is_refused(gac_export, tmp_path, run_cli):
     assert not (tmp_path / "o.npz").exists()
 
 
+@pytest.mark.lava
+def test_cli_lava_backend_saves_what_the_fixed_backend_saves(gac_export, lava_python, tmp_path, run_cli):
+    out, _ = gac_export
+    np.save(tmp_path / "x.npy", DEMO_DATA["digit-images"]("test")[0][:5])
+    saved = {}
+    for backend in ("fixed", "lava"):
+        res = run_cli("simulate", out, "--backend", backend, "--input", tmp_path / "x.npy", "--samples", "3",
+                      "--save", tmp_path / f"{backend}.npz")
+        assert res.returncode == 0, res.stderr
+        with np.load(tmp_path / f"{backend}.npz") as f:
+            saved[backend] = {k: f[k] for k in f.files}
+    fixed, lava = saved["fixed"], saved["lava"]
+    # encoder_lif on the host, five layers on chip
+    assert fixed.keys() == lava.keys() and len([k for k in fixed if k.startswith("spike_counts/")]) == 6
+    for key in fixed:
+        assert fixed[key].shape[0] == 3, key
+        if key.startswith("spike_counts/"):
+            assert np.array_equal(fixed[key], lava[key]), key
+    # The host segments run in onnxruntime for Lava and in torch for the simulator: float rounding only.
+    np.testing.assert_allclose(lava["output"], fixed["output"], atol=1e-4)
+
+
+@pytest.mark.lava
+def test_cli_memory_limit_is_applied_to_the_lava_run(gac_export, lava_python, tmp_path, run_cli):
+    out, _ = gac_export
+    np.save(tmp_path / "x.npy", DEMO_DATA["digit-images"]("test")[0][:1])
+    res = run_cli("simulate", out, "--backend", "lava", "--input", tmp_path / "x.npy", "--memory-limit", "100",
+                  "--save", tmp_path / "o.npz")
+    assert res.returncode == 2
+    assert "chip segment chip1: the Lava run ran out of memory (limit 100 MiB per process)" in res.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
 def test_failed_export_leaves_nothing_and_keeps_an_earlier_one(tmp_path, monkeypatch):
     loaded = load_checkpoint(demo_checkpoint("tcja-tiny"))
     calib = DEMO_DATA["digit-events"]("train")[0][:64]
