@@ -105,24 +105,43 @@ def fold_tcja_gates(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
 
     Preserves: not the function: the gate loses its dependence on time and sample (the ladder reports the accuracy
     cost). What it buys: no host round trip, the backbone is causal and runs on chip in one piece."""
-    _, values = graph.run(calibration, record=True)
+    foldable = {}  # gate → the synapse its static scale folds into
+    for name, node in graph.nodes.items():
+        if isinstance(node, ir.HostModule) and hasattr(node.module, "gate"):
+            path = _chain_to_synapse(graph, name)
+            if path is not None and getattr(graph.nodes[path[-1]], "groups", 1) == 1:
+                foldable[name] = graph.nodes[path[-1]]
+    gate_sums = _mean_gates(graph, foldable, calibration)
     nodes = {k: dataclasses.replace(v, inputs=list(v.inputs)) for k, v in graph.nodes.items()}
     folded = []
-    for name, node in graph.nodes.items():
-        if not (isinstance(node, ir.HostModule) and hasattr(node.module, "gate")):
-            continue
-        path = _chain_to_synapse(graph, name)
-        if path is None or getattr(graph.nodes[path[-1]], "groups", 1) != 1:
-            continue
-        gate = node.module.gate(values[node.inputs[0]]).mean(dim=(0, 1))  # [C]
-        synapse = graph.nodes[path[-1]]
+    for name, synapse in foldable.items():
+        gate = gate_sums[name]
         per_channel = int(torch.tensor(graph.nodes[synapse.inputs[0]].shape).prod()) // len(gate)
         nodes[synapse.name] = _scale_input_channels(synapse, gate, per_channel)
         del nodes[name]
-        _rewire(nodes, name, node.inputs[0])
+        _rewire(nodes, name, graph.nodes[name].inputs[0])
         folded.append(f"{name} (mean gate {gate.mean():.3f}, range {gate.min():.3f}..{gate.max():.3f})")
     return graph.replace(nodes, "fold_tcja_gates: replaced by static per-channel scales folded into the next "
                                 f"synapse: {'; '.join(folded) or 'none'}")
+
+
+def _mean_gates(graph: ir.Graph, gates, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each gate's g[t, n, c] averaged over the calibration samples and steps → [C] (float32), reduced batch by
+    batch while the graph runs: official TCJA models' recorded activations would take tens of GB."""
+    from .quantize import calibration_batch
+
+    reads = {graph.nodes[g].inputs[0]: g for g in gates}
+    sums, counts = {}, {}
+
+    def observe(name, value):
+        if name in reads:
+            g = reads[name]
+            gate = graph.nodes[g].module.gate(value)  # [T, N, C]
+            sums[g] = sums.get(g, 0) + gate.double().sum(dim=(0, 1))
+            counts[g] = counts.get(g, 0) + gate.shape[0] * gate.shape[1]
+    for batch in calibration.split(calibration_batch(graph)):
+        graph.run(batch, observe=observe)
+    return {g: (total / counts[g]).float() for g, total in sums.items()}
 
 
 def maxpool_to_or(graph: ir.Graph) -> ir.Graph:

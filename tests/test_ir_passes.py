@@ -176,6 +176,25 @@ def test_tcja_fold_gates_then_or_pools_put_the_backbone_on_chip_in_one_piece():
         ("host->chip", "graded", False), ("chip->host", "binary", False)]
 
 
+def test_tcja_fold_averages_each_gate_over_every_sample_and_step_batch_by_batch(monkeypatch):
+    from snn2hw import quantize
+    from snn2hw.models import digits
+    from snn2hw.passes import _mean_gates
+
+    model = load_checkpoint(demo_checkpoint("tcja-tiny")).model
+    calib = torch.as_tensor(digits.digit_events("train")[0][:20])
+    graph = run_passes(convert(model), [fold_batchnorm, normalise_neurons])
+    gates = [n for n, node in graph.nodes.items() if isinstance(node, ir.HostModule)]
+    _, values = graph.run(calib, record=True)
+    want = {g: graph.nodes[g].module.gate(values[graph.nodes[g].inputs[0]]).mean(dim=(0, 1)) for g in gates}
+    monkeypatch.setattr(quantize, "CALIBRATION_BATCH_BYTES", 1)  # one sample per batch
+    got = _mean_gates(graph, gates, calib)
+    assert got.keys() == want.keys() and len(got) == 2
+    for g in gates:
+        torch.testing.assert_close(got[g], want[g], rtol=1e-6, atol=1e-7)
+        assert 0 < float(got[g].min()) < float(got[g].max()) < 1, g  # sigmoid gates, per channel
+
+
 def test_tcja_host_strategy_cuts_at_every_gate_and_waits_for_the_window():
     from snn2hw.partition import partition_host_chip
 
