@@ -26,7 +26,9 @@ def model_and_inputs(arch: str, samples: int, **options) -> tuple[nn.Module, tor
         return load_checkpoint(demo_checkpoint(arch)).model.eval(), torch.as_tensor(x[:samples])
     torch.manual_seed(0)
     model = build_model(arch, **options)
-    x = torch.rand(samples, *model.input_shape)
+    # TCJA reads DVS event counts per pixel and frame (sparse integers), the others images in [0, 1)
+    x = torch.poisson(torch.full((samples, *model.input_shape), 0.1)) if ARCHS[arch].family == "tcja" else \
+        torch.rand(samples, *model.input_shape)
     with_bn_statistics(model, x[:8])
     return model, x
 

@@ -14,8 +14,10 @@ from snn2hw.checkpoint import save_checkpoint
 
 from .common import model_and_inputs
 
-# (arch, calibration samples): two sizes for the ImageNet-34 separate the fixed cost from the per-sample cost
-CASES = [("gac-msresnet18-cifar", 16), ("gac-msresnet34-imagenet", 4), ("gac-msresnet34-imagenet", 16)]
+# (arch, calibration samples, export options): two sizes for the ImageNet-34 separate the fixed cost from the
+# per-sample cost; TCJA with its gates folded runs the whole calibration set through the float graph twice.
+CASES = [("gac-msresnet18-cifar", 16, ()), ("gac-msresnet34-imagenet", 4, ()), ("gac-msresnet34-imagenet", 16, ()),
+         ("tcja-cifar10dvs", 16, ("--tcja", "fold"))]
 
 
 # The export runs under a fresh, small interpreter that reports its child's peak RSS: a child forked straight from
@@ -26,11 +28,11 @@ _, status, usage = os.wait4(pid, 0)
 print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"""
 
 
-def _export(checkpoint: Path, calibration: Path, out: Path) -> tuple[float, int]:
+def _export(checkpoint: Path, calibration: Path, out: Path, options=()) -> tuple[float, int]:
     """→ (wall seconds, peak RSS bytes) of one CLI export."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _LAUNCHER, "-m", "snn2hw.cli", "export", str(checkpoint),
-                           "--target", "loihi", "-o", str(out), "--calibration", str(calibration)],
+                           "--target", "loihi", "-o", str(out), "--calibration", str(calibration), *options],
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     code, peak_kb = map(int, done.stdout.split()[-2:])
@@ -43,13 +45,13 @@ def run() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="snn2hw-bench-") as tmp:
         tmp = Path(tmp)
-        for arch, samples in CASES:
+        for arch, samples, options in CASES:
             model, x = model_and_inputs(arch, samples)
             save_checkpoint(tmp / f"{arch}.pt", model, arch, {})
             np.save(tmp / f"{arch}.calibration.npy", x.numpy())
             del model
-            wall, peak = _export(tmp / f"{arch}.pt", tmp / f"{arch}.calibration.npy", tmp / arch)
+            wall, peak = _export(tmp / f"{arch}.pt", tmp / f"{arch}.calibration.npy", tmp / arch, options)
             size = sum(f.stat().st_size for f in (tmp / arch).rglob("*") if f.is_file())
-            rows.append({"arch": arch, "calibration_samples": samples, "wall_s": round(wall, 1),
+            rows.append({"arch": arch, "options": " ".join(options), "calibration_samples": samples, "wall_s": round(wall, 1),
                          "peak_rss_gb": round(peak / 2 ** 30, 2), "deployment_mb": round(size / 2 ** 20)})
     return rows

@@ -80,8 +80,27 @@ class HostSegment(nn.Module):
         values = dict(zip(self.input_names, xs))
         for node in self.nodes:
             args = [values[MODEL_INPUT]] if isinstance(node, ir.Input) else [values[i] for i in node.inputs]
-            values[node.name] = node.run(*args)
+            values[node.name] = _run(node, args)
         return tuple(values[n] for n in self.output_names)
+
+
+def _run(node: ir.Node, args: list[torch.Tensor]) -> torch.Tensor:
+    """`node.run`, except adaptive average pooling, which torch's ONNX export refuses on these `[T, N, ...]` values
+    ("input size not accessible"; TCJA's CIFAR10-DVS net pools 128 → 48). That pooling is separable: each output
+    row averages input rows [⌊iH/h⌋, ⌈(i+1)H/h⌉), and columns alike, so it is two matmuls with constant matrices."""
+    if isinstance(node, ir.AvgPool2d) and node.output_size is not None:
+        (out_h, out_w), (in_h, in_w) = node.output_size, args[0].shape[-2:]
+        return _averaging_matrix(out_h, in_h) @ args[0] @ _averaging_matrix(out_w, in_w).T
+    return node.run(*args)
+
+
+def _averaging_matrix(out: int, size: int) -> torch.Tensor:
+    """Built in numpy, so that the ONNX export sees one constant, not the assignments that fill it."""
+    m = np.zeros((out, size), np.float32)
+    for i in range(out):
+        low, high = i * size // out, -(-(i + 1) * size // out)
+        m[i, low:high] = 1 / (high - low)
+    return torch.from_numpy(m)
 
 
 def host_segment_module(graph: ir.Graph, segment: dict, extra_outputs: tuple[str, ...] = ()) -> HostSegment:

@@ -1,7 +1,7 @@
 """The compiler flow: torch model → graph IR → ordered passes → partitioned, quantized graph.
 
     convert → fold_batchnorm → normalise_neurons → [fold_tcja_gates, with --tcja fold] → unroll_residual_stream
-            → fold_avgpool_linear → maxpool_to_or → partition_host_chip → quantize
+            → fold_avgpool_linear → fold_avgpool_conv → maxpool_to_or → partition_host_chip → quantize
 """
 from dataclasses import dataclass
 from functools import partial
@@ -13,8 +13,8 @@ from . import ir
 from .convert import convert
 from .errors import UserError
 from .partition import partition_host_chip
-from .passes import fold_avgpool_linear, fold_batchnorm, fold_tcja_gates, maxpool_to_or, normalise_neurons, \
-    run_passes
+from .passes import fold_avgpool_conv, fold_avgpool_linear, fold_batchnorm, fold_tcja_gates, maxpool_to_or, \
+    normalise_neurons, run_passes
 from .quantize import quantize
 from .residual import unroll_residual_stream
 
@@ -35,7 +35,8 @@ def pass_pipeline(calibration: torch.Tensor, tcja: str = "host") -> list:
     if tcja not in TCJA_STRATEGIES:
         raise UserError(f"--tcja {tcja!r} is not a strategy; use one of {', '.join(TCJA_STRATEGIES)}.")
     gates = [partial(fold_tcja_gates, calibration=calibration)] if tcja == "fold" else []
-    return [fold_batchnorm, normalise_neurons, *gates, unroll_residual_stream, fold_avgpool_linear, maxpool_to_or]
+    return [fold_batchnorm, normalise_neurons, *gates, unroll_residual_stream, fold_avgpool_linear, fold_avgpool_conv,
+            maxpool_to_or]
 
 
 def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: str = "host") -> Compiled:

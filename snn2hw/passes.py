@@ -84,7 +84,7 @@ def _chain_to_synapse(graph: ir.Graph, start: str) -> list[str] | None:
         node = graph.nodes[name]
         if isinstance(node, SYNAPSES):
             return path
-        if not isinstance(node, (ir.MaxPool2d, ir.Flatten)):
+        if not isinstance(node, (ir.MaxPool2d, ir.AvgPool2d, ir.Flatten)):
             return None
 
 
@@ -100,8 +100,8 @@ def _scale_input_channels(node, scale: torch.Tensor, features_per_channel: int):
 @torch.no_grad()
 def fold_tcja_gates(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
     """`--tcja fold`: each TCJA gate y = x * g[t, n, c] becomes a static per-channel scale ḡ[c] (g's mean over the
-    calibration samples and steps), folded into the input channels of the next synapse. Max-pooling between them
-    commutes with a positive per-channel scale, so it stays where it is, now on binary spikes.
+    calibration samples and steps), folded into the input channels of the next synapse. Max- and average-pooling
+    between them commute with a positive per-channel scale, so they stay where they are, now on binary spikes.
 
     Preserves: not the function: the gate loses its dependence on time and sample (the ladder reports the accuracy
     cost). What it buys: no host round trip, the backbone is causal and runs on chip in one piece."""
@@ -204,7 +204,44 @@ def fold_avgpool_linear(graph: ir.Graph) -> ir.Graph:
                                 "linear layer after them")
 
 
-PIPELINE = [fold_batchnorm, normalise_neurons, fold_avgpool_linear, maxpool_to_or]
+def fold_avgpool_conv(graph: ir.Graph) -> ir.Graph:
+    """AvgPool2d (kernel k, stride s) → Conv2d (kernel K, stride S, padding P) becomes one Conv2d on the unpooled
+    input, kernel (K-1)s + k, stride S s, padding P s:
+
+        W'[o, c, i s + a, j s + b] += W[o, c, i, j] / k²     (0 <= a, b < k)
+
+    exact where the pool covers its input to the last row and column (out·s >= in on both axes), so that the conv's
+    zero padding of the pooled map is zero padding of the input too. TCJA's CIFAR10-DVS and N-Caltech101 nets pool
+    spikes this way; the conv then reads binary spikes on chip, with k² times the weights per output.
+
+    Preserves: the function up to float rounding."""
+    nodes = {k: dataclasses.replace(v, inputs=list(v.inputs)) for k, v in graph.nodes.items()}
+    folded = []
+    for name, pool in graph.nodes.items():
+        readers = graph.consumers(name)
+        if not isinstance(pool, ir.AvgPool2d) or pool.output_size is not None or len(readers) != 1:
+            continue
+        conv = graph.nodes[readers[0]]
+        in_hw = graph.nodes[pool.inputs[0]].shape[1:]
+        if not (isinstance(conv, ir.Conv2d) and not isinstance(conv.padding, str) and tuple(conv.dilation) == (1, 1)
+                and all(o * s >= i for o, s, i in zip(pool.shape[1:], pool.stride, in_hw))):
+            continue
+        (k_h, k_w), (s_h, s_w) = pool.kernel_size, pool.stride
+        out_c, in_c, big_h, big_w = conv.weight.shape
+        weight = torch.zeros(out_c, in_c, (big_h - 1) * s_h + k_h, (big_w - 1) * s_w + k_w, dtype=torch.float64)
+        for a in range(k_h):
+            for b in range(k_w):
+                weight[:, :, a:a + big_h * s_h:s_h, b:b + big_w * s_w:s_w] += conv.weight.double() / (k_h * k_w)
+        nodes[conv.name] = dataclasses.replace(
+            conv, inputs=list(pool.inputs), weight=weight.to(conv.weight.dtype),
+            stride=(conv.stride[0] * s_h, conv.stride[1] * s_w), padding=(conv.padding[0] * s_h, conv.padding[1] * s_w))
+        del nodes[name]
+        folded.append(f"{name} into {conv.name} (kernel {tuple(weight.shape[2:])})")
+    return graph.replace(nodes, f"fold_avgpool_conv: folded {'; '.join(folded) or 'no average-pool'} into the conv "
+                                "after it")
+
+
+PIPELINE = [fold_batchnorm, normalise_neurons, fold_avgpool_linear, fold_avgpool_conv, maxpool_to_or]
 
 
 def run_passes(graph: ir.Graph, passes=None) -> ir.Graph:

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from snn2hw.checkpoint import load_checkpoint
+from helpers import calibrated
+from snn2hw import ir
+from snn2hw.checkpoint import load_checkpoint, save_checkpoint
 from snn2hw.compile import compile_model
 from snn2hw.data import CALIBRATION_SAMPLES, DEMO_DATA
 from snn2hw.demo import demo_checkpoint
@@ -13,6 +15,7 @@ from snn2hw.deployment import load_deployment
 from snn2hw.errors import UserError
 from snn2hw.export import export_deployment
 from snn2hw.hardware_sims.fixed_point import run_fixed
+from snn2hw.models.zoo import build_model
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +131,27 @@ def test_cli_memory_limit_is_applied_to_the_lava_run(gac_export, lava_python, tm
     assert res.returncode == 2
     assert "chip segment chip1: the Lava run ran out of memory (limit 100 MiB per process)" in res.stderr
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_official_tcja_cifar10dvs_exports_with_its_gates_folded(tmp_path):
+    # Its input is pooled 128 → 48 (adaptive), and it average-pools spikes and gated spikes before convs.
+    from snn2hw.exporters.onnx_host import MODEL_INPUT, run_host_segment_onnx
+
+    torch.manual_seed(0)
+    calib = torch.poisson(torch.full((2, 10, 2, 128, 128), 0.1))
+    save_checkpoint(tmp_path / "m.pt", calibrated(build_model("tcja-cifar10dvs"), calib), "tcja-cifar10dvs", {})
+    manifest = export_deployment(load_checkpoint(tmp_path / "m.pt"), calib.numpy(), tmp_path / "deploy", "fold")
+    assert [s["placement"] for s in manifest["segments"]] == ["host", "chip", "host"]
+    graph = load_deployment(tmp_path / "deploy").compiled.fixed
+    pools = [n for n in graph.nodes.values() if isinstance(n, ir.AvgPool2d)]
+    assert [(p.name, p.placement, p.output_size) for p in pools] == [("conv.0.0", "host", (48, 48))]
+    assert {"conv.6.0", "conv.11.0", "conv.17.0"} <= {n.name for n in graph.nodes.values()
+                                                      if isinstance(n, ir.Conv2d) and n.weight.shape[2:] == (6, 6)}
+    got = run_host_segment_onnx(tmp_path / "deploy" / "host" / "host0.onnx", {MODEL_INPUT: calib.numpy()})
+    (name, value), = got.items()
+    with torch.no_grad():
+        want = graph.run(calib, record=True)[1][name]  # torch's adaptive_avg_pool2d
+    np.testing.assert_allclose(value, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_failed_export_leaves_nothing_and_keeps_an_earlier_one(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from snn2hw.data import DEMO_DATA
 from snn2hw.demo import demo_checkpoint
 from snn2hw.errors import UserError
 from snn2hw.models.zoo import ARCHS, build_model
-from snn2hw.passes import fold_avgpool_linear, fold_batchnorm, normalise_neurons, run_passes
+from snn2hw.passes import fold_avgpool_conv, fold_avgpool_linear, fold_batchnorm, normalise_neurons, run_passes
 
 
 def _model_spikes(model, x):
@@ -205,6 +205,29 @@ def test_tcja_host_strategy_cuts_at_every_gate_and_waits_for_the_window():
     to_chip = [c for c in parts.cuts if c["direction"] == "host->chip"]
     assert [c["waits_for_window"] for c in to_chip] == [False, True, True]  # after the first gate, all is non-causal
     assert to_chip[1] == {**to_chip[1], "kind": "graded", "shape": [16, 8, 8], "values_per_step": 1024}
+
+
+@pytest.mark.parametrize("hw, pool, conv, folds", [
+    ((8, 8), (2, 2), dict(stride=(1, 1), padding=(1, 1)), True),   # TCJA CIFAR10-DVS: pool 2, conv 3x3 pad 1
+    ((8, 10), (2, 2), dict(stride=(2, 2), padding=(1, 1)), True),  # a strided conv after the pool
+    ((9, 9), (3, 3), dict(stride=(1, 1), padding=(0, 0)), True),   # no padding, pool 3
+    ((7, 8), (2, 2), dict(stride=(1, 1), padding=(1, 1)), False),  # the pool drops row 7: the conv's padding would
+])                                                                 # read it
+def test_fold_avgpool_conv_reads_the_spikes_and_keeps_the_function(hw, pool, conv, folds):
+    torch.manual_seed(0)
+    nodes = {"x": ir.Input("x", [], timesteps=3, source_kind="binary"),
+             "pool": ir.AvgPool2d("pool", ["x"], kernel_size=pool, stride=pool),
+             "conv": ir.Conv2d("conv", ["pool"], weight=torch.randn(5, 4, 3, 3), bias=torch.randn(5), **conv),
+             "out": ir.Readout("out", ["conv"], mode="per_step_tn")}
+    graph = ir.Graph(nodes, 3, (3, 4, *hw)).infer()
+    folded = fold_avgpool_conv(graph).infer()
+    assert ("pool" not in folded.nodes) == folds
+    if folds:
+        composed = folded.nodes["conv"]
+        assert composed.inputs == ["x"] and composed.shape == nodes["conv"].shape
+        assert composed.weight.shape[2:] == ((3 - 1) * pool[0] + pool[0],) * 2  # (K - 1) s + k
+    spikes = (torch.rand(6, 3, 4, *hw) < 0.3).float()
+    torch.testing.assert_close(folded.run(spikes)[0], graph.run(spikes)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_fold_avgpool_linear_makes_the_head_read_binary_spikes():

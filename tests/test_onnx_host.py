@@ -146,3 +146,22 @@ def test_bad_calls_fail_clearly_and_a_failed_export_keeps_the_earlier_file(deplo
     with pytest.raises(onnx.checker.ValidationError):  # another segment: a completed write would change the bytes
         export_host_segment(graph, graph.segments[4], path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host2.onnx"]
+
+
+@pytest.mark.parametrize("size", [(5, 5), (4, 6)])  # dividing 10x15 or not (TCJA CIFAR10-DVS: 128 → 48)
+def test_adaptive_average_pooling_exports(size, tmp_path):
+    # torch's own ONNX export of adaptive_avg_pool2d refuses these [T, N, ...] values ("input size not accessible").
+    from snn2hw.partition import partition_host_chip
+
+    nodes = {"input": ir.Input("input", [], timesteps=3, source_kind="graded"),
+             "pool": ir.AvgPool2d("pool", ["input"], output_size=size),
+             "flat": ir.Flatten("flat", ["pool"]),
+             "output": ir.Readout("output", ["flat"], mode="per_step_tn")}
+    graph = partition_host_chip(ir.Graph(nodes, 3, (3, 2, 10, 15)).infer())
+    assert [s["placement"] for s in graph.segments] == ["host"]
+    path = export_host_segment(graph, graph.segments[0], tmp_path / "host0.onnx")
+    x = torch.poisson(torch.full((5, 3, 2, 10, 15), 2.0))
+    got = run_host_segment_onnx(path, {MODEL_INPUT: x.numpy()})["output"]
+    want = graph.run(x)[0].numpy()
+    assert got.shape == want.shape == (3, 5, 2 * size[0] * size[1])
+    np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
