@@ -86,6 +86,12 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
             "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, (ir.Conv2d, ir.Linear)))}
 
 
+def _with_batch_axis(node) -> list:
+    """The official output's shape with None where the samples go (second in TCJA's `[T, N, classes]`)."""
+    axis = getattr(node, "batch_axis", 0)
+    return [*node.shape[:axis], None, *node.shape[axis:]]
+
+
 def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray,
                    files: dict[str, str]) -> dict:
     graph = compiled.fixed
@@ -98,7 +104,7 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
         "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
                   "repeat_over_t": getattr(first, "repeat_over_t", False)},
-        "output": {"shape": [None, *last.shape], "readout": getattr(last, "mode", None)},
+        "output": {"shape": _with_batch_axis(last), "readout": getattr(last, "mode", None)},
         "calibration": {"samples": len(calibration), "file": "source/calibration.npy"},
         "passes": graph.notes, "segments": segments, "cuts": graph.cuts, "layers": graph.quant_report,
         "file_sha256": files,

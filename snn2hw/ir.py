@@ -224,6 +224,11 @@ class Readout(Node):
     mode: str = "per_step_nt"
     voters: int = 1
 
+    @property
+    def batch_axis(self) -> int:
+        """The axis of the official output that holds the samples (`shape` is the output without it)."""
+        return 1 if self.mode == "per_step_tn" else 0
+
     def run(self, x):
         if self.mode == "per_step_nt":
             return x.transpose(0, 1)
@@ -307,8 +312,9 @@ class Graph:
             else:
                 with on_meta(node):
                     values[node.name] = node.run(*args)
-            node.shape = tuple(values[node.name].shape[2:]) if not isinstance(node, Readout) else \
-                tuple(values[node.name].shape[1:])
+            shape = values[node.name].shape
+            node.shape = tuple(shape[2:]) if not isinstance(node, Readout) else \
+                tuple(shape[:node.batch_axis] + shape[node.batch_axis + 1:])
             node.kind = node.out_kind(*[self.nodes[i].kind for i in node.inputs])
         return self
 

@@ -33,6 +33,7 @@ def test_deployment_directory_has_every_file_the_manifest_names(gac_export):
     out, res = gac_export
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["arch"] == "gac-msresnet-tiny" and manifest["timesteps"] == 4
+    assert manifest["output"] == {"shape": [None, 4, 10], "readout": "per_step_nt"}  # official [N, T, classes]
     assert [s["placement"] for s in manifest["segments"]] == ["host", "chip", "host"]
     for seg in manifest["segments"]:
         for rel in seg["files"].values():
@@ -142,6 +143,7 @@ def test_official_tcja_cifar10dvs_exports_with_its_gates_folded(tmp_path):
     save_checkpoint(tmp_path / "m.pt", calibrated(build_model("tcja-cifar10dvs"), calib), "tcja-cifar10dvs", {})
     manifest = export_deployment(load_checkpoint(tmp_path / "m.pt"), calib.numpy(), tmp_path / "deploy", "fold")
     assert [s["placement"] for s in manifest["segments"]] == ["host", "chip", "host"]
+    assert manifest["output"] == {"shape": [10, None, 10], "readout": "per_step_tn"}  # official [T, N, classes]
     graph = load_deployment(tmp_path / "deploy").compiled.fixed
     pools = [n for n in graph.nodes.values() if isinstance(n, ir.AvgPool2d)]
     assert [(p.name, p.placement, p.output_size) for p in pools] == [("conv.0.0", "host", (48, 48))]
