@@ -48,13 +48,13 @@ Loading and running (Lava environment):
   - 32). Read it by probing `net.out_layer.neuron.u`: accumulation = u >> 6, exact while |a| < 2^17 (u is 24 bit),
   the bound the simulator already reports on. `net.out` then carries no information.
 """
-import os
 from pathlib import Path
 from typing import Optional
 
 import h5py
 import numpy as np
 
+from ..files import atomic_path
 from ..hardware_sims import loihi_numerics as fmt
 
 NETX_BIAS_EXP = 6  # netx's get_neuron_params hard-codes bias_exp = 6 for CUBA neurons
@@ -217,26 +217,21 @@ def write_netx(spec: dict, arrays: dict[str, np.ndarray], path) -> dict:
     inp = spec["inputs"][0]
     load = {"input_message_bits": int(blocks[0][0]["num_message_bits"]),
             "reset_interval": int(spec["timesteps"]), "reset_offset": 1}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            layers = f.create_group("layer")
-            first = layers.create_group("0")
-            first.create_dataset("type", data=np.array([b"input"]))
-            first.create_dataset("shape", data=np.array(inp["shape"], dtype=np.int64))
-            notes, index = [], 1
-            for syn, lif, flatten in blocks:
-                if flatten:
-                    layers.create_group(str(index)).create_dataset("type", data=np.array([b"flatten"]))
-                    index += 1
-                notes.append(_write_block(layers.create_group(str(index)), syn, lif, arrays))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        layers = f.create_group("layer")
+        first = layers.create_group("0")
+        first.create_dataset("type", data=np.array([b"input"]))
+        first.create_dataset("shape", data=np.array(inp["shape"], dtype=np.int64))
+        notes, index = [], 1
+        for syn, lif, flatten in blocks:
+            if flatten:
+                layers.create_group(str(index)).create_dataset("type", data=np.array([b"flatten"]))
                 index += 1
-            f.attrs["snn2hw_segment"] = spec["segment"]
-            for key, value in load.items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            notes.append(_write_block(layers.create_group(str(index)), syn, lif, arrays))
+            index += 1
+        f.attrs["snn2hw_segment"] = spec["segment"]
+        for key, value in load.items():
+            f.attrs[key] = value
     output = dict(spec["outputs"][0])
     output["read"] = ("net.out (spikes)" if output["kind"] == "spikes"
                       else "probe net.out_layer.neuron.u; accumulation = u >> 6, then / scale + bias on the host")

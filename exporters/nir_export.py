@@ -55,7 +55,6 @@ form, as the quantize pass set it and the Lava spec (exporters/lava_spec.py) run
 """
 import copy
 import dataclasses
-import os
 from pathlib import Path
 
 import nir
@@ -63,6 +62,7 @@ import numpy as np
 
 from snn2hw import __version__, ir
 
+from snn2hw.files import atomic_path
 from .lava_spec import chip_segment_spec
 
 FORMAT = "snn2hw-nir"
@@ -258,11 +258,5 @@ def write_nir(path, graph: nir.NIRGraph) -> None:
     it was built, and whether nir.read accepts the file depends on the node types and metadata types written, not
     on their values, which tests/test_nir_export.py reads back for every kind; reading it here cost 2 s to 10 s and
     another copy of the weights at the export's peak memory."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         nir.write(tmp, _sharing_arrays(graph), compression=None)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

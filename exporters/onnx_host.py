@@ -19,7 +19,6 @@ TorchScript exporter (`dynamo=False`). Its interface, all float32:
 import contextlib
 import io
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from snn2hw import ir
+from snn2hw.files import atomic_path
 
 # Opset 17 (ONNX 1.12, 2022): onnxruntime (from 1.13) and PyTorch's TorchScript exporter (from torch 1.13) have
 # handled it since late 2022, so a host segment loads in any runtime of the last years, not only the pinned
@@ -214,12 +214,8 @@ def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNE
         "snn2hw.outputs": json.dumps([list(p) for p in zip(out_names, module.output_names)])})
     onnx.checker.check_model(model, full_check=True)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(model.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

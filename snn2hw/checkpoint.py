@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .files import atomic_path
 from .models.zoo import ARCHS, build_model
 
 FORMAT_VERSION = 1
@@ -33,8 +34,9 @@ class Loaded:
 
 
 def save_checkpoint(path, model: nn.Module, arch: str, options: dict, **meta) -> None:
-    torch.save({"snn2hw": {"format": FORMAT_VERSION, "arch": arch, "options": options, **meta},
-                "state_dict": model.state_dict()}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"snn2hw": {"format": FORMAT_VERSION, "arch": arch, "options": options, **meta},
+                    "state_dict": model.state_dict()}, tmp)
 
 
 def _read(path: Path, trust_pickle: bool, warnings: list[str]):

@@ -214,20 +214,17 @@ def _ladder(arch, compiled, x, y, batch_size, json_out):
         out.print(f"{label}: {where} on the first {report['probe_samples']} samples; "
                   f"{sum(report[key]['mismatches'].values())} differing spikes in all")
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        from .files import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(report, indent=2))
         out.print(f"wrote {json_out}")
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    """Write via a temporary file and rename, so a failure never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
+    from .files import atomic_path
+
+    with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @app.command()
@@ -307,7 +304,6 @@ def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny")
     if arch not in RECIPES:
         raise UserError(f"no training recipe for {arch!r}; recipes exist for {', '.join(RECIPES)}.")
     model, options, metrics = run_training(arch, seed=seed, epochs=epochs, log=out.print)
-    output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, model, arch, options, metrics=metrics)
     out.print(f"{arch}: test accuracy {metrics['test_accuracy']:.2%} after {metrics['train_seconds']} s; saved {output}")
 

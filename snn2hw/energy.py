@@ -48,6 +48,7 @@ import torch
 
 from . import ir
 from .errors import UserError
+from .files import write_text_atomic
 from .lava_backend import LavaLimits
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -869,8 +870,7 @@ def energy_command(deploy_dir: Path | None = None, *, input: Path | None = None,
             report = analytic_report(arch, timesteps, firing_rate, cost, mode, weight_bits)
     print_report(report, console)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1))
+        write_text_atomic(json_out, json.dumps(report, indent=1))
         console.print(f"wrote {json_out}")
     if html_out:
         write_html(report, html_out)

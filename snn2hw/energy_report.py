@@ -8,6 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .files import write_text_atomic
+
 
 def fmt_energy(mj: float) -> str:
     """An energy in the unit that keeps 1-3 digits before the point (the demo models spend nJ, ImageNet ones mJ)."""
@@ -230,5 +232,4 @@ def render_html(report: dict) -> str:
 
 
 def write_html(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report), encoding="utf-8")
+    write_text_atomic(path, render_html(report))
