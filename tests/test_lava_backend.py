@@ -186,21 +186,6 @@ def test_a_hanging_run_is_killed_with_all_its_lava_processes(fixed_runs, lava_py
     _assert_nothing_of_the_run_survives(log)
 
 
-@pytest.mark.lava
-def test_a_lava_process_killed_mid_run_is_reported_at_once(fixed_runs, lava_python, tmp_path, monkeypatch):
-    # Lava 0.10 alone would wait for the dead process's messages until the timeout.
-    log = _patched_lava(tmp_path, monkeypatch, lava_python, "die")
-    graph, act = fixed_runs["tcja-tiny"]
-    spec, arrays = _segment(graph, "chip1")
-    start = time.monotonic()
-    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run failed \(exit code 1\)") as err:
-        run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120)
-    assert time.monotonic() - start < 60
-    assert re.search(r"a Lava process \(pid \d+\) was killed by SIGKILL .* in the middle of the run",
-                     str(err.value))
-    _assert_nothing_of_the_run_survives(log)
-
-
 def test_a_missing_lava_environment_says_how_to_build_it(fixed_runs, tmp_path, monkeypatch):
     monkeypatch.setenv("SNN2HW_LAVA_PYTHON", str(tmp_path / "nowhere" / "python"))
     graph, act = fixed_runs["gac-msresnet-tiny"]
@@ -252,15 +237,22 @@ def test_a_memory_limit_lava_cannot_start_in_is_refused_naming_the_segment(fixed
 
 
 @pytest.mark.lava
-def test_a_lava_process_out_of_memory_mid_run_is_reported_at_once(fixed_runs, lava_python, tmp_path, monkeypatch):
-    log = _patched_lava(tmp_path, monkeypatch, lava_python, "allocate")
+@pytest.mark.parametrize("lif, limit, error, detail", [
+    ("die", None, r"failed \(exit code 1\)",
+     r"was killed by SIGKILL \(as the kernel's out-of-memory killer does\) in the middle of the run"),
+    ("allocate", 8 * 2 ** 30, r"ran out of memory \(limit 8192 MiB per process\)",
+     r"ended \(exit code 0\) with MemoryError")])
+def test_a_lava_process_that_dies_mid_run_is_reported_at_once(lif, limit, error, detail, fixed_runs, lava_python,
+                                                               tmp_path, monkeypatch):
+    # Lava 0.10 alone would wait for the dead process's messages until the timeout.
+    log = _patched_lava(tmp_path, monkeypatch, lava_python, lif)
     graph, act = fixed_runs["tcja-tiny"]
     spec, arrays = _segment(graph, "chip1")
     start = time.monotonic()
-    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run ran out of memory \(limit 8192 MiB") as err:
-        run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120, memory_limit_bytes=8 * 2 ** 30)
-    assert time.monotonic() - start < 60  # reported when it happened, not at the timeout
-    assert re.search(r"a Lava process \(pid \d+\) ended \(exit code 0\) with MemoryError", str(err.value))
+    with pytest.raises(LavaError, match="chip segment chip1: the Lava run " + error) as err:
+        run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=120, memory_limit_bytes=limit)
+    assert time.monotonic() - start < 60
+    assert re.search(rf"a Lava process \(pid \d+\) {detail}", str(err.value))
     _assert_nothing_of_the_run_survives(log)
 
 
