@@ -49,24 +49,30 @@ def _accumulate(node, s: np.ndarray) -> np.ndarray:
 
 
 def _repeated_convs(graph: ir.Graph) -> dict[str, str]:
-    """Chip conv → an earlier chip conv whose integers it repeats: the same input, the same float weights and the
-    same integer weights and payload format. The residual unroll gives every sum its own copy of a term, and copies
-    whose sums get the same scale (the same term binds it) compute the same accumulations."""
-    earlier: dict[tuple, list] = {}
+    """Chip conv → an earlier chip conv whose integers it repeats: among the convs `Graph.shared_convs` finds (same
+    input, same float weights), those with the same integer weights and payload format. The residual unroll gives
+    every sum its own copy of a term, and copies whose sums get the same scale (the same term binds it) compute the
+    same accumulations."""
+    distinct: dict[str, list[str]] = {}  # float conv → its copies with distinct integers
     repeats = {}
-    for name, node in graph.nodes.items():
-        if not (isinstance(node, ir.Conv2d) and node.placement == "chip"):
+    for name, first in graph.shared_convs().items():
+        node = graph.nodes[name]
+        if node.placement != "chip":
             continue
-        q = node.quant
-        key = (repeats.get(node.inputs[0], node.inputs[0]), id(node.weight), q["payload_frac_bits"],
-               q["num_message_bits"], repr((node.stride, node.padding, node.dilation, node.groups)))
-        candidates = earlier.setdefault(key, [])
-        same = next((c for c in candidates if np.array_equal(graph.nodes[c].quant["weight"], q["weight"])), None)
+        group = distinct.setdefault(first, [first])
+        same = next((c for c in group if _same_integers(graph.nodes[c], node)), None)
         if same is None:
-            candidates.append(name)
+            group.append(name)
         else:
             repeats[name] = same
     return repeats
+
+
+def _same_integers(a, b) -> bool:
+    qa, qb = a.quant, b.quant
+    return a.inputs == b.inputs and a.placement == b.placement and \
+        (qa["payload_frac_bits"], qa["num_message_bits"]) == (qb["payload_frac_bits"], qb["num_message_bits"]) and \
+        np.array_equal(qa["weight"], qb["weight"])
 
 
 def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) -> np.ndarray:

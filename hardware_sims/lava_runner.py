@@ -128,23 +128,21 @@ class LavaProcessWatch:
         while not self._done.wait(WATCH_S):
             dead = next((p for p in self._processes if p.exitcode is not None), None)
             if dead is not None:
-                sys.stderr.write(self._describe(dead) + "\n")
+                error = getattr(dead, "exception", None)  # Lava's SystemProcess sends (exception, traceback)
+                sys.stderr.write((error[1] if error else "") + self._describe(dead, error) + "\n")
                 sys.stderr.flush()
                 os._exit(1)
 
     @staticmethod
-    def _describe(process) -> str:
+    def _describe(process, error) -> str:
         if process.exitcode < 0:
             how = f"was killed by {signal.Signals(-process.exitcode).name}"
             if process.exitcode == -signal.SIGKILL:
                 how += " (as the kernel's out-of-memory killer does)"
         else:
             how = f"ended (exit code {process.exitcode})"
-        error = getattr(process, "exception", None)  # Lava's SystemProcess sends its exception through a pipe
         if error:
-            exception, trace = error
-            sys.stderr.write(trace)
-            how += f" with {type(exception).__name__}: {' '.join(str(exception).split())[:300]}"
+            how += f" with {type(error[0]).__name__}: {' '.join(str(error[0]).split())[:300]}"
         return f"lava_runner: a Lava process (pid {process.pid}) {how} in the middle of the run"
 
 

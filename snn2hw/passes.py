@@ -8,6 +8,7 @@ import dataclasses
 import torch
 
 from . import ir
+from .quantize import calibration_batch
 
 SYNAPSES = (ir.Conv2d, ir.Linear)
 
@@ -128,8 +129,6 @@ def fold_tcja_gates(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
 def _mean_gates(graph: ir.Graph, gates, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each gate's g[t, n, c] averaged over the calibration samples and steps → [C] (float32), reduced batch by
     batch while the graph runs: official TCJA models' recorded activations would take tens of GB."""
-    from .quantize import calibration_batch
-
     reads = {graph.nodes[g].inputs[0]: g for g in gates}
     sums, counts = {}, {}
 
