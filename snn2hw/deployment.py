@@ -17,7 +17,7 @@ from .compile import TCJA_STRATEGIES, Compiled, compile_model
 from .data import load_inputs
 from .errors import UserError
 from .export import FORMAT_VERSION
-from .lava_backend import LavaLimits
+from .lava_backend import LavaLimits, run_chip_segment
 
 
 @dataclass
@@ -160,15 +160,13 @@ def _host_spikes(graph, segment: dict, values: dict) -> dict:
     return {n: v for n, v in zip(module.output_names, outputs) if n in lifs}
 
 
-def run_lava(dep: Deployment, x: np.ndarray, limits: LavaLimits | None = None, progress=None):
+def run_lava(dep: Deployment, x: np.ndarray, limits: LavaLimits = LavaLimits(), progress=None):
     """Host segments by onnxruntime, chip segments on Lava's CPU backend, in the manifest's order.
     → (output, {spiking layer: spikes [T, N, ...]}) with chip layers read from Lava. `limits`: a `LavaLimits` for
-    every chip segment's run (default: its defaults)."""
+    every chip segment's run."""
     from .exporters.lava_spec import chip_segment_spec
     from .exporters.onnx_host import MODEL_INPUT, run_host_segment_onnx
-    from .lava_backend import run_chip_segment
 
-    limits = limits or LavaLimits()
     graph = dep.compiled.fixed
     segments = {s["name"]: s for s in graph.segments}
     values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}

@@ -381,7 +381,7 @@ def _nonzero_sums(graph: ir.Graph, values: dict) -> dict[str, np.ndarray]:
 
 
 def record_activity(graph: ir.Graph, backend: str, x: np.ndarray, batch_size: int = 64, deployment=None,
-                    lava_limits: LavaLimits | None = None) -> RecordedActivity:
+                    lava_limits: LavaLimits = LavaLimits()) -> RecordedActivity:
     """Run `x` on a backend and keep, per node, how often each value is non-zero at each step.
 
     fixed: the fixed-point simulator (`run_fixed`, the engine of `simulate(compiled, "fixed", x)`), whose spike
@@ -823,7 +823,7 @@ def analytic_report(arch: str, timesteps: int | None, firing_rate: str, preset: 
 
 
 def deployment_report(dep, x: np.ndarray, backend: str, preset: Preset, mode: str = "faithful",
-                      weight_bits: int = 8, batch_size: int = 64, lava_limits: LavaLimits | None = None) -> dict:
+                      weight_bits: int = 8, batch_size: int = 64, lava_limits: LavaLimits = LavaLimits()) -> dict:
     """The report of a loaded deployment (`load_deployment`) on inputs `x`, from `backend`'s activity."""
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r}: use one of {', '.join(BACKENDS)}.")
@@ -836,7 +836,7 @@ def deployment_report(dep, x: np.ndarray, backend: str, preset: Preset, mode: st
 def energy_command(deploy_dir: Path | None = None, *, input: Path | None = None, backend: str = "fixed",
                    arch: str | None = None, timesteps: int | None = None, firing_rate: str | None = None,
                    mode: str = "faithful", preset: str = "45nm", weight_bits: int = 8, samples: int | None = None,
-                   batch_size: int = 64, lava_limits: LavaLimits | None = None, json_out: Path | None = None,
+                   batch_size: int = 64, lava_limits: LavaLimits = LavaLimits(), json_out: Path | None = None,
                    html_out: Path | None = None, console=None) -> dict:
     """`snn2hw energy DEPLOY_DIR --input X.npy [--backend fixed|folded|lava] ...` (measured activity) or
     `snn2hw energy --arch NAME --timesteps T --firing-rate R|RATES.json ...` (analytic): prints the tables, writes
