@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from snn2hw.exporters.lava_spec import chip_segment_spec
-from snn2hw.hardware_sims.fixed_point import run_fixed
-from snn2hw.lava_backend import run_chip_segment_timed
+from snn2hw.hardware_sims.runner import run_fixed
+from snn2hw.hardware_sims.lava_driver import run_chip_segment_timed
 
 from .common import TINY, alternately, best_of, compiled
 

@@ -3,7 +3,7 @@ the functions with the most time of their own."""
 import cProfile
 import pstats
 
-from snn2hw.hardware_sims.fixed_point import run_fixed
+from snn2hw.hardware_sims.runner import run_fixed
 
 from .common import compiled
 

@@ -3,7 +3,7 @@ factor at a time around T = 4, batch 64, width 16), next to the float forward of
 GAC at the demo model's shape (`gac-msresnet-tiny`, seeded random weights)."""
 import torch
 
-from snn2hw.hardware_sims.fixed_point import run_fixed
+from snn2hw.hardware_sims.runner import run_fixed
 
 from .common import alternately, compiled
 

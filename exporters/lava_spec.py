@@ -22,10 +22,8 @@ both); readers cast them to the widths Lava computes in. A readout's bias (host 
 """
 import numpy as np
 
-from snn2hw import ir
-from snn2hw.hardware_sims import loihi_numerics as fmt
-
-FORMAT_VERSION = 1
+from .. import ir
+from ..hardware_sims import loihi_formats as fmt
 
 
 def _in_format(values, low: int, high: int, what: str) -> np.ndarray:
@@ -59,7 +57,7 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
     for name in segment["nodes"]:
         node = nodes[name]
         q = node.quant
-        if isinstance(node, (ir.Conv2d, ir.Linear)):
+        if isinstance(node, ir.SYNAPSES):
             src = node.inputs[0]
             if src in members:
                 source, d = src, depth[src]
@@ -80,7 +78,7 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
             continue  # an Add is the LIF's set of synapses: it becomes the LIF's `synapses` list
         elif isinstance(node, ir.LIF):
             src = nodes[node.inputs[0]]
-            feeds = [i for i in src.inputs] if isinstance(src, ir.Add) and src.name in members else [src.name]
+            feeds = [f.name for f in graph.input_port_feeds(name)] if src.name in members else [src.name]
             synapses = [f for f in feeds if f in members]
             d = max([depth[f] for f in synapses], default=0)
             injected = [input_of(i, name, "current") for i in q["injected"]]
@@ -103,7 +101,7 @@ def chip_segment_spec(graph: ir.Graph, segment: dict) -> tuple[dict, dict[str, n
     outputs = sorted({i for n in nodes.values() if n.name not in members for i in n.inputs if i in members},
                      key=segment["nodes"].index)
     lifs = [n["name"] for n in spec_nodes if n["op"] == "lif"]
-    spec = {"format": FORMAT_VERSION, "segment": segment["name"], "timesteps": graph.timesteps,
+    spec = {"format": fmt.CHIP_SPEC_FORMAT, "segment": segment["name"], "timesteps": graph.timesteps,
             "inputs": list(inputs.values()), "nodes": spec_nodes,
             "outputs": [_output(nodes[o], depth[o], arrays) for o in outputs],
             "spiking_layers": lifs, "steps": graph.timesteps + max(depth.values(), default=0)}

@@ -55,7 +55,8 @@ import h5py
 import numpy as np
 
 from ..files import atomic_path
-from ..hardware_sims import loihi_numerics as fmt
+from ..hardware_sims import loihi_formats as fmt
+from ..hardware_sims.loihi_numerics import effective_bias, effective_dense_weights
 
 NETX_BIAS_EXP = 6  # netx's get_neuron_params hard-codes bias_exp = 6 for CUBA neurons
 # The readout register: no current memory, v follows u, a threshold it cannot reach (see the module docstring).
@@ -64,7 +65,7 @@ READOUT_NEURON = {"iDecay": fmt.DECAY_MAX + 1, "vDecay": fmt.DECAY_MAX, "vThMant
 
 def _chain(spec: dict) -> tuple[Optional[str], list[tuple[dict, Optional[dict], bool]]]:
     """→ (why the segment is not a netx chain or None, [(synapse, its LIF or None for a readout, flatten before)])."""
-    if spec.get("format") != 1:
+    if spec.get("format") != fmt.CHIP_SPEC_FORMAT:
         return f"unknown chip spec format {spec.get('format')!r}", []
     inputs = spec["inputs"]
     currents = [i["name"] for i in inputs if i["payload"] == "current"]
@@ -122,7 +123,7 @@ def is_sequential(spec: dict) -> bool:
 
 def _netx_bias(bias_mant: np.ndarray, bias_exp: int) -> tuple[np.ndarray, dict]:
     """Our per-neuron bias → netx's bias (applied as `bias << 6`), nearest where not exact, and the verdict."""
-    b = fmt.effective_bias(bias_mant, bias_exp)
+    b = effective_bias(bias_mant, bias_exp)
     netx = (b + (1 << (NETX_BIAS_EXP - 1))) >> NETX_BIAS_EXP  # nearest multiple of 64, ties upward
     err = (netx << NETX_BIAS_EXP) - b
     note = {"bias_exact": bool(not err.any()), "bias_neurons_off": int(np.count_nonzero(err)),
@@ -152,7 +153,7 @@ def _netx_dense_exact(w: np.ndarray) -> bool:
         return False  # netx would shift left by a negative count
     n = next((k for k in range(8, 0, -1) if not (w % (1 << k)).any()), 0)
     try:
-        return bool(np.array_equal(fmt.effective_dense_weights(w << s, 8 - s - (n - signed)), w << s))
+        return bool(np.array_equal(effective_dense_weights(w << s, fmt.MAX_NUM_WEIGHT_BITS - s - (n - signed)), w << s))
     except ValueError:  # a weight bit count Lava cannot apply
         return False
 

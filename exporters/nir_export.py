@@ -55,14 +55,13 @@ form, as the quantize pass set it and the Lava spec (exporters/lava_spec.py) run
 """
 import copy
 import dataclasses
-from pathlib import Path
 
 import nir
 import numpy as np
 
-from snn2hw import __version__, ir
+from .. import __version__, ir
 
-from snn2hw.files import atomic_path
+from ..files import atomic_path
 from .lava_spec import chip_segment_spec
 
 FORMAT = "snn2hw-nir"
@@ -198,7 +197,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
                 "source_input_scale": float(node.input_scale),
                 "source_fires_when": "v >= threshold" if node.fire_at_threshold else "v > threshold"}
             src = folded.nodes[node.inputs[0]]
-            feeds = src.inputs if isinstance(src, ir.Add) and src.name in members else [src.name]
+            feeds = [f.name for f in folded.input_port_feeds(name)] if src.name in members else [src.name]
             edges += [(f, name) for f in feeds if f in members]  # host feeds arrive through their Input nodes
         elif isinstance(node, ir.Flatten):
             nodes[name] = nir.Flatten(input_type={"input": np.array(folded.nodes[node.inputs[0]].shape)},

@@ -1,4 +1,4 @@
-"""Host segments as ONNX (`host/<segment>.onnx` in a deployment directory), run by onnxruntime on the CPU.
+"""Host segments as ONNX (`host/<segment>.onnx` in a deployment directory); `hardware_sims.host_runner` runs them.
 
 A host segment's ONNX graph computes exactly that segment's IR nodes: their own `run` methods, traced by PyTorch's
 TorchScript exporter (`dynamo=False`). Its interface, all float32:
@@ -13,7 +13,7 @@ TorchScript exporter (`dynamo=False`). Its interface, all float32:
 - names: the ONNX IR specification wants C90 identifiers, and IR names hold dots (`conv.0.0`), so every character
   outside [A-Za-z0-9_] becomes '_', a leading digit gets a '_' before it, and a name already taken (by an input or
   an output) gets a suffix `_2`, `_3`, .... The model's metadata `snn2hw.inputs` and `snn2hw.outputs` (JSON lists
-  of [ONNX name, IR name]) map them back; `run_host_segment_onnx` takes and returns IR names (and `MODEL_INPUT`).
+  of [ONNX name, IR name]) map them back; the host runner takes and returns IR names (and `MODEL_INPUT`).
 - shapes: T and the per-sample shapes are static; the batch axis N is the dynamic dimension "N".
 """
 import contextlib
@@ -24,11 +24,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from snn2hw import ir
-from snn2hw.files import atomic_path
+from .. import ir
+from ..files import atomic_path
 
 # Opset 17 (ONNX 1.12, 2022): onnxruntime (from 1.13) and PyTorch's TorchScript exporter (from torch 1.13) have
 # handled it since late 2022, so a host segment loads in any runtime of the last years, not only the pinned
@@ -182,8 +183,6 @@ def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNE
     """Write the segment as an ONNX model at `path` (normally `host/<segment>.onnx`), checked by `onnx.checker`
     (with strict shape inference), atomically: a temporary file in the same directory renamed over `path`.
     `extra_outputs` as in `host_segment_module`; the deployment's files have none. → `path`."""
-    import onnx
-
     module = host_segment_module(graph, segment, extra_outputs)
     # Inputs and outputs are named together: an input and an output must never share an ONNX name.
     names = onnx_names(module.input_names + module.output_names)
@@ -217,22 +216,3 @@ def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNE
     with atomic_path(path) as tmp:
         tmp.write_bytes(model.SerializeToString())
     return path
-
-
-def run_host_segment_onnx(path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run an exported host segment with onnxruntime's CPU provider. `inputs` maps IR names (and `MODEL_INPUT`) to
-    arrays, cast to float32; keys the segment does not read are ignored, so a caller can pass every value it holds.
-    → {IR name: float32 array} of the segment's outputs."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    meta = session.get_modelmeta().custom_metadata_map
-    if "snn2hw.inputs" not in meta:
-        raise ValueError(f"{path} is not an snn2hw host segment (no snn2hw.inputs metadata)")
-    reads, writes = json.loads(meta["snn2hw.inputs"]), json.loads(meta["snn2hw.outputs"])
-    missing = [name for _, name in reads if name not in inputs]
-    if missing:
-        raise ValueError(f"{path}: no values for the segment's inputs {', '.join(missing)}")
-    feed = {onnx_name: np.ascontiguousarray(inputs[name], dtype=np.float32) for onnx_name, name in reads}
-    results = session.run([onnx_name for onnx_name, _ in writes], feed)
-    return {name: value for (_, name), value in zip(writes, results)}

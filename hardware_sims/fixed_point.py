@@ -1,160 +1,113 @@
 """The fixed-point Loihi simulator: the golden model that Lava must match (semantics contract, level 3).
 
-It executes a quantized graph: host nodes in float (as `Graph.run`), chip nodes in integers by Lava's equations
-(`loihi_numerics`), vectorised over samples and neurons. Time is logical: a chip layer's output at step t is what
-Lava produces at step t + its latency, since every Lava synapse delays by one step; the Lava runner accounts for
-that. Values that cross from host to chip are quantized at the cut (spikes stay 0/1, graded payloads become
-round(value · 2^q), injected currents round(value · σ)); values that cross back become floats again (readout
-accumulations are divided by σ and get their bias).
+It runs one chip segment from its chip spec (`exporters/lava_spec.py`: the JSON structure and integer arrays the
+Lava runner reads too) by Lava's integer equations (`loihi_numerics`), vectorised over samples, steps and neurons.
+Time is logical: a layer's value at step t is what Lava produces at step t + its depth, since every Lava synapse
+delays by one step and the spec's delays make all terms of a sum arrive together; so a neuron at step t integrates
+its synapses' accumulations of their inputs' step t. Its interface is the Lava runner's (`lava_driver`): the
+integers the chip receives per spec input, `[T, N, ...]`, in; each output and each probed layer, `[T, N, ...]`, out.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from snn2hw import ir
-
-from . import loihi_numerics as fmt
+from . import loihi_numerics as num
+from .loihi_formats import A_IN_BITS, ACT_SHIFT, MAX_UV_VAL, UV_BITS
 
 
 @dataclass
-class Activity:
-    """What a fixed-point run observed, per chip layer: integer values, saturations and wraps."""
-    values: dict[str, torch.Tensor] = field(default_factory=dict)  # node → [T, N, ...] (spikes 0/1, floats on host)
-    max_abs_input: dict[str, int] = field(default_factory=dict)  # neuron → max |a_in| (u wraps from 2^17)
-    u_wraps: dict[str, int] = field(default_factory=dict)
-    v_saturations: dict[str, int] = field(default_factory=dict)
-    membrane: dict[str, np.ndarray] = field(default_factory=dict)  # neuron → v after each step, if asked for
-    # (host tensor, chip node) → the integers the chip receives, [T, N, ...]: spikes, graded payloads or currents
-    cut_inputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+class NeuronStats:
+    """What the simulator observed in one chip neuron layer."""
+    max_abs_input: int  # max |a_in| (u wraps from 2^17)
+    u_wraps: int  # inputs at or beyond the wrap of u
+    v_saturations: int  # steps at which v sat at its 24-bit limit
+    membrane: np.ndarray | None = field(default=None, repr=False)  # v after each step `[T, N, ...]`, if asked for
 
 
-def _payload(value: torch.Tensor, frac_bits: int) -> np.ndarray:
-    """A host value as the integers the chip receives at a cut."""
-    return np.rint(value.double().numpy() * 2 ** frac_bits).astype(np.int64)
-
-
-def _accumulate(node, s: np.ndarray) -> np.ndarray:
-    """Integer synaptic accumulation of every step at once, `[T, N, ...]` → `[T, N, ...]`."""
-    q = node.quant
+def accumulate(node: dict, weight: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Integer synaptic accumulation of a spec `conv`/`dense` node for every step at once, `[T, N, ...]` in and out
+    (binary inputs when the node's `num_message_bits` is 0, graded payloads otherwise)."""
     flat = s.reshape(-1, *s.shape[2:])
-    if isinstance(node, ir.Conv2d):
-        if isinstance(node.padding, str):
-            raise ValueError(f"layer {node.name}: padding {node.padding!r} has no Lava Conv equivalent")
-        a = fmt.conv_accumulate(q["weight"], flat, node.stride, node.padding, node.dilation, node.groups,
-                                num_message_bits=q["num_message_bits"])
+    if node["op"] == "conv":
+        a = num.conv_accumulate(weight, flat, node["stride"], node["padding"], node["dilation"], node["groups"],
+                                num_message_bits=node["num_message_bits"])
     else:
-        a = fmt.dense_accumulate(q["weight"], flat, 0, num_message_bits=q["num_message_bits"])
+        a = num.dense_accumulate(weight, flat, 0, num_message_bits=node["num_message_bits"])
     return a.reshape(*s.shape[:2], *a.shape[1:])
 
 
-def _repeated_convs(graph: ir.Graph) -> dict[str, str]:
-    """Chip conv → an earlier chip conv whose integers it repeats: among the convs `Graph.shared_convs` finds (same
-    input, same float weights), those with the same integer weights and payload format. The residual unroll gives
-    every sum its own copy of a term, and copies whose sums get the same scale (the same term binds it) compute the
-    same accumulations."""
-    distinct: dict[str, list[str]] = {}  # float conv → its copies with distinct integers
+def _source(spec_inputs: dict, name: str):
+    """What a synapse reads, as a value: a cut input is the host tensor in its payload format (two synapses of the
+    same tensor get the same integers), a chip node is itself."""
+    entry = spec_inputs.get(name)
+    return name if entry is None else (entry["tensor"], entry["payload"], entry["frac_bits"])
+
+
+def repeated_synapses(spec: dict, arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """Synapse → an earlier synapse of the segment that computes the same accumulations: same input values, same
+    op, geometry and message bits, equal integer weights. The residual unroll gives every sum its own copy of a term;
+    copies whose sums get the same scale (the same term binds it) are computed once."""
+    inputs = {i["name"]: i for i in spec["inputs"]}
+    first: dict[tuple, list[str]] = {}
     repeats = {}
-    for name, first in graph.shared_convs().items():
-        node = graph.nodes[name]
-        if node.placement != "chip":
+    by_name = {n["name"]: n for n in spec["nodes"]}
+    for node in spec["nodes"]:
+        if node["op"] not in ("conv", "dense"):
             continue
-        group = distinct.setdefault(first, [first])
-        same = next((c for c in group if _same_integers(graph.nodes[c], node)), None)
+        key = (_source(inputs, node["input"]), node["op"], node["num_message_bits"],
+               repr([node.get(k) for k in ("stride", "padding", "dilation", "groups")]),
+               arrays[node["weight"]].shape)
+        same = next((f for f in first.get(key, [])
+                     if np.array_equal(arrays[by_name[f]["weight"]], arrays[node["weight"]])), None)
         if same is None:
-            group.append(name)
+            first.setdefault(key, []).append(node["name"])
         else:
-            repeats[name] = same
+            repeats[node["name"]] = same
     return repeats
 
 
-def _same_integers(a, b) -> bool:
-    qa, qb = a.quant, b.quant
-    return a.inputs == b.inputs and a.placement == b.placement and \
-        (qa["payload_frac_bits"], qa["num_message_bits"]) == (qb["payload_frac_bits"], qb["num_message_bits"]) and \
-        np.array_equal(qa["weight"], qb["weight"])
-
-
-def _run_lif(node: ir.LIF, a: np.ndarray, act: Activity, keep_membrane: bool) -> np.ndarray:
-    q = node.quant
-    a = fmt.wrap_signed(a, fmt.A_IN_BITS)
-    bias = fmt.effective_bias(q["bias_mant"], q["bias_exp"])
+def _run_lif(node: dict, arrays: dict, a: np.ndarray, keep_membrane: bool) -> tuple[np.ndarray, NeuronStats]:
+    a = num.wrap_signed(a, A_IN_BITS)
+    bias = num.effective_bias(arrays[node["bias_mant"]], node["bias_exp"])
     u = np.zeros(a.shape[1:], np.int64)
     v = np.zeros(a.shape[1:], np.int64)
     spikes = np.zeros(a.shape, bool)
     vs = np.zeros(a.shape, np.int64) if keep_membrane else None
-    sats = 0
+    saturations = 0
     for t in range(a.shape[0]):
-        u, v, spikes[t] = fmt.lif_dynamics(u, v, a[t], q["du"], q["dv"], q["vth"], bias)
-        sats += int(np.count_nonzero(np.abs(v) >= fmt.MAX_UV_VAL - 1))
+        u, v, spikes[t] = num.lif_dynamics(u, v, a[t], node["du"], node["dv"], node["vth"], bias)
+        saturations += int(np.count_nonzero(np.abs(v) >= MAX_UV_VAL - 1))
         if keep_membrane:
             vs[t] = v
     magnitude = np.abs(a)
-    act.max_abs_input[node.name] = int(magnitude.max(initial=0))
-    act.u_wraps[node.name] = int(np.count_nonzero(magnitude >= 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT)))
-    act.v_saturations[node.name] = sats
-    if keep_membrane:
-        act.membrane[node.name] = vs
-    return spikes
+    stats = NeuronStats(int(magnitude.max(initial=0)),
+                        int(np.count_nonzero(magnitude >= 2 ** (UV_BITS - 1 - ACT_SHIFT))), saturations, vs)
+    return spikes, stats
 
 
-@torch.no_grad()
-def run_fixed(graph: ir.Graph, x: torch.Tensor, keep_membrane: bool = False):
-    """→ (output as the source model returns it, Activity) for inputs `x` `[N, *input_shape]`."""
-    if not graph.quant_report:
-        raise ValueError("run_fixed needs a quantized graph (run the quantize pass first)")
-    act = Activity()
-    repeats = _repeated_convs(graph)
-    ints: dict[str, np.ndarray] = {}  # chip integer values: spikes (bool/int) and accumulations
-    floats = act.values
-
-    def as_float(name: str) -> torch.Tensor:
-        if name not in floats:  # a chip value the host reads
-            node = graph.nodes[name]
-            if isinstance(node, ir.LIF) or node.kind == "binary":
-                floats[name] = torch.as_tensor(ints[name].astype(np.float32))
-            else:  # readout accumulations back to float units
-                value = ints[name] / node.quant["scale"]
-                if node.bias is not None:
-                    value = value + node.bias.double().numpy().reshape(-1, *([1] * (value.ndim - 3)))
-                floats[name] = torch.as_tensor(value.astype(np.float32))
-        return floats[name]
-
-    for name, node in graph.nodes.items():
-        if node.placement != "chip":
-            args = [x] if isinstance(node, ir.Input) else [as_float(i) for i in node.inputs]
-            floats[name] = node.run(*args)
-            continue
-        src = graph.nodes[node.inputs[0]]
+def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
+                     probe: list[str] | None = None, keep_membrane: bool = False,
+                     repeats: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, NeuronStats]]:
+    """Run one chip segment in fixed point. `inputs`: per spec input name, the integers the chip receives,
+    `[T, N, ...]`. → ({output: spikes (bool) or accumulations (int64); probed layer: spikes}, all `[T, N, ...]`;
+    {neuron layer: NeuronStats}). `repeats` (`repeated_synapses`), if the caller keeps it, saves recomputing it."""
+    repeats = repeated_synapses(spec, arrays) if repeats is None else repeats
+    ints: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
+    stats = {}
+    for node in spec["nodes"]:
+        name, op = node["name"], node["op"]
         if name in repeats:
             ints[name] = ints[repeats[name]]
-            if src.placement != "chip":  # the Lava backend feeds each chip synapse its own copy of the cut
-                act.cut_inputs[(src.name, name)] = act.cut_inputs[(src.name, repeats[name])]
-        elif isinstance(node, (ir.Conv2d, ir.Linear)):
-            if src.placement == "chip":
-                s = ints[src.name]
-            else:
-                s = act.cut_inputs[(src.name, name)] = _payload(floats[src.name], node.quant["payload_frac_bits"])
-            ints[name] = _accumulate(node, s)
-        elif isinstance(node, ir.Add):
-            ints[name] = fmt.inport_sum(*[ints[i] for i in node.inputs if graph.nodes[i].placement == "chip"])
-        elif isinstance(node, ir.LIF):
-            # Host values reach the neuron as injected currents round(value · σ), summed with its synapses.
-            injected = []
-            for i in node.quant["injected"]:
-                current = np.rint(as_float(i).double().numpy() * node.quant["scale"]).astype(np.int64)
-                injected.append(act.cut_inputs.setdefault((i, name), current))
-            a = fmt.inport_sum(*([ints[src.name]] if src.placement == "chip" else []), *injected)
-            ints[name] = _run_lif(node, a, act, keep_membrane)
-        elif isinstance(node, ir.MaxPool2d):
-            pooled = torch.nn.functional.max_pool2d(torch.as_tensor(ints[src.name].astype(np.float64)).flatten(0, 1),
-                                                    node.kernel_size, node.stride, node.padding)
-            ints[name] = pooled.unflatten(0, ints[src.name].shape[:2]).numpy().astype(np.int64)
-        elif isinstance(node, ir.Flatten):
-            ints[name] = ints[src.name].reshape(*ints[src.name].shape[:2], -1)
+        elif op in ("conv", "dense"):
+            ints[name] = accumulate(node, arrays[node["weight"]], ints[node["input"]])
+        elif op == "flatten":
+            ints[name] = ints[node["input"]].reshape(*ints[node["input"]].shape[:2], -1)
+        elif op == "lif":
+            a = num.inport_sum(*[ints[s["name"]] for s in node["synapses"]], *[ints[k] for k in node["injected"]])
+            ints[name], stats[name] = _run_lif(node, arrays, a, keep_membrane)
         else:
-            raise ValueError(f"chip layer {name} ({type(node).__name__}) has no fixed-point execution")
-    for name in ints:
-        if isinstance(graph.nodes[name], ir.LIF):
-            as_float(name)
-    return floats[graph.output], act
+            raise ValueError(f"chip segment {spec['segment']}: node {name} has op {op!r}, which has no fixed-point "
+                             "execution")
+    results = {o["name"]: ints[o["name"]] for o in spec["outputs"]}
+    results.update({name: ints[name] for name in probe or ()})
+    return results, stats

@@ -2,12 +2,12 @@
 
     python hardware_sims/lava_runner.py WORKDIR
 
-A standalone script: it imports numpy, scipy and lava only (plus `loihi_numerics` next to it, by path, for the conv
-layout conversion; that module needs numpy only), never torch or the snn2hw package, which the Lava environment
+A standalone script: it imports numpy, scipy and lava only (plus `loihi_formats` next to it, by path, for the
+message widths and the conv layout conversion; that module needs numpy only), never torch or the snn2hw package, which the Lava environment
 does not have. Everything goes through files; stdout is not used (slayer and Lava print there). On an error it exits
 with status 1 and ends stderr with one line `lava_runner: <error>`.
 
-WORKDIR holds, written by `snn2hw.lava_backend`:
+WORKDIR holds, written by `lava_driver` (next to this file):
 
     spec.json, arrays.npz   the segment, as `snn2hw.exporters.lava_spec.chip_segment_spec` makes it
     inputs.npz              one integer array `[N, T, *shape]` per spec input name (batch first, torch layout)
@@ -25,7 +25,7 @@ How the segment becomes Lava processes
 --------------------------------------
 * Layouts: Lava tensors are (X, Y, Z) = (W, H, C), torch's (C, H, W) reversed. Every array goes in with its axes
   reversed and comes back reversed again; conv weights and (H, W) parameters are converted as lava-dl netx does
-  (`loihi_numerics.torch_to_lava_conv_weight`, `torch_to_lava_conv_params`).
+  (`loihi_formats.torch_to_lava_conv_weight`, `torch_to_lava_conv_params`).
 * input: a source `RingBuffer` holding all samples back to back, the data shifted to the input's depth. A "current"
   input connects straight to the LIF's `a_in` (no synapse, no delay); "spikes" and "graded" inputs feed their
   Conv/Dense, which the spec gives `num_message_bits` > 0 for graded payloads.
@@ -74,20 +74,18 @@ from lava.proc.sparse.process import DelaySparse, Sparse
 from scipy import sparse
 
 
-def _load_numerics():
-    """`loihi_numerics` from next to this file, without importing the snn2hw package (it needs torch)."""
-    path = Path(__file__).with_name("loihi_numerics.py")
-    spec = importlib.util.spec_from_file_location("snn2hw_loihi_numerics", path)
+def _load_formats():
+    """`loihi_formats` from next to this file, without importing the snn2hw package (it needs torch)."""
+    path = Path(__file__).with_name("loihi_formats.py")
+    spec = importlib.util.spec_from_file_location("snn2hw_loihi_formats", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-numerics = _load_numerics()
+formats = _load_formats()
 
 EXTRACT_BUFFER = 64                # steps per blocking run: each Extractor buffers that many messages
-GRADED_BITS = 24                   # message width for graded values (the spec's graded synapses use the same)
-SPEC_FORMAT = 1                    # exporters/lava_spec.py FORMAT_VERSION this runner reads
 WATCH_S = 0.2                      # how often the watch looks for a Lava process that died
 
 
@@ -193,8 +191,8 @@ class Segment:
         self.ports[entry["name"]] = self._add(Source(data=data)).s_out
 
     def _conv(self, node):
-        kw = numerics.torch_to_lava_conv_params(node["stride"], node["padding"], node["dilation"])
-        conv = self._add(Conv(weight=numerics.torch_to_lava_conv_weight(self.arrays[node["weight"]]).astype(np.int32),
+        kw = formats.torch_to_lava_conv_params(node["stride"], node["padding"], node["dilation"])
+        conv = self._add(Conv(weight=formats.torch_to_lava_conv_weight(self.arrays[node["weight"]]).astype(np.int32),
                               input_shape=lava_shape(node["shape_in"]), groups=int(node["groups"]),
                               num_message_bits=int(node["num_message_bits"]), name=node["name"],
                               **{k: tuple(int(a) for a in v) for k, v in kw.items()}))
@@ -238,10 +236,10 @@ class Segment:
         n = int(np.prod(shape))
         eye = sparse.identity(n, dtype=np.int32, format="csr")
         if delay == 1:
-            proc = Sparse(weights=eye, num_message_bits=GRADED_BITS, name=name)
+            proc = Sparse(weights=eye, num_message_bits=formats.GRADED_MESSAGE_BITS, name=name)
         else:
             proc = DelaySparse(weights=eye, delays=(eye * (delay - 1)).astype(int), max_delay=delay - 1,
-                               num_message_bits=GRADED_BITS, name=name)
+                               num_message_bits=formats.GRADED_MESSAGE_BITS, name=name)
         self._add(proc)
         port.reshape((n,)).connect(proc.s_in)
         return proc.a_out.reshape(shape)
@@ -306,8 +304,8 @@ def _limit_address_space(limit: int) -> None:
 def main(workdir: Path) -> None:
     t0 = time.perf_counter()
     spec = json.loads((workdir / "spec.json").read_text())
-    if spec.get("format") != SPEC_FORMAT:
-        raise ValueError(f"spec format {spec.get('format')!r}; this runner reads format {SPEC_FORMAT}")
+    if spec.get("format") != formats.CHIP_SPEC_FORMAT:
+        raise ValueError(f"spec format {spec.get('format')!r}; this runner reads format {formats.CHIP_SPEC_FORMAT}")
     request = json.loads((workdir / "request.json").read_text())
     if request.get("memory_limit_bytes"):
         _limit_address_space(int(request["memory_limit_bytes"]))

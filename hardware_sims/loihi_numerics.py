@@ -21,95 +21,23 @@ Conventions
 * Time steps: our index ``k = 0..T-1`` is Lava's ``time_step = k + 1`` (Lava counts from 1).
 * **Every Dense/Conv delays by one step**: at ``time_step`` t it first sends the accumulation it computed at t-1
   (its ``a_buff``/``a_buf`` Var, initially 0), then accumulates the spikes that arrive at t. A LIF at step t therefore
-  sees the synaptic input of the spikes of step t-1, and receives 0 at the first step. :func:`delay` does this shift;
-  the ``run_*`` helpers apply it.
+  sees the synaptic input of the spikes of step t-1, and receives 0 at the first step (the tests' reference runners,
+  ``tests/lava_reference.py``, model this shift; the simulator works in logical steps, see ``fixed_point``).
 * Conv helpers take torch layouts (weights ``(Cout, Cin/groups, kH, kW)``, spikes ``[N, C, H, W]``, stride/padding/
   dilation in ``(H, W)`` order). Lava's Conv uses ``(Cout, kW, kH, Cin/groups)`` weights (a true convolution, so
   spatially flipped), ``(X, Y, C) = (W, H, C)`` tensors and ``(X, Y)`` parameters:
   see :func:`torch_to_lava_conv_weight`.
 """
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import numpy as np
+import torch  # the conv: exact on integers while every partial sum is below the dtype's limit (see conv_accumulate)
 
-ArrayLike = Union[np.ndarray, int, Sequence[int]]
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Numeric formats. Line numbers refer to the lava-nc 0.10.0 wheel (.venv-lava/lib/python3.10/site-packages/lava/).
-# ---------------------------------------------------------------------------------------------------------------------
-
-# Storage widths that Lava's Python models really compute in (LavaPyType dtypes; `precision=` is never enforced).
-INT16_BITS = 16
-INT32_BITS = 32
-
-# --- Dense (proc/dense/models.py, utils/weightutils.py) ---
-# weights Var: LavaPyType(np.ndarray, np.int32, precision=8)                          dense/models.py:68
-WEIGHT_STORAGE_BITS = INT32_BITS
-# clip_weights(..., num_bits=8) is hard-coded in run_spk                              dense/models.py:87
-WEIGHT_CLIP_BITS = 8
-# clip_weights: min = -2**8 * mixed, max = 2**8 - 1 (sign-flipped for inhibitory)    weightutils.py:283-284
-WEIGHT_MIN_MIXED = -(2 ** WEIGHT_CLIP_BITS)          # -256
-WEIGHT_MAX = 2 ** WEIGHT_CLIP_BITS - 1               # 255 (excitatory and mixed); inhibitory: [-255, 0]
-# proc_params.get("num_weight_bits", 8)                                               dense/models.py:83
-DEFAULT_NUM_WEIGHT_BITS = 8
-# truncate_weights(max_num_weight_bits=8): drop 8 - num_weight_bits (+1 if mixed) LSBs   weightutils.py:207,236
-MAX_NUM_WEIGHT_BITS = 8
-MIXED_SIGN_DROPPED_LSBS = 1
-# weight_exp: proc_params.get("weight_exp", 0); acc << e if e > 0 else acc >> -e (arithmetic, floors)  :78,103-107
-DEFAULT_WEIGHT_EXP = 0
-# a_out / a_buff: LavaPyType(..., np.int32, precision=16); the channel buffer is int32,
-# so the int64 accumulation is cast (wrapped) to 32 bits when sent, not clipped to 16  dense/models.py:64-65
-DENSE_OUT_BITS = INT32_BITS
-
-# --- Conv (proc/conv/models.py, proc/conv/utils.py) ---
-# weight Var: LavaPyType(np.ndarray, np.int32, precision=8); no clip, no truncation    conv/models.py:76
-# weight_exp and num_weight_bits are Vars but run_spk never reads them                 conv/models.py:31-51
-# conv in float64 (scipy.signal.convolve2d per (out, in) channel pair), then .astype(int32)   conv/utils.py:214-218
-# a_buf = signed_clamp(x, bits=24) = (x + 2**23) % 2**24 - 2**23: a 24-bit WRAP, not a saturation
-#                                                                     conv/models.py:78-79, conv/utils.py:83-84
-CONV_OUT_BITS = 24
-FLOAT64_EXACT_LIMIT = 2 ** 53                        # float64 sums of integers are exact below this
-FLOAT32_EXACT_LIMIT = 2 ** 24                        # float32 likewise (the simulator's fast conv path)
-
-# --- LIF (proc/lif/models.py, AbstractPyLifModelFixed / PyLifModelBitAcc) ---
-# a_in: LavaPyType(PyInPort.VEC_DENSE, np.int16, precision=16); recv() adds int32 channel data onto int16 zeros,
-# so the activation really is int32 when it comes from Dense/Conv/RingBuffer     lif/models.py:78, ports.py:346-351
-A_IN_BITS = INT32_BITS
-# u, v: LavaPyType(np.ndarray, np.int32, precision=24)                                 lif/models.py:80-81
-UV_STORAGE_BITS = INT32_BITS
-# du, dv: LavaPyType(int, np.uint16, precision=12) (cls int: not cast)                 lif/models.py:82-83
-DECAY_BITS = 12
-DECAY_MAX = 2 ** DECAY_BITS - 1                      # 4095
-# bias_mant: np.int16 precision=13; bias_exp: np.int16 precision=3                     lif/models.py:84-85
-BIAS_MANT_BITS = 13                                  # documented range -4096..4095 (docstring :254)
-BIAS_MANT_MIN = -(2 ** (BIAS_MANT_BITS - 1))
-BIAS_MANT_MAX = 2 ** (BIAS_MANT_BITS - 1) - 1
-BIAS_EXP_BITS = 3                                    # documented 0..7 (:256); Lava also right-shifts for negatives
-BIAS_EXP_MIN = 0
-BIAS_EXP_MAX = 2 ** BIAS_EXP_BITS - 1
-BIAS_STORAGE_BITS = INT16_BITS                       # both Vars are int16 arrays
-# ds_offset = 1, dm_offset = 0: added to du / dv so that a decay of exactly 4096 is expressible   lif/models.py:94-95
-DS_OFFSET = 1
-DM_OFFSET = 0
-# uv_bitwidth = 24, max_uv_val = 2**23                                                 lif/models.py:101-102
-UV_BITS = 24
-MAX_UV_VAL = 2 ** (UV_BITS - 1)                      # 8388608; u wraps around this (once), v saturates inside it
-V_MAX = MAX_UV_VAL - 1                               # pos_voltage_limit                          :177
-V_MIN = -MAX_UV_VAL + 1                              # neg_voltage_limit (symmetric: -(2**23 - 1)) :176
-# decay_shift = 12, decay_unity = 2**12                                                lif/models.py:104-105
-DECAY_SHIFT = 12
-DECAY_UNITY = 2 ** DECAY_SHIFT                       # 4096
-# vth_shift = act_shift = 6 (MSB alignment)                                            lif/models.py:107-108
-VTH_SHIFT = 6
-ACT_SHIFT = 6
-# vth: LavaPyType(int, np.int32, precision=17), documented 0..131071 (:257, :262)
-VTH_BITS = 17
-VTH_MAX = 2 ** VTH_BITS - 1
-
-SIGN_MODES = ("null", "mixed", "excitatory", "inhibitory")   # lava.utils.weightutils.SignMode (values 0..3)
+from .loihi_formats import (A_IN_BITS, ACT_SHIFT, BIAS_STORAGE_BITS, CONV_OUT_BITS, DECAY_SHIFT, DECAY_UNITY,
+                            DEFAULT_NUM_WEIGHT_BITS, DEFAULT_WEIGHT_EXP, DENSE_OUT_BITS, DM_OFFSET, DS_OFFSET,
+                            FLOAT32_EXACT_LIMIT, FLOAT64_EXACT_LIMIT, INT32_BITS, MAX_NUM_WEIGHT_BITS, MAX_UV_VAL,
+                            SIGN_MODES, UV_STORAGE_BITS, V_MAX, V_MIN, VTH_SHIFT, WEIGHT_MAX, WEIGHT_MIN_MIXED,
+                            WEIGHT_STORAGE_BITS, ArrayLike, _pair)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -254,42 +182,6 @@ def dense_accumulate(w_eff: ArrayLike, s_in: ArrayLike, weight_exp: int = DEFAUL
 # ---------------------------------------------------------------------------------------------------------------------
 # Conv
 # ---------------------------------------------------------------------------------------------------------------------
-
-def _pair(x) -> tuple[int, int]:
-    if np.isscalar(x):
-        return int(x), int(x)
-    x = tuple(int(v) for v in x)
-    return (x[0], x[0]) if len(x) == 1 else (x[0], x[1])
-
-
-def torch_to_lava_conv_weight(w: ArrayLike) -> np.ndarray:
-    """torch ``(Cout, Cin/g, kH, kW)`` cross-correlation kernel → Lava Conv ``(Cout, kW, kH, Cin/g)`` kernel.
-
-    Lava convolves (scipy ``convolve2d``), so the kernel is flipped in both spatial axes, then ``H, W`` are swapped
-    because Lava indexes space as ``(X, Y) = (W, H)``. This is what lava-dl netx does with slayer weights."""
-    w = np.asarray(w)
-    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
-
-
-def lava_to_torch_conv_weight(w: ArrayLike) -> np.ndarray:
-    """Inverse of :func:`torch_to_lava_conv_weight`."""
-    w = np.asarray(w)
-    return np.ascontiguousarray(w.transpose(0, 3, 2, 1)[:, :, ::-1, ::-1])
-
-
-def torch_to_lava_conv_params(stride=1, padding=0, dilation=1) -> dict:
-    """``(H, W)``-ordered torch conv parameters → Lava Conv keyword arguments in ``(X, Y) = (W, H)`` order."""
-    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
-    return {"stride": s[::-1], "padding": p[::-1], "dilation": d[::-1]}
-
-
-def conv_output_hw(in_hw: tuple[int, int], kernel_hw: tuple[int, int], stride=1, padding=0,
-                   dilation=1) -> tuple[int, int]:
-    """Output ``(H, W)``: ``floor((n + 2p - d(k-1) - 1) / s) + 1`` per axis (Lava's ``utils.output_shape``)."""
-    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
-    return tuple((in_hw[i] + 2 * p[i] - d[i] * (kernel_hw[i] - 1) - 1) // s[i] + 1 for i in range(2))
-
-
 def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation=1, groups: int = 1,
                     num_message_bits: int = 0) -> np.ndarray:
     """One step of ``PyConvModelFixed``'s accumulation, as the next process receives it (one step later).
@@ -307,8 +199,6 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     Lava sums in float64 and casts to int32, so sums of magnitude >= 2**31 have no defined Lava result: we raise
     ``OverflowError`` for them rather than invent one.
     """
-    import torch  # the simulator's conv: on integers it is exact while every partial sum is below the dtype's limit
-
     w = wrap_signed(_as_int(w, "weight"), INT32_BITS)
     s = np.asarray(s_in)
     s = (s != 0) if num_message_bits <= 0 else wrap_signed(_as_int(s, "s_in"), INT32_BITS)
@@ -391,31 +281,6 @@ def lif_dynamics(u: np.ndarray, v: np.ndarray, a: np.ndarray, du: int, dv: int, 
     return u_new, v_new, s
 
 
-def lif_reset_due(step_index: int, reset_interval: int, reset_offset: int = 0) -> bool:
-    """Whether ``PyLifResetModelBitAcc`` zeroes u and v before step ``step_index`` (0-based).
-
-    Lava tests ``time_step % reset_interval == reset_offset % reset_interval`` with ``time_step`` counting from 1.
-    So ``reset_offset=0`` resets before steps T, 2T, ... (the first window is one step short), and
-    ``reset_offset=1`` resets before steps 1, T+1, 2T+1, ...: use offset 1 for windows of ``reset_interval`` steps
-    starting at the first step."""
-    if reset_interval < 1:
-        raise ValueError("reset_interval must be >= 1")
-    return (step_index + 1) % reset_interval == reset_offset % reset_interval
-
-
-def lif_reset_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth: int,
-                   bias_mant: ArrayLike = 0, bias_exp: ArrayLike = 0, *, step_index: int,
-                   reset_interval: int, reset_offset: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One step of ``PyLifResetModelBitAcc`` (Lava's ``LIFReset``): if :func:`lif_reset_due`, u and v are set to 0
-    *after* the input of this step has been received and *before* the dynamics, so this step's input is still
-    integrated (onto zero state); otherwise exactly :func:`lif_step`. The reset does not touch synapses: a Dense/Conv
-    upstream still delivers, one step late, what the previous window sent it."""
-    if lif_reset_due(step_index, reset_interval, reset_offset):
-        u = np.zeros_like(np.asarray(u, dtype=np.int64))
-        v = np.zeros_like(np.asarray(v, dtype=np.int64))
-    return lif_step(u, v, a_in, du, dv, vth, bias_mant, bias_exp)
-
-
 def inport_sum(*a: ArrayLike) -> np.ndarray:
     """What a LIF's ``a_in`` receives from several connections: the int32 channel values summed in int32.
 
@@ -427,89 +292,3 @@ def inport_sum(*a: ArrayLike) -> np.ndarray:
     for x in terms[1:]:
         total += x  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
     return wrap_signed(total, INT32_BITS)
-
-
-@dataclass
-class LifTrace:
-    """A LIF layer's run: spikes ``s`` (bool), current ``u`` and voltage ``v`` (int64), each ``[N, T, ...]``,
-    the values a Lava Monitor reads after each step."""
-    s: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-
-
-def delay(a: ArrayLike, steps: int = 1) -> np.ndarray:
-    """Shift ``[N, T, ...]`` by ``steps`` along T, filling with 0: the synaptic delay of Dense/Conv."""
-    a = np.asarray(a, dtype=np.int64)
-    out = np.zeros_like(a)
-    if steps < a.shape[1]:
-        out[:, steps:] = a[:, :a.shape[1] - steps]
-    return out
-
-
-def run_lif(a: ArrayLike, du: int, dv: int, vth: int, bias_mant: ArrayLike = 0, bias_exp: ArrayLike = 0,
-            u0: ArrayLike = 0, v0: ArrayLike = 0, reset_interval: Optional[int] = None,
-            reset_offset: int = 0) -> LifTrace:
-    """Run a LIF (``LIFReset`` if ``reset_interval`` is given) over ``a[N, T, ...]``, the input *as received* at
-    each step (already delayed). ``u0``/``v0`` are the initial states (broadcast to ``[N, ...]``)."""
-    a = np.asarray(a, dtype=np.int64)
-    shape = (a.shape[0],) + a.shape[2:]
-    u = np.broadcast_to(np.asarray(u0, dtype=np.int64), shape).copy()
-    v = np.broadcast_to(np.asarray(v0, dtype=np.int64), shape).copy()
-    s_tr = np.zeros(a.shape, dtype=bool)
-    u_tr = np.zeros(a.shape, dtype=np.int64)
-    v_tr = np.zeros(a.shape, dtype=np.int64)
-    for k in range(a.shape[1]):
-        if reset_interval is not None:
-            u, v, s = lif_reset_step(u, v, a[:, k], du, dv, vth, bias_mant, bias_exp, step_index=k,
-                                     reset_interval=reset_interval, reset_offset=reset_offset)
-        else:
-            u, v, s = lif_step(u, v, a[:, k], du, dv, vth, bias_mant, bias_exp)
-        s_tr[:, k], u_tr[:, k], v_tr[:, k] = s, u, v
-    return LifTrace(s=s_tr, u=u_tr, v=v_tr)
-
-
-def run_dense_lif(weights: ArrayLike, spikes: ArrayLike, *, du: int, dv: int, vth: int,
-                  bias_mant: ArrayLike = 0, bias_exp: ArrayLike = 0, weight_exp: int = DEFAULT_WEIGHT_EXP,
-                  num_weight_bits: int = DEFAULT_NUM_WEIGHT_BITS, sign_mode: Optional[str] = None,
-                  num_message_bits: int = 0, u0: ArrayLike = 0, v0: ArrayLike = 0,
-                  reset_interval: Optional[int] = None, reset_offset: int = 0) -> LifTrace:
-    """Lava's ``source → Dense(weights) → LIF`` over ``spikes[N, T, in]``; the LIF input at step k is the Dense
-    accumulation of ``spikes[:, k-1]`` (0 at k = 0). ``weights`` are the raw ``(out, in)`` Dense weights."""
-    spikes = np.asarray(spikes)
-    n, t = spikes.shape[:2]
-    w_eff = effective_dense_weights(weights, num_weight_bits, sign_mode)
-    acc = dense_accumulate(w_eff, spikes.reshape(n * t, -1), weight_exp, num_message_bits)
-    a = delay(acc.reshape(n, t, -1))
-    return run_lif(a, du, dv, vth, bias_mant, bias_exp, u0, v0, reset_interval, reset_offset)
-
-
-def run_conv_lif(weight: ArrayLike, spikes: ArrayLike, *, du: int, dv: int, vth: int, stride=1, padding=0,
-                 dilation=1, groups: int = 1, num_message_bits: int = 0, bias_mant: ArrayLike = 0,
-                 bias_exp: ArrayLike = 0, u0: ArrayLike = 0, v0: ArrayLike = 0,
-                 reset_interval: Optional[int] = None, reset_offset: int = 0) -> LifTrace:
-    """Lava's ``source → Conv → LIF`` over ``spikes[N, T, C, H, W]`` (torch layouts, see :func:`conv_accumulate`);
-    one step of delay as for Dense. Traces are ``[N, T, Cout, Ho, Wo]``."""
-    spikes = np.asarray(spikes)
-    n, t = spikes.shape[:2]
-    acc = conv_accumulate(weight, spikes.reshape((n * t,) + spikes.shape[2:]), stride, padding, dilation, groups,
-                          num_message_bits)
-    a = delay(acc.reshape((n, t) + acc.shape[1:]))
-    return run_lif(a, du, dv, vth, bias_mant, bias_exp, u0, v0, reset_interval, reset_offset)
-
-
-def lif_format_errors(du: int, dv: int, vth: int, bias_mant: ArrayLike = 0, bias_exp: ArrayLike = 0) -> list[str]:
-    """Parameters outside Loihi's documented formats (Lava itself accepts them and computes something):
-    du, dv 12-bit unsigned, vth 17-bit unsigned, bias_mant 13-bit signed, bias_exp 3-bit unsigned."""
-    errors = []
-    for name, val in (("du", du), ("dv", dv)):
-        if not 0 <= int(val) <= DECAY_MAX:
-            errors.append(f"{name}={val} is outside 0..{DECAY_MAX}")
-    if not 0 <= int(vth) <= VTH_MAX:
-        errors.append(f"vth={vth} is outside 0..{VTH_MAX}")
-    m, e = np.asarray(bias_mant), np.asarray(bias_exp)
-    if m.size and (m.min() < BIAS_MANT_MIN or m.max() > BIAS_MANT_MAX):
-        errors.append(f"bias_mant spans {m.min()}..{m.max()}, outside {BIAS_MANT_MIN}..{BIAS_MANT_MAX}")
-    if e.size and (e.min() < BIAS_EXP_MIN or e.max() > BIAS_EXP_MAX):
-        errors.append(f"bias_exp spans {e.min()}..{e.max()}, outside {BIAS_EXP_MIN}..{BIAS_EXP_MAX}")
-    return errors

@@ -79,3 +79,6 @@ class LeakyLIF(_MultiStepLIF):
 
     def extra_repr(self):
         return f"decay={self.decay}, threshold={self.threshold}, time_dim={self.time_dim}"
+
+
+NEURONS = (SpikingJellyLIF, LeakyLIF)  # the spiking layers of the zoo

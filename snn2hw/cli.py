@@ -4,15 +4,34 @@ import shutil
 import signal
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .checkpoint import load_checkpoint, save_checkpoint
+from .compile import compile_model
+from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_data, load_inputs, load_npy
+from .demo import run_demo
+from .deployment import load_deployment
+from .describe import describe
+from .energy import MODES, WEIGHT_BITS, load_preset
+from .energy.render import print_report, write_html
 from .errors import UserError
+from .export import export_deployment
+from .files import atomic_path, write_text_atomic
+from .hardware_sims.lava_driver import LavaLimits
+from .hardware_sims.runner import fixed_chip, lava_chip
+from .measure import analytic_report, deployment_report
+from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
+from .models.train import RECIPES, train as run_training
+from .models.zoo import class_scores, get_arch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deploy trained TCJA-SNN and GAC + MS-ResNet models to Loihi 2 through Lava.")
@@ -32,14 +51,10 @@ TrustOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling Python o
 
 
 def _lava_limits(timeout: float, memory_limit_mib: int | None):
-    from .lava_backend import LavaLimits
-
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
 def _load(checkpoint: Path, arch, num_classes, trust_pickle):
-    from .checkpoint import load_checkpoint
-
     loaded = load_checkpoint(checkpoint, arch, num_classes, trust_pickle)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -63,8 +78,6 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
             trust_pickle: bool = TrustOpt):
     """Architecture table, parameter count, neuron conventions, spike-driven (chip) and host ops."""
-    from .describe import describe
-
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     info = describe(loaded.model, loaded.arch)
     if as_json:
@@ -104,20 +117,11 @@ def simulate(checkpoint: Path,
              trust_pickle: bool = TrustOpt):
     """Run a checkpoint or a deployment directory on inputs and save `output` and `spike_counts/<layer>` ([N, T]);
     or, with --ladder, compare float → folded → fixed point on a data set."""
-    from .activity import run_model
-    from .compile import compile_model
-    from .data import CALIBRATION_SAMPLES, evaluation_data, load_inputs, load_npy
-    from .models.zoo import class_scores
-    from .simulate import BACKENDS, simulate as run_backend
-    import torch
-
     deployed = checkpoint.is_dir()
-    if backend not in BACKENDS + (("lava",) if deployed else ()):
-        raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(BACKENDS)}"
+    if backend not in RUNGS + (("lava",) if deployed else ()):
+        raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(RUNGS)}"
                         f"{', lava' if deployed else ' (lava runs a deployment directory: snn2hw export first)'}.")
     if deployed:
-        from .deployment import load_deployment
-
         dep = load_deployment(checkpoint)
         _simulate_deployment(dep, backend, input, save, batch_size, _lava_limits(timeout, memory_limit), samples)
         return
@@ -155,21 +159,17 @@ def simulate(checkpoint: Path,
 
 
 def _simulate_deployment(dep, backend, input, save, batch_size, lava_limits, samples):
-    """Run a deployment directory: torch/folded/fixed as for a checkpoint, lava with its host and chip files."""
-    from .data import load_inputs
-    from .simulate import simulate as run_backend
-
+    """Run a deployment directory: fixed and lava from its files (host segments by onnxruntime, chip segments by the
+    fixed-point simulator or Lava's CPU backend), torch and folded from its recompiled source."""
     if input is None or save is None:
         raise UserError("simulate needs --input and --save.")
-    x = load_inputs(input, "--input", dep.compiled.model, dep.compiled.arch)[:samples]
-    if backend == "lava":
-        from .deployment import run_lava
-        from .simulate import spike_counts
-
-        with out.status(f"{dep.manifest['source']['arch']}: host segments (onnxruntime) and chip segments (Lava)") \
-                as status:
-            output, spikes = run_lava(dep, x, lava_limits, lambda what: status.update(f"running {what}"))
-        counts = spike_counts(dep.compiled.fixed, spikes)
+    x = dep.load_inputs(input, "--input")[:samples]
+    if backend in ("fixed", "lava"):
+        chip = fixed_chip if backend == "fixed" else partial(lava_chip, limits=lava_limits)
+        with out.status(f"{dep.arch}: host segments (onnxruntime) and chip segments ({backend})") as status:
+            # Lava runs every sample back to back in one run (a run per batch would restart Lava each time).
+            output, counts = dep.simulate(x, chip, batch_size if backend == "fixed" else len(x),
+                                          lambda what: status.update(f"running {what}"))
     else:
         output, counts = run_backend(dep.compiled, backend, x, batch_size)
     _save_npz(save, {"output": output, **{f"spike_counts/{k}": v for k, v in counts.items()}})
@@ -178,10 +178,8 @@ def _simulate_deployment(dep, backend, input, save, batch_size, lava_limits, sam
 
 
 def _ladder(arch, compiled, x, y, batch_size, json_out):
-    from .simulate import ladder
-
     with out.status(f"{arch}: float, folded and fixed point on {len(x)} samples"):
-        report = ladder(compiled, x, y, batch_size)
+        report = run_ladder(compiled, x, y, batch_size)
     acc = report["accuracy"]
     out.print(f"[bold]{arch}[/bold] (--tcja {compiled.tcja}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
               f"folded {acc['folded']:.2%} → fixed {acc['fixed']:.2%}", soft_wrap=True)
@@ -214,15 +212,11 @@ def _ladder(arch, compiled, x, y, batch_size, json_out):
         out.print(f"{label}: {where} on the first {report['probe_samples']} samples; "
                   f"{sum(report[key]['mismatches'].values())} differing spikes in all")
     if json_out:
-        from .files import write_text_atomic
-
         write_text_atomic(json_out, json.dumps(report, indent=2))
         out.print(f"wrote {json_out}")
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    from .files import atomic_path
-
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
 
@@ -236,12 +230,6 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
            tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
            trust_pickle: bool = TrustOpt):
     """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from .data import CALIBRATION_SAMPLES, DEMO_DATA, load_inputs
-    from .export import export_deployment
-    from .models.zoo import get_arch
-
     if target != "loihi":
         raise UserError(f"--target {target!r} is not supported; use loihi.")
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
@@ -277,7 +265,7 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
                                                      "or a JSON of per-layer rates."),
            mode: str = typer.Option("faithful", "--mode", help="paper (the published convention) or faithful."),
            preset: str = typer.Option("45nm", "--preset", help="45nm, int8-45nm, loihi2, or a TOML path."),
-           weight_bits: int = typer.Option(8, "--weight-bits", min=1, max=8),
+           weight_bits: int = typer.Option(WEIGHT_BITS, "--weight-bits", min=1, max=8),
            samples: Optional[int] = typer.Option(None, "--samples", min=1),
            batch_size: int = typer.Option(64, "--batch-size", min=1),
            timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
@@ -285,12 +273,31 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
            html_out: Optional[Path] = typer.Option(None, "--html")):
     """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and a
     Loihi 2 resource estimate; from a deployment and data, or analytically from firing rates."""
-    from .energy import energy_command
-
-    energy_command(deploy_dir, input=input, backend=backend, arch=arch, timesteps=timesteps, firing_rate=firing_rate,
-                   mode=mode, preset=preset, weight_bits=weight_bits, samples=samples, batch_size=batch_size,
-                   lava_limits=_lava_limits(timeout, memory_limit), json_out=json_out, html_out=html_out,
-                   console=out)
+    if mode not in MODES:
+        raise UserError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
+    cost = load_preset(preset)
+    if deploy_dir is not None:
+        if arch or timesteps or firing_rate:
+            raise UserError("--arch, --timesteps and --firing-rate are for the analytic mode, without DEPLOY_DIR.")
+        if input is None:
+            raise UserError(f"energy {deploy_dir} needs --input X.npy (or use --arch with --firing-rate).")
+        dep = load_deployment(deploy_dir)
+        x = dep.load_inputs(input, "--input")[:samples]
+        with out.status(f"{deploy_dir}: {backend} backend on {len(x)} samples"):
+            report = deployment_report(dep, x, backend, cost, mode, weight_bits, batch_size,
+                                       _lava_limits(timeout, memory_limit))
+    else:
+        if arch is None or firing_rate is None:
+            raise UserError("energy needs DEPLOY_DIR with --input, or --arch with --firing-rate.")
+        with out.status(f"{arch}: analytic counts"):
+            report = analytic_report(arch, timesteps, firing_rate, cost, mode, weight_bits)
+    print_report(report, out)
+    if json_out:
+        write_text_atomic(json_out, json.dumps(report, indent=1))
+        out.print(f"wrote {json_out}")
+    if html_out:
+        write_html(report, html_out)
+        out.print(f"wrote {html_out}")
 
 
 @app.command()
@@ -298,9 +305,6 @@ def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny")
           output: Path = typer.Option(..., "-o", "--output", help="Checkpoint to write."),
           seed: int = typer.Option(0, "--seed"), epochs: Optional[int] = typer.Option(None, "--epochs", min=1)):
     """Train a demo model on the digits data (CPU, a few minutes) and save an snn2hw checkpoint."""
-    from .checkpoint import save_checkpoint
-    from .models.train import RECIPES, train as run_training
-
     if arch not in RECIPES:
         raise UserError(f"no training recipe for {arch!r}; recipes exist for {', '.join(RECIPES)}.")
     model, options, metrics = run_training(arch, seed=seed, epochs=epochs, log=out.print)
@@ -311,8 +315,6 @@ def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny")
 @app.command()
 def demo(outdir: Path = typer.Option(Path("demo-out"), "-o", "--outdir", help="Where to write results.")):
     """Run the bundled demo models end to end on the digits test set."""
-    from .demo import run_demo
-
     run_demo(outdir, out)
 
 

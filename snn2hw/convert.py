@@ -5,7 +5,6 @@ of the source models (SpikingJelly's SeqToANN, GAC's TdLayer, ...) only apply th
 which every IR node already does, so they unwrap. Anything without a handler stops the conversion with its module
 path and type.
 """
-import torch
 from torch import nn
 
 from . import ir
@@ -161,8 +160,44 @@ def _convert_msresnet(model, b: _Builder) -> None:
     b.add(ir.Readout("output", [x], mode="per_step_nt"))
 
 
+def host_module_ops(module: nn.Module, shape: tuple, timesteps: int) -> tuple[int, int] | None:
+    """(MACs, ACs) of one sample's whole window through a non-causal host module on inputs `[T, C, H, W]`; None for
+    a module without a formula. Products and sigmoids count as MACs (one each: a lower bound for the sigmoid), sums,
+    maxima and ReLUs as ACs.
+
+    GAC (bollossom/GAC GAU.py; models/msresnet.py), r = T // ratio:
+        TA   mean and max over C·H·W: 2·T·C·H·W ACs; shared MLP on both: 2·(T·r + r·T) MACs;
+             2·r ReLU + T sum ACs
+        SCA  two k×k 'same' convs C→C/ρ→C per step: T·(conv_a + conv_b) MACs (`ir.dense_conv_ops`);
+             T·C/ρ·H·W ReLU ACs
+        gate sigmoid(TA · SCA) · spikes: 3·T·C·H·W MACs (product, sigmoid, gating)
+    TCJA (ridgerchu/TCJA src/layers.py; models/tcja.py):
+        squeeze mean over H·W: T·C·H·W ACs; Conv1d T→T (k_t, along C) and C→C (k_c, along T), 'same':
+        dense MACs; sigmoid(a · b): 2·T·C MACs; x · gate: T·C·H·W MACs
+    """
+    c, h, w = shape
+    volume = timesteps * c * h * w
+    if isinstance(module, msresnet.GAC):
+        mlp_in, mlp_out = module.TA.sharedMLP[0], module.SCA.sharedMLP[0]
+        hidden = mlp_in.out_channels
+        sca = sum(_module_conv_ops(m, (h, w)) for m in module.SCA.sharedMLP if isinstance(m, nn.Conv2d))
+        macs = timesteps * sca + 2 * 2 * timesteps * hidden + 3 * volume
+        acs = 2 * volume + 2 * hidden + timesteps + timesteps * mlp_out.out_channels * h * w
+        return macs, acs
+    if isinstance(module, tcja.TCJA):
+        convs = _module_conv_ops(module.conv, (c,)) + _module_conv_ops(module.conv_c, (timesteps,))
+        return convs + 2 * timesteps * c + volume, volume
+    return None
+
+
+def _module_conv_ops(conv: nn.Module, in_sizes: tuple) -> int:
+    return ir.dense_conv_ops(conv.in_channels, conv.out_channels, conv.groups, in_sizes, conv.kernel_size,
+                             conv.stride, conv.padding, conv.dilation)
+
+
 def convert(model: nn.Module, arch: str = "") -> ir.Graph:
-    """The IR of a zoo model (in eval mode), with shapes and value kinds inferred."""
+    """The IR of a zoo model (in eval mode), with shapes and value kinds inferred, and each host module's op count
+    (`host_module_ops`)."""
     if model.training:
         raise ValueError("convert a model in eval mode: BatchNorm must use its running statistics")
     b = _Builder()
@@ -173,4 +208,8 @@ def convert(model: nn.Module, arch: str = "") -> ir.Graph:
     else:
         raise UserError(f"model {type(model).__name__} is not supported by snn2hw's converter "
                         "(supported: the TCJA and GAC/MS-ResNet networks of the zoo).")
-    return ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape), arch).infer()
+    graph = ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape), arch).infer()
+    for node in graph.nodes.values():
+        if isinstance(node, ir.HostModule):
+            node.ops = host_module_ops(node.module, graph.nodes[node.inputs[0]].shape, graph.timesteps)
+    return graph

@@ -4,6 +4,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .models import datasets
+from .models.zoo import get_arch
 
 CALIBRATION_SAMPLES = 256
 
@@ -47,7 +49,6 @@ def load_npy(path: Path, option: str, shape: tuple | None = None, events: bool =
 
 def load_inputs(path: Path, option: str, model, arch: str) -> np.ndarray:
     """Inputs of `model`: its per-sample shape, and event frames for TCJA models (convert.py: graded input)."""
-    from .models.zoo import get_arch
 
     return load_npy(path, option, tuple(model.input_shape), events=get_arch(arch).family == "tcja")
 
@@ -55,8 +56,6 @@ def load_inputs(path: Path, option: str, model, arch: str) -> np.ndarray:
 def evaluation_data(spec: str, arch: str, limit: int | None = None):
     """`--data`: "digits" (the demo models' data), "NAME:ROOT" (an official data set, e.g. cifar10:/data/cifar),
     or an .npz holding `x` and `y` (and optionally `calibration`). → (x, y, calibration inputs)."""
-    from .models import datasets
-    from .models.zoo import get_arch
 
     if spec == "digits":
         kind = get_arch(arch).demo_data

@@ -7,16 +7,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from . import models
 from .checkpoint import load_checkpoint
 from .data import CALIBRATION_SAMPLES, DEMO_DATA
+from .deployment import load_deployment
+from .export import export_deployment
+from .hardware_sims.runner import lava_chip
+from .ladder import simulate
 from .models.zoo import ARCHS, class_scores
 
 LAVA_SAMPLES = 3
 
 
 def demo_checkpoint(arch: str) -> Path:
-    from . import models
-
     return Path(models.__file__).parent / "checkpoints" / f"{arch}.pt"
 
 
@@ -25,10 +28,6 @@ def _accuracy(arch: str, output, y) -> float:
 
 
 def run_demo(outdir: Path, console: Console, lava_samples: int = LAVA_SAMPLES) -> dict:
-    from .deployment import load_deployment, run_lava
-    from .export import export_deployment
-    from .simulate import simulate, spike_counts
-
     outdir.mkdir(parents=True, exist_ok=True)
     results = {}
     for arch in (a.name for a in ARCHS.values() if a.demo_data):
@@ -39,15 +38,14 @@ def run_demo(outdir: Path, console: Console, lava_samples: int = LAVA_SAMPLES) -
             export_deployment(loaded, data("train")[0][:CALIBRATION_SAMPLES], outdir / arch)
             dep = load_deployment(outdir / arch)
         row = {}
-        for backend in ("torch", "folded", "fixed"):
+        for backend in ("torch", "folded"):
             with console.status(f"{arch}: {backend} on {len(x)} test digits"):
-                output, counts = simulate(dep.compiled, backend, x)
-            row[backend] = _accuracy(arch, output, y)
-            if backend == "fixed":
-                fixed_out, fixed_counts = output, counts
+                row[backend] = _accuracy(arch, simulate(dep.compiled, backend, x)[0], y)
+        with console.status(f"{arch}: fixed point from the deployment's files on {len(x)} test digits"):
+            fixed_out, fixed_counts = dep.simulate(x)
+        row["fixed"] = _accuracy(arch, fixed_out, y)
         with console.status(f"{arch}: Lava CPU backend on {lava_samples} digits"):
-            lava_out, spikes = run_lava(dep, x[:lava_samples])
-        lava_counts = spike_counts(dep.compiled.fixed, spikes)
+            lava_out, lava_counts = dep.simulate(x[:lava_samples], lava_chip, lava_samples)
         table = Table(title=f"{arch}: spikes per layer on {lava_samples} test digits, fixed-point simulator vs Lava")
         for col in ("layer", "runs on", "fixed", "Lava", "per step equal"):
             table.add_column(col)
@@ -55,7 +53,7 @@ def run_demo(outdir: Path, console: Console, lava_samples: int = LAVA_SAMPLES) -
         for name, c in lava_counts.items():
             same = np.array_equal(c, fixed_counts[name][:lava_samples])
             equal += same
-            table.add_row(name, dep.compiled.fixed.nodes[name].placement, str(int(fixed_counts[name][:lava_samples].sum())),
+            table.add_row(name, dep.placement(name), str(int(fixed_counts[name][:lava_samples].sum())),
                           str(int(c.sum())), "yes" if same else "[red]NO[/red]")
         console.print(table)
         out_diff = float(np.abs(lava_out - fixed_out[:lava_samples]).max())

@@ -1,30 +1,86 @@
-"""Reading a deployment directory back and running it: `snn2hw simulate DEPLOY_DIR --backend fixed|lava`.
+"""The deployment directory's manifest, both ways (`build_manifest` writes it, `read_manifest` checks it), and
+loading a deployment to run it from its files: `snn2hw simulate|energy DEPLOY_DIR`.
 
-The directory carries its source checkpoint and calibration inputs, so loading recompiles the same graph
-(compilation is deterministic) and then checks it against the chip files: a deployment whose files no longer match
-what its manifest says it was built from is refused, naming the file.
+The files are the truth: loading checks every file against the SHA-256 the manifest records and reads the chip
+specs and integer arrays and the host ONNX files, which the fixed-point simulator and Lava run alike; no torch model
+is built. The source checkpoint and calibration inputs (`source/`) stay for provenance and for what needs the float
+model (the torch and folded backends, the ladder): `Deployment.compiled` recompiles them, deterministically, and
+checks the result against the chip files.
 """
+import datetime
+import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
-from .compile import TCJA_STRATEGIES, Compiled, compile_model
-from .data import load_inputs
+from . import __version__, ir
+from .checkpoint import Loaded, load_checkpoint
+from .compile import Compiled, compile_model
+from .data import load_inputs, load_npy
 from .errors import UserError
-from .export import FORMAT_VERSION
-from .lava_backend import LavaLimits, run_chip_segment
+from .graph_json import graph_from_json
+from .exporters.lava_spec import chip_segment_spec
+from .ladder import run_in_batches
+from .hardware_sims.runner import RunRecord, ChipSegment, OnnxHostSegment, fixed_chip, run_segments
+from .passes.pipeline import TCJA_STRATEGIES
+
+FORMAT_VERSION = 3  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX
+GRAPH_FILE = "graph.json"
 
 
-@dataclass
-class Deployment:
-    path: Path
-    manifest: dict
-    compiled: Compiled
+# --------------------------------------------------------------------------------------------- writing
+
+
+def jsonable(value):
+    """JSON for the manifest: numpy scalars to Python, infinities (a lossless SQNR) to null."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _with_batch_axis(node) -> list:
+    """The official output's shape with None where the samples go (second in TCJA's `[T, N, classes]`)."""
+    axis = getattr(node, "batch_axis", 0)
+    return [*node.shape[:axis], None, *node.shape[axis:]]
+
+
+def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray,
+                   files: dict[str, str]) -> dict:
+    graph = compiled.fixed
+    first, last = graph.nodes[next(iter(graph.nodes))], graph.nodes[graph.output]
+    return jsonable({
+        "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path), "arch": loaded.arch,
+                   "options": loaded.options, "copy": "source/checkpoint.pt"},
+        "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
+        "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
+                  "repeat_over_t": getattr(first, "repeat_over_t", False)},
+        "output": {"shape": _with_batch_axis(last), "readout": getattr(last, "mode", None), "tensor": graph.output},
+        "spiking_layers": [n for n, node in graph.nodes.items() if isinstance(node, ir.LIF)],
+        "calibration": {"samples": len(calibration), "file": "source/calibration.npy"},
+        "graph": GRAPH_FILE, "passes": graph.notes, "segments": segments, "cuts": graph.cuts,
+        "layers": graph.quant_layers,
+        "file_sha256": files,
+    })
+
+
+# --------------------------------------------------------------------------------------------- reading
 
 
 def _field(file: Path, obj: dict, key: str, kind: type, where: str = ""):
@@ -58,8 +114,16 @@ def read_manifest(path) -> dict:
         _field(file, source, key, str, "source.")
     _relative(file, source["copy"])
     _relative(file, _field(file, _field(file, manifest, "calibration", dict), "file", str, "calibration."))
+    _relative(file, _field(file, manifest, "graph", str))
     if _field(file, manifest, "tcja", str) not in TCJA_STRATEGIES:
         raise UserError(f"{file}: 'tcja' is {manifest['tcja']!r}, not one of {', '.join(TCJA_STRATEGIES)}.")
+    _field(file, _field(file, manifest, "output", dict), "tensor", str, "output.")
+    inputs = _field(file, manifest, "input", dict)
+    _field(file, inputs, "kind", str, "input.")
+    if not all(isinstance(d, int) for d in _field(file, inputs, "shape", list, "input.")[1:]):
+        raise UserError(f"{file}: 'input.shape' holds something that is not a size.")
+    if not all(isinstance(n, str) for n in _field(file, manifest, "spiking_layers", list)):
+        raise UserError(f"{file}: 'spiking_layers' holds something that is not a layer name.")
     hashes = _field(file, manifest, "file_sha256", dict)
     for rel, digest in hashes.items():
         if not isinstance(digest, str):
@@ -81,7 +145,7 @@ def read_manifest(path) -> dict:
         for rel in files.values():
             if not isinstance(rel, str) or _relative(file, rel) not in hashes:
                 raise UserError(f"{file}: '{where}files' names {rel!r}, which has no entry in 'file_sha256'.")
-    for rel in (source["copy"], manifest["calibration"]["file"]):
+    for rel in (source["copy"], manifest["calibration"]["file"], manifest["graph"]):
         if rel not in hashes:
             raise UserError(f"{file}: {rel} has no entry in 'file_sha256'.")
     return manifest
@@ -95,101 +159,109 @@ def _file(path: Path, rel: str) -> Path:
 
 
 def verify_files(path, manifest: dict) -> None:
-    """Every file the manifest records (`read_manifest`) is there with the recorded SHA-256: catches any change to
-    the files that loading does not otherwise check (NIR, netx, ONNX) as well as to those it recompiles."""
+    """Every file the manifest records (`read_manifest`) is there with the recorded SHA-256: a deployment whose
+    files changed since the export is refused, naming the file."""
     path = Path(path)
     for rel, digest in manifest["file_sha256"].items():
         if hashlib.sha256(_file(path, rel).read_bytes()).hexdigest() != digest:
             raise UserError(f"{path / rel} does not match the SHA-256 its manifest records (edited or corrupt).")
 
 
-def load_deployment(path) -> Deployment:
-    from .exporters.lava_spec import chip_segment_spec
+def _chip_segment(path: Path, entry: dict) -> ChipSegment:
+    spec_file = _file(path, entry["files"]["lava_spec"])
+    try:
+        spec = json.loads(spec_file.read_text())
+        with np.load(_file(path, entry["files"]["lava_arrays"]), allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise UserError(f"{spec_file.parent}/{entry['name']}: unreadable chip files ({type(e).__name__}).") from None
+    return ChipSegment(entry["name"], spec, arrays)
 
+
+@dataclass
+class Deployment:
+    """A deployment directory, loaded: its manifest and its segments as the runners take them (chip specs with their
+    integer arrays, host ONNX files), in execution order."""
+    path: Path
+    manifest: dict
+    segments: list
+
+    @property
+    def output(self) -> str:
+        return self.manifest["output"]["tensor"]
+
+    @property
+    def spiking_layers(self) -> list[str]:
+        return self.manifest["spiking_layers"]
+
+    @property
+    def arch(self) -> str:
+        return self.manifest["source"]["arch"]
+
+    def run(self, x: np.ndarray, chip=fixed_chip, progress=None) -> tuple[torch.Tensor, RunRecord]:
+        """The deployment's segments on inputs `x` `[N, ...]`, chip segments by the chip runner `chip`
+        (`runner.fixed_chip` or `runner.lava_chip`) → (output as the source model returns it, RunRecord)."""
+        return run_segments(self.segments, self.output, x, chip, progress)
+
+    def simulate(self, x: np.ndarray, chip=fixed_chip, batch_size: int = 64, progress=None):
+        """`run` over `x` in batches of `batch_size` → (outputs, {spiking layer: spike counts [N, T]})."""
+        def run(batch):
+            output, act = self.run(batch, chip, progress)
+            return output, act.values
+        return run_in_batches(run, self.spiking_layers, x, batch_size)
+
+    def placement(self, name: str) -> str:
+        return next(s["placement"] for s in self.manifest["segments"] if name in s["nodes"])
+
+    def load_inputs(self, path: Path, option: str) -> np.ndarray:
+        """Inputs `[N, ...]` of this deployment from `.npy`, checked against its input shape (event counts where the
+        model reads event frames)."""
+        spec = self.manifest["input"]
+        return load_npy(path, option, tuple(spec["shape"][1:]), events=spec["kind"] == "graded")
+
+    @functools.cached_property
+    def graphs(self) -> tuple[ir.Graph, ir.Graph]:
+        """(source, deployed): the graphs' structure from `graph.json`, tensors shape-only except the chip synapses'
+        weights, the integers of the chip files (what the energy accounting counts on)."""
+        try:
+            data = json.loads(_file(self.path, self.manifest["graph"]).read_text())
+            weights = {n["name"]: s.arrays[n["weight"]] for s in self.segments if isinstance(s, ChipSegment)
+                       for n in s.spec["nodes"] if "weight" in n}
+            return graph_from_json(data["source"]), graph_from_json(data["deployed"], weights)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{self.path / self.manifest['graph']} is not a graph this snn2hw wrote "
+                            f"({type(e).__name__}: {e}).") from None
+
+    @functools.cached_property
+    def compiled(self) -> Compiled:
+        """The compiled graphs, rebuilt from `source/` (for the float rungs and the energy accounting), checked to
+        give exactly the chip files."""
+        path, manifest = self.path, self.manifest
+        loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
+        calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
+                                  loaded.arch)
+        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"])
+        layout = [(s["name"], s["placement"], s["nodes"]) for s in compiled.fixed.segments]
+        if [(e["name"], e["placement"], e["nodes"]) for e in manifest["segments"]] != layout:
+            raise UserError(f"{path}/manifest.json: its segments do not match what its source checkpoint compiles to.")
+        for segment, entry, stored in zip(compiled.fixed.segments, manifest["segments"], self.segments):
+            if segment["placement"] != "chip":
+                continue
+            spec, arrays = chip_segment_spec(compiled.fixed, segment)
+            if stored.spec["nodes"] != json.loads(json.dumps(jsonable(spec["nodes"]))) \
+                    or stored.arrays.keys() != arrays.keys() \
+                    or not all(np.array_equal(stored.arrays[k], arrays[k]) for k in arrays):
+                raise UserError(f"{path / entry['files']['lava_spec']}: the chip segment differs from what its "
+                                "source checkpoint compiles to (edited or corrupt).")
+        return compiled
+
+
+def load_deployment(path) -> Deployment:
+    """Read a deployment directory: the manifest checked, every file checked against its hash, the segments read
+    (no model is built)."""
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
-    calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model, loaded.arch)
-    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"])
-    segments = {s["name"]: s for s in compiled.fixed.segments}
-    layout = [(s["name"], s["placement"], s["nodes"]) for s in segments.values()]
-    if [(e["name"], e["placement"], e["nodes"]) for e in manifest["segments"]] != layout:
-        raise UserError(f"{path}/manifest.json: its segments do not match what its source checkpoint compiles to.")
-    for entry in manifest["segments"]:
-        if entry["placement"] != "chip":
-            _file(path, entry["files"]["onnx"])
-            continue
-        spec, arrays = chip_segment_spec(compiled.fixed, segments[entry["name"]])
-        spec_file = _file(path, entry["files"]["lava_spec"])
-        try:
-            stored = json.loads(spec_file.read_text())
-            with np.load(_file(path, entry["files"]["lava_arrays"]), allow_pickle=False) as f:
-                stored_arrays = {k: f[k] for k in f.files}
-        except Exception as e:
-            raise UserError(f"{spec_file.parent}/{entry['name']}: unreadable chip files ({type(e).__name__}).") from None
-        if stored.get("nodes") != json.loads(json.dumps(spec["nodes"])) or stored_arrays.keys() != arrays.keys() \
-                or not all(np.array_equal(stored_arrays[k], arrays[k]) for k in arrays):
-            raise UserError(f"{spec_file}: the chip segment differs from what its source checkpoint compiles to "
-                            "(edited or corrupt).")
-    return Deployment(path, manifest, compiled)
-
-
-def _chip_inputs(spec: dict, values: dict) -> dict[str, np.ndarray]:
-    """The integers the chip receives for each spec input, `[T, N, ...]` (as the fixed simulator makes them)."""
-    inputs = {}
-    for i in spec["inputs"]:
-        v = values[i["tensor"]].double().numpy()
-        factor = i["scale"] if i["payload"] == "current" else 2 ** i["frac_bits"]
-        inputs[i["name"]] = np.rint(v * factor).astype(np.int64)
-    return inputs
-
-
-def _host_spikes(graph, segment: dict, values: dict) -> dict:
-    """Spikes of the host's own neurons (the GAC encoder's), for the per-layer counts: the ONNX segment passes on
-    only what later segments read, so these come from the same segment run in torch with them as extra outputs."""
-    from . import ir
-    from .exporters.onnx_host import host_segment_module
-
-    lifs = tuple(n for n in segment["nodes"] if isinstance(graph.nodes[n], ir.LIF))
-    if not lifs:
-        return {}
-    module = host_segment_module(graph, segment, extra_outputs=lifs)
-    with torch.no_grad():
-        outputs = module(*(values[n] for n in module.input_names))
-    return {n: v for n, v in zip(module.output_names, outputs) if n in lifs}
-
-
-def run_lava(dep: Deployment, x: np.ndarray, limits: LavaLimits = LavaLimits(), progress=None):
-    """Host segments by onnxruntime, chip segments on Lava's CPU backend, in the manifest's order.
-    → (output, {spiking layer: spikes [T, N, ...]}) with chip layers read from Lava. `limits`: a `LavaLimits` for
-    every chip segment's run."""
-    from .exporters.lava_spec import chip_segment_spec
-    from .exporters.onnx_host import MODEL_INPUT, run_host_segment_onnx
-
-    graph = dep.compiled.fixed
-    segments = {s["name"]: s for s in graph.segments}
-    values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}
-    spikes = {}
-    for entry in dep.manifest["segments"]:
-        if progress:
-            progress(f"{entry['name']} ({entry['placement']})")
-        if entry["placement"] == "host":
-            results = run_host_segment_onnx(dep.path / entry["files"]["onnx"],
-                                            {k: v.numpy() for k, v in values.items()})
-            spikes.update(_host_spikes(graph, segments[entry["name"]], values))
-            values.update({k: torch.as_tensor(v) for k, v in results.items()})
-            continue
-        spec, arrays = chip_segment_spec(graph, segments[entry["name"]])
-        out = run_chip_segment(spec, arrays, _chip_inputs(spec, values), spec["spiking_layers"], limits.timeout_s,
-                               limits.memory_bytes)
-        for o in spec["outputs"]:
-            value = out[o["name"]].astype(np.float64)
-            if o["kind"] == "accumulation":
-                value = value / o["scale"]
-                if o["bias"] is not None:
-                    bias = arrays[o["bias"]]
-                    value = value + bias.reshape(-1, *([1] * (value.ndim - 3)))
-            values[o["name"]] = torch.as_tensor(value.astype(np.float32))
-        spikes.update({k: torch.as_tensor(out[k].astype(np.float32)) for k in spec["spiking_layers"]})
-    return values[graph.output].numpy(), spikes
+    segments = [_chip_segment(path, e) if e["placement"] == "chip" else
+                OnnxHostSegment(e["name"], _file(path, e["files"]["onnx"])) for e in manifest["segments"]]
+    return Deployment(path, manifest, segments)

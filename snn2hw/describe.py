@@ -1,8 +1,9 @@
-"""`snn2hw inspect`: what a model is made of and which of its ops are spike-driven.
+"""`snn2hw inspect`: what a model is made of, and where each of its layers runs.
 
-This is a first, structural classification run on the meta device (no weights touched, any model size): it follows
-the order in which layers run and what kind of values each produces (analog, event counts, binary or graded
-spikes). The compiler's partition pass decides the real host/chip cut from the traced graph.
+The layer table follows the order in which the modules run (shapes from a meta-device run: no computation) and
+says what kind of values each produces (analog, event counts, binary or graded spikes). Where a layer runs is what
+the compiler decides: the placement `partition_host_chip` gives its node after the float passes; a layer the passes
+fold away (BatchNorm, average pools, shortcut convs) runs where what absorbed it runs.
 """
 import copy
 from collections import Counter
@@ -10,13 +11,15 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .activity import NEURONS
+from .convert import convert
+from .models.neurons import NEURONS
+from .passes.pipeline import pipeline, run_passes
 from .models.tcja import MultiStepDropout, VotingLayer
 from .models.zoo import get_arch
 
-SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+SYNAPSE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity, MultiStepDropout)
+PASS_THROUGH_MODULES = (nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity, MultiStepDropout)
 
 
 def _is_host_module(m: nn.Module) -> bool:
@@ -49,7 +52,7 @@ def _classify(m: nn.Module, kind: str, prev_place: str) -> tuple[str, str, str]:
         return "chip", "LIF neuron", "binary"
     if _is_host_module(m):
         return "host", "attention gate: needs all T steps (non-causal), output graded", "graded"
-    if isinstance(m, SYNAPSES):
+    if isinstance(m, SYNAPSE_MODULES):
         if kind == "analog":
             return "host", "synapse on analog values (not spike-driven)", "analog"
         return "chip", f"synapse on {kind} spikes", "analog"
@@ -58,14 +61,27 @@ def _classify(m: nn.Module, kind: str, prev_place: str) -> tuple[str, str, str]:
     if isinstance(m, nn.MaxPool2d) and kind == "binary":
         return "chip", "max-pool over binary spikes = OR (sum-pool + fire on >= 1)", "binary"
     if isinstance(m, nn.MaxPool2d) and kind == "graded":
-        return "chip", "max-pool commutes with the positive per-channel gate before it: OR before the gate", "graded"
+        return "host", "max-pool of gated (graded) values, beside the gate", "graded"
     if isinstance(m, VotingLayer):
         return "host", "voting average (readout)", "analog"
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)) and kind in ("binary", "graded"):
         return "chip", "average-pool over spikes folds into the next synapse", "graded"
-    if isinstance(m, PASS_THROUGH) or (isinstance(m, nn.Sequential) and len(m) == 0):  # empty = identity shortcut
+    if isinstance(m, PASS_THROUGH_MODULES) or (isinstance(m, nn.Sequential) and len(m) == 0):  # empty = identity shortcut
         return prev_place, "reshapes or passes values through", kind
     return "host", f"{type(m).__name__} on {kind} values", "analog"
+
+
+def _placements(model: nn.Module, arch: str) -> dict[int, str]:
+    """Module (by id) → where the compiler runs its node: the partition of the graph after the float passes. IR
+    nodes are named by module path, but a module reachable under two names (GAC's `conv1` and `conv1_s`) has one
+    name here and maybe the other there, hence the ids."""
+    placed = {}
+    for name, node in run_passes(convert(model, arch), pipeline(None)).nodes.items():
+        try:
+            placed[id(model.get_submodule(name))] = node.placement
+        except AttributeError:  # a node the passes made (sums, relays, the readout): no module of its own
+            pass
+    return placed
 
 
 def describe(model: nn.Module, arch: str) -> dict:
@@ -89,12 +105,18 @@ def describe(model: nn.Module, arch: str) -> dict:
             h.remove()
 
     modules = dict(units)
+    placed = _placements(model, arch)
     kind = "event-count" if spec.family == "tcja" else "analog"  # TCJA reads event frames, GAC reads pixels
     place = "host"
     rows, seen = [], set()
     for name in calls:
         m = modules[name]
         place, why, kind = _classify(m, kind, place)
+        if id(model.get_submodule(name)) in placed:
+            place = placed[id(model.get_submodule(name))]
+        elif isinstance(m, SYNAPSE_MODULES):  # a shortcut conv, which unroll_residual_stream composes into the sums
+            place, why = "chip", ("residual stream: unroll_residual_stream composes it into the chip synapses of the "
+                                  "sums that neurons read (the encoder's share of them on the host)")
         if name in seen:
             continue
         seen.add(name)

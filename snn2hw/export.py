@@ -6,13 +6,12 @@
     chip/<seg>.json/.npz the exact Lava form of each chip segment (exporters/lava_spec.py)
     chip/<seg>.nir       each chip segment as a NIR graph (float weights; Loihi integers in metadata)
     chip/<seg>.net       lava-dl netx HDF5, where the segment is a plain chain (netx cannot express branches)
-    host/<seg>.onnx      each host segment
-    source/              the checkpoint (weights only, with its arch) and the calibration inputs, so every
-                         backend can rebuild the same compiled graph and check it against the chip files
+    host/<seg>.onnx      each host segment (with the spikes of its own neurons as extra outputs)
+    graph.json           the structure of the source and deployed graphs, for the energy accounting (graph_json.py)
+    source/              the checkpoint (weights only, with its arch) and the calibration inputs: provenance, and
+                         what the float rungs rebuild the compiled graph from (checked against the chip files)
     report.md            what was folded, quantized and cut, and why
 """
-import datetime
-import hashlib
 import json
 import math
 import os
@@ -24,39 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, ir
+from . import ir
 from .checkpoint import Loaded, save_checkpoint
 from .compile import Compiled, compile_model
+from .deployment import GRAPH_FILE, build_manifest, jsonable, sha256
 from .errors import UserError
-
-FORMAT_VERSION = 2  # 2: file_sha256
-
-
-def _jsonable(value):
-    """JSON for the manifest: numpy scalars to Python, infinities (a lossless SQNR) to null."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
+from .graph_json import graph_to_json
+from .hardware_sims import loihi_formats as fmt
+from .passes.quantize import A_SAFE
+from .exporters.lava_spec import chip_segment_spec
+from .exporters.netx_export import sequential_problem, write_netx
+from .exporters.nir_export import chip_segment_to_nir, write_nir
+from .exporters.onnx_host import PINNED_OPSET, export_host_segment
+from .passes.residual import residual_terms
 
 def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
-    from .exporters.lava_spec import chip_segment_spec
-    from .exporters.netx_export import sequential_problem, write_netx
-    from .exporters.nir_export import chip_segment_to_nir, write_nir
-
     spec, arrays = chip_segment_spec(compiled.fixed, segment)
     name = segment["name"]
-    (chip_dir / f"{name}.json").write_text(json.dumps(_jsonable(spec), indent=1))
+    (chip_dir / f"{name}.json").write_text(json.dumps(jsonable(spec), indent=1))
     np.savez(chip_dir / f"{name}.npz", **arrays)
     write_nir(chip_dir / f"{name}.nir", chip_segment_to_nir(compiled.folded, compiled.fixed, segment))
     files = {"lava_spec": f"chip/{name}.json", "lava_arrays": f"chip/{name}.npz", "nir": f"chip/{name}.nir"}
@@ -72,10 +56,10 @@ def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
 
 
 def _write_host(compiled: Compiled, segment: dict, host_dir: Path) -> dict:
-    from .exporters.onnx_host import PINNED_OPSET, export_host_segment
-
     path = host_dir / f"{segment['name']}.onnx"
-    export_host_segment(compiled.fixed, segment, path)
+    # The host's own neurons (GAC's encoder) as extra outputs: their spikes count in the per-layer results.
+    neurons = tuple(n for n in segment["nodes"] if isinstance(compiled.fixed.nodes[n], ir.LIF))
+    export_host_segment(compiled.fixed, segment, path, extra_outputs=neurons)
     return {"files": {"onnx": f"host/{path.name}"}, "opset": PINNED_OPSET}
 
 
@@ -84,31 +68,6 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
     return {"layers": len(nodes),
             "neurons": sum(math.prod(n.shape) for n in nodes if isinstance(n, ir.LIF)),
             "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, (ir.Conv2d, ir.Linear)))}
-
-
-def _with_batch_axis(node) -> list:
-    """The official output's shape with None where the samples go (second in TCJA's `[T, N, classes]`)."""
-    axis = getattr(node, "batch_axis", 0)
-    return [*node.shape[:axis], None, *node.shape[axis:]]
-
-
-def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray,
-                   files: dict[str, str]) -> dict:
-    graph = compiled.fixed
-    first, last = graph.nodes[next(iter(graph.nodes))], graph.nodes[graph.output]
-    return _jsonable({
-        "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"checkpoint": str(loaded.path), "sha256": _sha256(loaded.path), "arch": loaded.arch,
-                   "options": loaded.options, "copy": "source/checkpoint.pt"},
-        "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
-        "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
-                  "repeat_over_t": getattr(first, "repeat_over_t", False)},
-        "output": {"shape": _with_batch_axis(last), "readout": getattr(last, "mode", None)},
-        "calibration": {"samples": len(calibration), "file": "source/calibration.npy"},
-        "passes": graph.notes, "segments": segments, "cuts": graph.cuts, "layers": graph.quant_report,
-        "file_sha256": files,
-    })
 
 
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",
@@ -129,6 +88,8 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
             (tmp / sub).mkdir(parents=True)
         save_checkpoint(tmp / "source" / "checkpoint.pt", loaded.model, loaded.arch, loaded.options)
         np.save(tmp / "source" / "calibration.npy", calibration)
+        (tmp / GRAPH_FILE).write_text(json.dumps(jsonable({"source": graph_to_json(compiled.source),
+                                                           "deployed": graph_to_json(compiled.fixed)})))
         segments = []
         for segment in compiled.fixed.segments:
             step(f"writing {segment['name']}")
@@ -136,10 +97,9 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
             entry = write(compiled, segment, tmp / segment["placement"])
             segments.append({"name": segment["name"], "placement": segment["placement"],
                              "nodes": segment["nodes"], **_counts(compiled.fixed, segment), **entry})
-        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = build_manifest(loaded, compiled, segments, calibration, files)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        from .report import export_report
         (tmp / "report.md").write_text(export_report(manifest, compiled))
         _replace(tmp, outdir)
     finally:
@@ -171,3 +131,68 @@ def _replace(tmp: Path, outdir: Path) -> None:
                 old.rename(outdir)
             raise
     shutil.rmtree(old, ignore_errors=True)  # the swap is done: removing the old copy may be interrupted
+
+
+# ------------------------------------------------------------------------------------------------ report.md
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("-" if v is None else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def export_report(manifest: dict, compiled) -> str:
+    src = manifest["source"]
+    parts = [
+        f"# Deployment of {src['arch']} to Loihi 2",
+        f"Source `{src['checkpoint']}` (sha256 `{src['sha256'][:16]}…`), options {src['options']}, T = "
+        f"{manifest['timesteps']}, TCJA gates: `{manifest['tcja']}`, snn2hw {manifest['snn2hw_version']}.",
+        "## What the compiler did, in order",
+        "\n".join(f"1. {note}" for note in manifest["passes"]),
+        "## Segments (execution order)",
+        _table(["segment", "runs on", "layers", "neurons", "synapse weights", "latency (Lava steps)", "files"],
+               [[s["name"], s["placement"], s["layers"], s["neurons"], s["synapse_weights"], s.get("latency"),
+                 ", ".join(f"`{f}`" for f in s["files"].values())] for s in manifest["segments"]]),
+        "lava-dl netx (`.net`): " + "; ".join(
+            f"{s['name']}: " + ("written, bit-exact" if s["netx"].get("bit_exact") else
+                                f"written, not bit-exact at {', '.join(s['netx'].get('inexact_layers', []))}"
+                                if s["netx"]["written"] else f"not written ({s['netx']['why_not']})")
+            for s in manifest["segments"] if s["placement"] == "chip") + ".",
+        "Host segments hold what is not spike-driven or not causal: the first synapse on pixels and the GAC "
+        "encoder, TCJA's gates (each output step depends on all T input steps), and the readout.",
+        "## Cuts (tensors crossing between host and chip)",
+        _table(["tensor", "to", "direction", "kind", "shape", "values per step", "waits for the whole window"],
+               [[c["tensor"], c["to"], c["direction"], c["kind"], c["shape"], c["values_per_step"],
+                 "yes" if c["waits_for_window"] else "no"] for c in manifest["cuts"]]),
+        "## Quantization (Loihi 2 fixed point)",
+        f"Each chip neuron layer has one integer scale σ shared by all its synapses: {fmt.WEIGHT_CLIP_BITS}-bit "
+        f"even weights W·σ/2^q, threshold vth = θ·σ (fires when v > vth·{2 ** fmt.VTH_SHIFT}), bias as a "
+        f"{fmt.BIAS_MANT_BITS}-bit mantissa with a {fmt.BIAS_EXP_BITS}-bit exponent, dv = {fmt.DECAY_UNITY}·(1 - "
+        f"decay), du = {fmt.DECAY_MAX}. σ is the largest the {fmt.WEIGHT_CLIP_BITS}-bit weights allow unless the "
+        f"input port's headroom (|a| < 2^{int(math.log2(A_SAFE))} on the calibration data) or the "
+        f"{fmt.VTH_BITS}-bit threshold caps it.",
+        _table(["layer", "σ", "vth", "dv", "bias exp", "weight SQNR dB", "per-channel scale cost dB",
+                "payload bits", "notes"],
+               [[r["layer"], f"{r['scale']:.1f}", r.get("vth"), r.get("dv"), r.get("bias_exp"),
+                 " ".join(str(s["weight_sqnr_db"]) for s in r["synapses"]),
+                 " ".join(str(s["per_channel_scale_cost_db"]) for s in r["synapses"]),
+                 " ".join(str(s["payload_frac_bits"]) for s in r["synapses"]), "; ".join(r["notes"])]
+                for r in manifest["layers"]]),
+    ]
+    sums = residual_terms(compiled.fixed)
+    if sums:
+        parts += ["## The MS-ResNet membrane shortcut",
+                  "The residual stream is real-valued and Loihi neurons only receive synaptic input, so it is "
+                  "unrolled: every neuron that reads the stream gets one synapse group from each earlier block's "
+                  "spiking layer (composed with the 1x1 downsample convs on the way) plus the encoder's share, "
+                  "which the host computes and injects as a graded current. In Lava each synapse adds one step, "
+                  "so older terms wait (relay neurons) until all terms of a sum arrive together.",
+                  _table(["sum", "depth", "terms (source + delay)"],
+                         [[s.add, s.depth, ", ".join(f"{t.source}+{t.delay}" for t in s.terms)] for s in sums])]
+    host_gates = [n for n in compiled.fixed.nodes.values() if isinstance(n, ir.HostModule)]
+    if manifest["tcja"] == "fold":
+        parts += ["## TCJA gates", "Folded into static per-channel scales (`--tcja fold`): the backbone runs on "
+                  "chip in one piece; the accuracy cost is what `snn2hw simulate --ladder --tcja fold` reports."]
+    elif any("TCJA" in type(n.module).__name__ for n in host_gates):
+        parts += ["## TCJA gates", "Run on the host (`--tcja host`, exact): each gate needs the whole window, so "
+                  "the chip segment after it starts only when the previous one has finished all T steps."]
+    return "\n\n".join(parts) + "\n"

@@ -11,13 +11,18 @@ only neurons and host modules look across time.
 """
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("analog", "graded", "binary")
+# Float runs over many samples (calibration, gate statistics) go in batches whose largest value `[T, N, ...]` stays
+# near this size, so memory stops growing with the number of samples (ImageNet-34: 3.0 GB for 4 samples and for 16).
+RUN_BATCH_BYTES = 2 ** 28
 
 
 def _per_step(fn, x):
@@ -35,6 +40,10 @@ class Node:
 
     def run(self, *xs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def copy(self, **changes) -> "Node":
+        """A new node with the same fields (tensors shared, not cloned) and its own `inputs` list."""
+        return dataclasses.replace(self, **{"inputs": list(self.inputs), **changes})
 
     def out_kind(self, *kinds: str) -> str:
         """Synapses, norms and sums produce real values; nodes that pass values through override this."""
@@ -204,9 +213,13 @@ class HostModule(Node):
     steps, so it can only run on the host, after the window is complete. `time_dim` is where the module expects
     T (0: `[T, N, ...]`, 1: `[N, T, ...]`). Output: graded spikes (gate in (0, 1) times spikes).
     TCJA: y = x * sigmoid(conv_T(z) * conv_C(z)), z = mean_hw(x).  GAC: e = sigmoid(TA(u) * SCA(u)) * s (inputs u, s).
+    `ops`: (MACs, ACs) of one sample's whole window through the module (products and sigmoids as MACs, sums, maxima
+    and ReLUs as ACs), set by `convert` from a formula per module type; None where there is no formula (the energy
+    counts then leave the node out and say so).
     """
     module: nn.Module = None
     time_dim: int = 0
+    ops: tuple | None = None
 
     def run(self, *xs):
         if self.time_dim == 1:
@@ -240,6 +253,12 @@ class Readout(Node):
         return "analog"
 
 
+SYNAPSES = (Conv2d, Linear)
+# Nodes that reorganise values without computing new ones, so a value keeps its kind (spikes stay spikes) through
+# them. On chip a pooling is a synapse; for the energy counts and the host-side views they are pass-throughs.
+POOLING_AND_RESHAPE = (MaxPool2d, AvgPool2d, Flatten)
+
+
 @dataclass
 class Graph:
     """Nodes in execution (topological) order; the first is the Input, the last the Readout."""
@@ -250,7 +269,7 @@ class Graph:
     notes: list[str] = field(default_factory=list)  # what passes did, for the report
     segments: list[dict] = field(default_factory=list)  # host/chip segments in execution order (partition pass)
     cuts: list[dict] = field(default_factory=list)  # tensors crossing between segments (partition pass)
-    quant_report: list[dict] = field(default_factory=list)  # per-layer quantization report (quantize pass)
+    quant_layers: list[dict] = field(default_factory=list)  # per-layer quantization parameters (quantize pass)
 
     @property
     def output(self) -> str:
@@ -258,6 +277,16 @@ class Graph:
 
     def consumers(self, name: str) -> list[str]:
         return [n.name for n in self.nodes.values() if name in n.inputs]
+
+    def copied_nodes(self) -> dict[str, Node]:
+        """Every node copied (`Node.copy`), in order: the starting point of a pass, which must not change its input."""
+        return {k: v.copy() for k, v in self.nodes.items()}
+
+    def input_port_feeds(self, neuron: str) -> list[Node]:
+        """The nodes whose values a neuron's input port sums: the inputs of the Add it reads (its synapse groups and
+        any host values), or its single input."""
+        src = self.nodes[self.nodes[neuron].inputs[0]]
+        return [self.nodes[i] for i in src.inputs] if isinstance(src, Add) else [src]
 
     def replace(self, nodes: dict[str, Node], note: str | None = None, **fields) -> "Graph":
         return dataclasses.replace(self, nodes=nodes, notes=self.notes + ([note] if note else []), **fields)
@@ -287,6 +316,13 @@ class Graph:
                         values.pop(i, None)
         out = values[self.output]
         return (out, values) if record else (out, {})
+
+    def run_in_batches(self, x: torch.Tensor, observe) -> None:
+        """`run` over the samples of `x` in batches (sized by RUN_BATCH_BYTES), for `observe` only: statistics over
+        a data set without holding its activations."""
+        largest = max(math.prod(n.shape) for n in self.nodes.values()) * self.timesteps * 4
+        for batch in x.split(max(1, RUN_BATCH_BYTES // largest)):
+            self.run(batch, observe=observe)
 
     def shared_convs(self) -> dict[str, str]:
         """Conv → the earlier conv it repeats: same input and the same weight and bias tensors. The residual unroll
@@ -346,3 +382,37 @@ class on_meta:
 
 def _meta_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).to("meta")
+
+
+# ------------------------------------------------------------------------------------------ convolution geometry
+
+
+def conv_taps(in_size: int, out_size: int, kernel: int, stride: int, pad: int, dilation: int):
+    """For each output position o and kernel tap u: the input index i = o·s - p + u·d (p = `pad`, the zeros before
+    the input) and whether it lies inside the input (taps on zero padding read nothing).
+    → (index [out, k], valid [out, k])."""
+    o = np.arange(out_size)[:, None]
+    u = np.arange(kernel)[None, :]
+    index = o * stride - pad + u * dilation
+    return index, (index >= 0) & (index < in_size)
+
+
+def pad_before(padding, kernel: int, dilation: int, dim: int) -> int:
+    """Zeros before the input along `dim`: explicit, or PyTorch's 'same' (d(k-1) // 2) and 'valid' (0)."""
+    if padding == "same":
+        return dilation * (kernel - 1) // 2
+    if padding == "valid":
+        return 0
+    return padding[dim]
+
+
+def dense_conv_ops(in_channels: int, out_channels: int, groups: int, in_sizes, kernel, stride, padding,
+                   dilation) -> int:
+    """MACs of an N-d convolution on one input, taps on zero padding excluded:
+    c_out · c_in/groups · Π_d #{(o, u): tap u of output o reads inside the input along d}."""
+    pairs = 1
+    for d, size in enumerate(in_sizes):
+        pad = pad_before(padding, kernel[d], dilation[d], d)
+        out = size if padding == "same" else (size + 2 * pad - dilation[d] * (kernel[d] - 1) - 1) // stride[d] + 1
+        pairs *= int(conv_taps(size, out, kernel[d], stride[d], pad, dilation[d])[1].sum())
+    return out_channels * in_channels // groups * pairs

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from snn2hw.activity import run_model
+from snn2hw.ladder import run_model
 from snn2hw.checkpoint import load_checkpoint
 from snn2hw.data import DEMO_DATA
 from snn2hw.demo import demo_checkpoint

@@ -9,21 +9,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
 from snn2hw import ir
 from snn2hw.checkpoint import load_checkpoint
+from snn2hw.cli import app
 from snn2hw.compile import compile_model
 from snn2hw.convert import convert
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
-from snn2hw.deployment import Deployment, load_deployment
-from snn2hw.energy import (RateActivity, analytic_report, deployment_report, energy_command, fanout_map,
-                           faithful_counts, load_preset, loihi_resources, paper_flops, paper_report, record_activity)
+from snn2hw.deployment import load_deployment
+from snn2hw.energy import (RateActivity, RecordedActivity, build_report, fanout_map, faithful_counts, load_preset,
+                           loihi_resources, paper_flops, paper_report)
 from snn2hw.errors import UserError
 from snn2hw.export import export_deployment
-from snn2hw.hardware_sims.fixed_point import run_fixed
+from snn2hw.hardware_sims.runner import run_fixed
+from snn2hw.measure import analytic_report, deployment_report, record_activity
 from snn2hw.models.zoo import build_model
-from snn2hw.partition import partition_host_chip
+from snn2hw.passes.partition import partition_host_chip
 
 PJ = 1e-9  # mJ per pJ
 
@@ -46,6 +49,14 @@ def _conv(name, weight, **kw):
 
 def _counts(graph, x):
     return {c.name: c for c in faithful_counts(graph, record_activity(graph, "folded", x))}
+
+
+def _energy(*args) -> str:
+    """`snn2hw energy ARGS` in this process → what it printed; raises what the command raised (UserError)."""
+    res = CliRunner().invoke(app, ["energy", *map(str, args)], standalone_mode=False)
+    if res.exception is not None:
+        raise res.exception
+    return res.stdout
 
 
 def _neurobench(x, weight, all_ones=False, **kw):
@@ -153,11 +164,14 @@ def test_gac_demo_counts_equal_neurobench_on_every_chip_synapse(gac_demo):
     report = deployment_report(dep, x, "fixed", load_preset("45nm"))
     rows = {r["name"]: r for r in report["modes"]["faithful"]["layers"]}
     _, act = run_fixed(graph, torch.as_tensor(x))
+    chip_weights = dep.graphs[1]  # counted on the files: the integer weights the chip holds (0 where w rounds to 0)
     checked = 0
     for name, node in graph.nodes.items():
         if isinstance(node, ir.Conv2d) and node.placement == "chip":
             spikes = act.values[node.inputs[0]].flatten(0, 1)
-            want = _neurobench(spikes, node.weight, stride=node.stride, padding=node.padding, groups=node.groups)
+            weight = chip_weights.nodes[name].weight.float()
+            assert np.array_equal(weight.numpy(), node.quant["weight"])
+            want = _neurobench(spikes, weight, stride=node.stride, padding=node.padding, groups=node.groups)
             assert rows[name]["acs"] == pytest.approx(want / len(x)), name
             checked += 1
     assert checked == 5  # conv1 of both blocks and the three unrolled stream terms on spikes
@@ -194,22 +208,25 @@ def test_gac_demo_paper_mode_is_the_published_formula(gac_demo):
 def test_energy_command_on_a_deployment_directory(gac_demo, tmp_path):
     dep, x = gac_demo
     np.save(tmp_path / "x.npy", x[:8])
-    report = energy_command(dep.path, input=tmp_path / "x.npy", json_out=tmp_path / "e.json",
-                            html_out=tmp_path / "e.html")
+    _energy(dep.path, "--input", tmp_path / "x.npy", "--json", tmp_path / "e.json", "--html", tmp_path / "e.html")
+    fresh = load_deployment(dep.path)
+    report = deployment_report(fresh, x[:8], "fixed", load_preset("45nm"))
+    assert "compiled" not in vars(fresh)  # counted on the deployment's files: no model was rebuilt
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["samples"] == 8 and saved["backend"] == "fixed" and saved["preset"] == "45nm"
     assert saved["total_energy_mj"] == pytest.approx(report["modes"]["faithful"]["total_energy_mj"])
     assert {r["segment"] for r in saved["layers"]} == {"host0", "chip1"}
     assert (tmp_path / "e.html").read_text().count("data:image/png;base64,") == 3
     with pytest.raises(UserError, match="needs --input"):
-        energy_command(dep.path)
+        _energy(dep.path)
     with pytest.raises(UserError, match="are for the analytic mode"):
-        energy_command(dep.path, input=tmp_path / "x.npy", firing_rate="0.1")
+        _energy(dep.path, "--input", tmp_path / "x.npy", "--firing-rate", "0.1")
 
 
 def test_tcja_demo_gates_on_host_and_graded_inputs_as_macs(tcja_demo):
     compiled, x = tcja_demo
-    report = deployment_report(Deployment(None, {}, compiled), x, "fixed", load_preset("loihi2"))
+    report = build_report(compiled.source, compiled.fixed, record_activity(compiled.fixed, "fixed", x),
+                          load_preset("loihi2"), arch=compiled.arch)
     json.dumps(report)
     rows = {r["name"]: r for r in report["layers"]}
     # TCJA(4, 4) on [T=8, C=16, 16x16]: the two 'same' 1-D convs (k=4: 4*L - 4 valid pairs), a·b and sigmoid, x·gate
@@ -300,8 +317,9 @@ def test_presets_carry_values_sources_and_estimates(tmp_path):
 def test_energy_command_analytic_writes_json_and_offline_html(tmp_path):
     rates = tmp_path / "rates.json"
     rates.write_text(json.dumps({"default": 0.1, "conv.1": [0.2] * 8, "input": 0.05}))
-    report = energy_command(arch="tcja-tiny", firing_rate=str(rates), preset="int8-45nm",
-                            json_out=tmp_path / "e.json", html_out=tmp_path / "e.html")
+    _energy("--arch", "tcja-tiny", "--firing-rate", rates, "--preset", "int8-45nm", "--json", tmp_path / "e.json",
+            "--html", tmp_path / "e.html")
+    report = analytic_report("tcja-tiny", None, str(rates), load_preset("int8-45nm"))
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["mode"] == "faithful" and saved["preset"] == "int8-45nm" and saved["total_energy_mj"] > 0
     assert {"name", "segment", "macs", "acs", "neuron_updates", "spikes", "energy_mj"} <= set(saved["layers"][0])
@@ -313,13 +331,13 @@ def test_energy_command_analytic_writes_json_and_offline_html(tmp_path):
     assert "src=\"http" not in page and "href=\"http" not in page and "<script" not in page
     rates.write_text(json.dumps({"conv.1": 0.2}))
     with pytest.raises(UserError, match="no rate for layer conv.5"):
-        energy_command(arch="tcja-tiny", firing_rate=str(rates))
+        _energy("--arch", "tcja-tiny", "--firing-rate", rates)
     with pytest.raises(UserError, match="--firing-rate: the rate of"):
-        energy_command(arch="tcja-tiny", firing_rate="1.5")
+        _energy("--arch", "tcja-tiny", "--firing-rate", "1.5")
     with pytest.raises(UserError, match="--mode"):
-        energy_command(arch="tcja-tiny", firing_rate="0.1", mode="exact")
+        _energy("--arch", "tcja-tiny", "--firing-rate", "0.1", "--mode", "exact")
     with pytest.raises(UserError, match="needs DEPLOY_DIR"):
-        energy_command()
+        _energy()
 
 
 def test_rate_activity_derives_pooled_and_gated_densities():
@@ -329,3 +347,20 @@ def test_rate_activity_derives_pooled_and_gated_densities():
     assert activity.density("conv.2").ravel()[0] == pytest.approx(0.1)  # gate · spikes
     assert activity.density("conv.3.0").ravel()[0] == pytest.approx(1 - 0.9 ** 4)  # 2x2 max-pool, independent
     assert math.isclose(activity.density("input").ravel()[0], 1.0)
+
+
+def test_recorded_activity_is_fed_batches_and_derives_flattenings():
+    """RecordedActivity runs nothing: it sums what it is given, batch by batch; a flattening nobody recorded gets its
+    input's densities, any other missing value is an error naming the layer."""
+    graph = _graph([ir.LIF("s", []), ir.Flatten("flat", []), ir.Linear("fc", [], weight=torch.randn(3, 8))],
+                   (2, 2, 2), 2)
+    spikes = torch.zeros(2, 4, 2, 2, 2)  # [T, N, C, H, W]
+    spikes[:, 0, 0] = 1  # sample 0 spikes at the 4 positions of channel 0, at both steps
+    activity = RecordedActivity(graph)
+    activity.add({"input": spikes, "s": spikes})
+    activity.add({"input": spikes[:, :2], "s": spikes[:, :2]})
+    assert activity.samples == 6
+    assert activity.density("s")[:, 0].tolist() == [[[2 / 6] * 2] * 2] * 2
+    assert activity.density("flat").tolist() == [[2 / 6] * 4 + [0.0] * 4] * 2
+    with pytest.raises(UserError, match="no recorded values for layer fc"):
+        activity.density("fc")

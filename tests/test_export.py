@@ -14,7 +14,8 @@ from snn2hw.demo import demo_checkpoint
 from snn2hw.deployment import load_deployment
 from snn2hw.errors import UserError
 from snn2hw.export import export_deployment
-from snn2hw.hardware_sims.fixed_point import run_fixed
+from snn2hw.hardware_sims.runner import run_fixed
+from snn2hw.ladder import simulate
 from snn2hw.models.zoo import build_model
 
 
@@ -33,7 +34,9 @@ def test_deployment_directory_has_every_file_the_manifest_names(gac_export):
     out, res = gac_export
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["arch"] == "gac-msresnet-tiny" and manifest["timesteps"] == 4
-    assert manifest["output"] == {"shape": [None, 4, 10], "readout": "per_step_nt"}  # official [N, T, classes]
+    assert manifest["output"] == {"shape": [None, 4, 10], "readout": "per_step_nt",  # official [N, T, classes]
+                                  "tensor": "output"}
+    assert manifest["spiking_layers"][0] == "encoder_lif" and len(manifest["spiking_layers"]) == 6
     assert [s["placement"] for s in manifest["segments"]] == ["host", "chip", "host"]
     for seg in manifest["segments"]:
         for rel in seg["files"].values():
@@ -50,16 +53,24 @@ def test_deployment_directory_has_every_file_the_manifest_names(gac_export):
     assert "chip1" in res.stdout  # the summary table
 
 
-def test_deployment_runs_the_same_fixed_point_graph(gac_export):
+def test_deployment_runs_from_its_files_as_the_compiled_graph_runs(gac_export):
+    """Fixed point from the files (chip specs, host ONNX) gives the outputs and spike counts of the compiled graph in
+    memory (chip specs made on the fly, host nodes in torch), and loading builds no model."""
     out, _ = gac_export
     dep = load_deployment(out)
     model = load_checkpoint(demo_checkpoint("gac-msresnet-tiny")).model
     x, _ = DEMO_DATA["digit-images"]("test")
     calib = DEMO_DATA["digit-images"]("train")[0][:CALIBRATION_SAMPLES]
     direct = compile_model(model, "gac-msresnet-tiny", torch.as_tensor(calib))
-    a, _ = run_fixed(dep.compiled.fixed, torch.as_tensor(x[:20]))
-    b, _ = run_fixed(direct.fixed, torch.as_tensor(x[:20]))
-    assert torch.equal(a, b)
+    from_files, files_counts = dep.simulate(x[:40], batch_size=16)
+    in_memory, memory_counts = simulate(direct, "fixed", x[:40], batch_size=16)
+    assert "compiled" not in vars(dep)  # nothing was recompiled
+    np.testing.assert_allclose(from_files, in_memory, rtol=1e-6, atol=1e-6)  # host float ops: onnxruntime vs torch
+    assert files_counts.keys() == memory_counts.keys() and len(files_counts) == 6  # the encoder's spikes included
+    for layer, counts in memory_counts.items():
+        assert np.array_equal(files_counts[layer], counts), layer
+        assert counts.sum() > 0, layer
+    assert np.array_equal(run_fixed(dep.compiled.fixed, x[:8])[0], run_fixed(direct.fixed, x[:8])[0])
 
 
 
@@ -136,14 +147,15 @@ def test_cli_memory_limit_is_applied_to_the_lava_run(gac_export, lava_python, tm
 
 def test_official_tcja_cifar10dvs_exports_with_its_gates_folded(tmp_path):
     # Its input is pooled 128 → 48 (adaptive), and it average-pools spikes and gated spikes before convs.
-    from snn2hw.exporters.onnx_host import MODEL_INPUT, run_host_segment_onnx
+    from snn2hw.exporters.onnx_host import MODEL_INPUT
+    from snn2hw.hardware_sims.host_runner import run_host_segment_onnx
 
     torch.manual_seed(0)
     calib = torch.poisson(torch.full((2, 10, 2, 128, 128), 0.1))
     save_checkpoint(tmp_path / "m.pt", calibrated(build_model("tcja-cifar10dvs"), calib), "tcja-cifar10dvs", {})
     manifest = export_deployment(load_checkpoint(tmp_path / "m.pt"), calib.numpy(), tmp_path / "deploy", "fold")
     assert [s["placement"] for s in manifest["segments"]] == ["host", "chip", "host"]
-    assert manifest["output"] == {"shape": [10, None, 10], "readout": "per_step_tn"}  # official [T, N, classes]
+    assert manifest["output"] == {"shape": [10, None, 10], "readout": "per_step_tn", "tensor": "output"}  # [T, N, K]
     graph = load_deployment(tmp_path / "deploy").compiled.fixed
     pools = [n for n in graph.nodes.values() if isinstance(n, ir.AvgPool2d)]
     assert [(p.name, p.placement, p.output_size) for p in pools] == [("conv.0.0", "host", (48, 48))]
@@ -163,11 +175,11 @@ def test_failed_export_leaves_nothing_and_keeps_an_earlier_one(tmp_path, monkeyp
     export_deployment(loaded, calib, out)
     before = (out / "manifest.json").read_text()
 
-    import snn2hw.exporters.onnx_host as onnx_host
+    import snn2hw.export
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(onnx_host, "export_host_segment", broken)
+    monkeypatch.setattr(snn2hw.export, "export_host_segment", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         export_deployment(loaded, calib, out)
     assert (out / "manifest.json").read_text() == before  # the earlier export is intact

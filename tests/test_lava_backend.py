@@ -16,8 +16,9 @@ from snn2hw.compile import compile_model
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
 from snn2hw.exporters.lava_spec import chip_segment_spec
-from snn2hw.hardware_sims.fixed_point import _accumulate, run_fixed
-from snn2hw.lava_backend import LavaError, run_chip_segment, run_chip_segment_timed
+from snn2hw.hardware_sims.fixed_point import accumulate
+from snn2hw.hardware_sims.runner import run_fixed
+from snn2hw.hardware_sims.lava_driver import LavaError, run_chip_segment, run_chip_segment_timed
 
 DIGITS = 3  # test digits run back to back in one Lava run per segment
 CHIP_SEGMENTS = {"tcja-tiny": 3, "gac-msresnet-tiny": 1}
@@ -25,7 +26,7 @@ CHIP_SEGMENTS = {"tcja-tiny": 3, "gac-msresnet-tiny": 1}
 
 @pytest.fixture(scope="module")
 def fixed_runs():
-    """arch → (quantized graph, fixed-point Activity on the first test digits)."""
+    """arch → (quantized graph, fixed-point RunRecord on the first test digits)."""
     runs = {}
     for arch in CHIP_SEGMENTS:
         model = load_checkpoint(demo_checkpoint(arch)).model
@@ -75,7 +76,9 @@ def test_every_chip_segment_equals_the_fixed_point_simulator(arch, fixed_runs, l
         for o in spec["outputs"]:
             if o["kind"] == "accumulation":
                 node = graph.nodes[o["name"]]
-                want = _accumulate(node, _fixed_ints(graph, act, node.name, node.inputs[0]))
+                synapse = next(n for n in spec["nodes"] if n["name"] == node.name)
+                want = accumulate(synapse, arrays[synapse["weight"]],
+                                  _fixed_ints(graph, act, node.name, node.inputs[0]))
                 assert np.array_equal(out[o["name"]], want), f"{arch} {name}: accumulations of {o['name']} differ"
                 assert np.abs(want).max() > 0
 

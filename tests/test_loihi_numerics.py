@@ -6,7 +6,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from snn2hw.hardware_sims import loihi_formats as lf
 from snn2hw.hardware_sims import loihi_numerics as ln
+
+import lava_reference as ref
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure numpy: hand-computed values
@@ -14,13 +17,13 @@ from snn2hw.hardware_sims import loihi_numerics as ln
 
 
 def test_constants_are_the_lava_formats():
-    assert (ln.WEIGHT_MIN_MIXED, ln.WEIGHT_MAX) == (-256, 255)
-    assert (ln.DECAY_UNITY, ln.DECAY_SHIFT, ln.DS_OFFSET, ln.DM_OFFSET) == (4096, 12, 1, 0)
-    assert (ln.VTH_SHIFT, ln.ACT_SHIFT) == (6, 6)
-    assert (ln.MAX_UV_VAL, ln.V_MAX, ln.V_MIN) == (2 ** 23, 2 ** 23 - 1, -(2 ** 23 - 1))
-    assert (ln.VTH_MAX, ln.DECAY_MAX, ln.BIAS_MANT_MIN, ln.BIAS_MANT_MAX, ln.BIAS_EXP_MAX) == (
+    assert (lf.WEIGHT_MIN_MIXED, lf.WEIGHT_MAX) == (-256, 255)
+    assert (lf.DECAY_UNITY, lf.DECAY_SHIFT, lf.DS_OFFSET, lf.DM_OFFSET) == (4096, 12, 1, 0)
+    assert (lf.VTH_SHIFT, lf.ACT_SHIFT) == (6, 6)
+    assert (lf.MAX_UV_VAL, lf.V_MAX, lf.V_MIN) == (2 ** 23, 2 ** 23 - 1, -(2 ** 23 - 1))
+    assert (lf.VTH_MAX, lf.DECAY_MAX, lf.BIAS_MANT_MIN, lf.BIAS_MANT_MAX, lf.BIAS_EXP_MAX) == (
         131071, 4095, -4096, 4095, 7)
-    assert ln.CONV_OUT_BITS == 24
+    assert lf.CONV_OUT_BITS == 24
 
 
 def test_wrap_signed():
@@ -81,7 +84,7 @@ def _naive_correlation(w, s, stride, padding, dilation, groups):
     co, cg, kh, kw = w.shape
     sp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=np.int64)
     sp[:, :, ph:ph + h, pw:pw + wd] = s
-    ho, wo = ln.conv_output_hw((h, wd), (kh, kw), stride, padding, dilation)
+    ho, wo = lf.conv_output_hw((h, wd), (kh, kw), stride, padding, dilation)
     out = np.zeros((n, co, ho, wo), dtype=np.int64)
     og = co // groups
     for o in range(co):
@@ -134,11 +137,11 @@ def test_conv_accumulate_is_exact_at_the_float32_limit(channels):
 
 def test_conv_weight_layout_round_trip():
     w = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
-    lw = ln.torch_to_lava_conv_weight(w)
+    lw = lf.torch_to_lava_conv_weight(w)
     assert lw.shape == (2, 5, 4, 3)
     assert lw[1, 0, 0, 2] == w[1, 2, 3, 4]                      # flipped in both spatial axes
-    np.testing.assert_array_equal(ln.lava_to_torch_conv_weight(lw), w)
-    assert ln.torch_to_lava_conv_params((1, 2), (3, 4), (5, 6)) == {"stride": (2, 1), "padding": (4, 3),
+    np.testing.assert_array_equal(lf.lava_to_torch_conv_weight(lw), w)
+    assert lf.torch_to_lava_conv_params((1, 2), (3, 4), (5, 6)) == {"stride": (2, 1), "padding": (4, 3),
                                                                   "dilation": (6, 5)}
 
 
@@ -173,11 +176,11 @@ def test_lif_step_hand_values():
 
 
 def test_lif_reset_schedule():
-    assert [k for k in range(10) if ln.lif_reset_due(k, 4, 0)] == [3, 7]
-    assert [k for k in range(10) if ln.lif_reset_due(k, 4, 1)] == [0, 4, 8]
-    assert [k for k in range(10) if ln.lif_reset_due(k, 4, 5)] == [0, 4, 8]
-    assert all(ln.lif_reset_due(k, 1, 0) for k in range(5))
-    u, v, s = ln.lif_reset_step([[100]], [[100]], [[1]], 0, 0, 10, step_index=0, reset_interval=4, reset_offset=1)
+    assert [k for k in range(10) if ref.lif_reset_due(k, 4, 0)] == [3, 7]
+    assert [k for k in range(10) if ref.lif_reset_due(k, 4, 1)] == [0, 4, 8]
+    assert [k for k in range(10) if ref.lif_reset_due(k, 4, 5)] == [0, 4, 8]
+    assert all(ref.lif_reset_due(k, 1, 0) for k in range(5))
+    u, v, s = ref.lif_reset_step([[100]], [[100]], [[1]], 0, 0, 10, step_index=0, reset_interval=4, reset_offset=1)
     assert (u.item(), v.item()) == (64, 64)                     # state zeroed, this step's input still counted
 
 
@@ -187,10 +190,10 @@ def test_inport_sum_wraps_in_int32():
 
 def test_run_dense_lif_reproduces_the_environment_check():
     """Same case as test_environments: Dense(10) delays one step, u = 640, fires when v > 1280."""
-    tr = ln.run_dense_lif([[10]], np.ones((1, 10, 1), dtype=int), du=4095, dv=0, vth=20)
+    tr = ref.run_dense_lif([[10]], np.ones((1, 10, 1), dtype=int), du=4095, dv=0, vth=20)
     np.testing.assert_array_equal(tr.v[0, :, 0], [0, 640, 1280, 0, 640, 1280, 0, 640, 1280, 0])
     np.testing.assert_array_equal(tr.s[0, :, 0], [0, 0, 0, 1, 0, 0, 1, 0, 0, 1])
-    np.testing.assert_array_equal(ln.delay(np.arange(6).reshape(1, 6)), [[0, 0, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(ref.delay(np.arange(6).reshape(1, 6)), [[0, 0, 1, 2, 3, 4]])
 
 
 def test_batch_equals_one_sample_at_a_time():
@@ -198,16 +201,16 @@ def test_batch_equals_one_sample_at_a_time():
     w = rng.integers(-40, 41, size=(5, 9))
     spikes = rng.random((4, 12, 9)) < 0.4
     kw = dict(du=1000, dv=200, vth=30, bias_mant=rng.integers(-50, 50, 5), bias_exp=1, weight_exp=1)
-    batch = ln.run_dense_lif(w, spikes, **kw)
+    batch = ref.run_dense_lif(w, spikes, **kw)
     for i in range(4):
-        one = ln.run_dense_lif(w, spikes[i:i + 1], **kw)
+        one = ref.run_dense_lif(w, spikes[i:i + 1], **kw)
         for key in ("s", "u", "v"):
             np.testing.assert_array_equal(getattr(batch, key)[i:i + 1], getattr(one, key))
 
 
 def test_lif_format_errors():
-    assert ln.lif_format_errors(4095, 0, 131071, [-4096, 4095], [0, 7]) == []
-    assert len(ln.lif_format_errors(4096, -1, 131072, [5000], [-1])) == 5
+    assert lf.lif_format_errors(4095, 0, 131071, [-4096, 4095], [0, 7]) == []
+    assert len(lf.lif_format_errors(4096, -1, 131072, [5000], [-1])) == 5
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,7 +280,7 @@ def _lif_case(name, a, du, dv, vth, bias_mant=0, bias_exp=0, u0=0, v0=0, reset=N
     """RingBuffer → LIF directly (no delay): arbitrary int32 inputs. a: [N, T, n]; Lava sees N*n neurons."""
     n_s, t, n = a.shape
     p = {k: _flat(x, n) for k, x in dict(bias_mant=bias_mant, bias_exp=bias_exp, u0=u0, v0=v0).items()}
-    expected = ln.run_lif(a, du, dv, vth, p["bias_mant"], p["bias_exp"], p["u0"], p["v0"],
+    expected = ref.run_lif(a, du, dv, vth, p["bias_mant"], p["bias_exp"], p["u0"], p["v0"],
                           *(reset or (None, 0)))
     spec = dict(name=name, kind="lif", lif_shape=[n_s * n], du=du, dv=dv, vth=vth)
     if reset:
@@ -294,11 +297,11 @@ def _dense_case(name, w, spikes, du, dv, vth, bias_mant=0, bias_exp=0, weight_ex
     n_s, t, n_in = spikes.shape
     n_out = w.shape[0]
     bm, be = _flat(bias_mant, n_out), _flat(bias_exp, n_out)
-    expected = ln.run_dense_lif(w, spikes, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be, weight_exp=weight_exp,
+    expected = ref.run_dense_lif(w, spikes, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be, weight_exp=weight_exp,
                                 num_weight_bits=num_weight_bits, num_message_bits=num_message_bits)
     acc = ln.dense_accumulate(ln.effective_dense_weights(w, num_weight_bits), spikes.reshape(n_s * t, n_in),
                               weight_exp, num_message_bits)
-    a_expected = ln.delay(acc.reshape(n_s, t, n_out))
+    a_expected = ref.delay(acc.reshape(n_s, t, n_out))
     spec = dict(name=name, kind="dense", lif_shape=[n_s * n_out], du=du, dv=dv, vth=vth, weight_exp=weight_exp,
                 num_weight_bits=num_weight_bits, num_message_bits=num_message_bits)
     arrays = {"input": spikes.transpose(0, 2, 1).reshape(n_s * n_in, t), "weights": np.kron(np.eye(n_s, dtype=int), w),
@@ -318,17 +321,17 @@ def _conv_case(name, w, spikes, du, dv, vth, stride, padding, dilation=(1, 1), g
     out_shape = acc.shape[1:]
     bm = np.broadcast_to(np.asarray(bias_mant, dtype=np.int64).reshape(-1, 1, 1), out_shape)
     be = np.broadcast_to(np.asarray(bias_exp, dtype=np.int64).reshape(-1, 1, 1), out_shape)
-    expected = ln.run_conv_lif(w, spikes, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be,
+    expected = ref.run_conv_lif(w, spikes, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be,
                                num_message_bits=num_message_bits, **kw)
-    lava_kw = ln.torch_to_lava_conv_params(stride, padding, dilation)
+    lava_kw = lf.torch_to_lava_conv_params(stride, padding, dilation)
     spec = dict(name=name, kind="conv", lif_shape=list(out_shape[::-1]), du=du, dv=dv, vth=vth, groups=groups,
                 num_message_bits=num_message_bits, weight_exp=weight_exp,
                 **{k: list(v) for k, v in lava_kw.items()})
     zeros = np.zeros(out_shape[::-1], dtype=int)
-    arrays = {"input": spikes[0].transpose(3, 2, 1, 0), "weight": ln.torch_to_lava_conv_weight(w),
+    arrays = {"input": spikes[0].transpose(3, 2, 1, 0), "weight": lf.torch_to_lava_conv_weight(w),
               "bias_mant": bm.transpose(2, 1, 0), "bias_exp": be.transpose(2, 1, 0), "u0": zeros, "v0": zeros}
     to_ours = lambda x: x.transpose(0, 3, 2, 1)[None]  # noqa: E731  Lava (T, X, Y, C) → [1, T, C, H, W]
-    return spec, arrays, expected, ln.delay(acc[None]), to_ours
+    return spec, arrays, expected, ref.delay(acc[None]), to_ours
 
 
 def _build_cases():

@@ -35,7 +35,7 @@ from norse.torch.utils.import_nir import _import_norse_module
 
 from snn2hw import ir
 from snn2hw.checkpoint import load_checkpoint
-from snn2hw.compare import first_divergence, spike_mismatches
+from snn2hw.ladder import first_divergence, spike_mismatches
 from snn2hw.compile import compile_model
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint

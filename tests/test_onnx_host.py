@@ -13,8 +13,9 @@ from snn2hw.compile import compile_model
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
 from snn2hw.exporters.onnx_host import (EXPORT_BATCH, MODEL_INPUT, PINNED_OPSET, export_host_segment,
-                                        host_segment_module, onnx_names, run_host_segment_onnx)
-from snn2hw.hardware_sims.fixed_point import run_fixed
+                                        host_segment_module, onnx_names)
+from snn2hw.hardware_sims.host_runner import run_host_segment_onnx
+from snn2hw.hardware_sims.runner import run_fixed
 
 TOL = 1e-5
 # Each host segment: (what it reads, what it passes on, the IR ops it holds), as DESIGN.md's partition puts them.
@@ -151,7 +152,7 @@ def test_bad_calls_fail_clearly_and_a_failed_export_keeps_the_earlier_file(deplo
 @pytest.mark.parametrize("size", [(5, 5), (4, 6)])  # dividing 10x15 or not (TCJA CIFAR10-DVS: 128 → 48)
 def test_adaptive_average_pooling_exports(size, tmp_path):
     # torch's own ONNX export of adaptive_avg_pool2d refuses these [T, N, ...] values ("input size not accessible").
-    from snn2hw.partition import partition_host_chip
+    from snn2hw.passes.partition import partition_host_chip
 
     nodes = {"input": ir.Input("input", [], timesteps=3, source_kind="graded"),
              "pool": ir.AvgPool2d("pool", ["input"], output_size=size),

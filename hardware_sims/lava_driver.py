@@ -1,7 +1,7 @@
 """Chip segments on Lava's CPU backend, run from the main environment (DESIGN.md, "Two Python environments").
 
 Lava needs its own interpreter (`.venv-lava`, Python 3.10, numpy<2), so a segment runs in a subprocess:
-`hardware_sims/lava_runner.py WORKDIR`, with the segment spec, its arrays, the inputs and the request written to a
+`lava_runner.py WORKDIR` (next to this file), with the segment spec, its arrays, the inputs and the request written to a
 temporary WORKDIR and the results read back from it (files only: Lava and slayer print to stdout).
 
 Lava forks one OS process per process model, so the runner gets a session of its own and the whole process group
@@ -18,12 +18,11 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LAVA_PYTHON = REPO / ".venv-lava" / "bin" / "python"
@@ -62,7 +61,7 @@ def lava_python() -> Path:
 
 
 def runner_path() -> Path:
-    return Path(find_spec("snn2hw.hardware_sims.lava_runner").origin)
+    return Path(__file__).with_name("lava_runner.py")
 
 
 def _json_default(value):
@@ -207,7 +206,7 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     """Run one chip segment (`exporters.lava_spec.chip_segment_spec`) on Lava's CPU backend, fixed point.
 
     `inputs`: per spec input name, the integers the chip receives, `[T, N, ...]` (torch layout; as the fixed-point
-    simulator's `Activity.cut_inputs`). The N samples run back to back in one Lava run. → `[T, N, ...]` arrays,
+    runner's `RunRecord.cut_inputs`). The N samples run back to back in one Lava run. → `[T, N, ...]` arrays,
     aligned to logical steps (each layer's latency removed):
 
     * every segment output: spikes (bool), or a readout synapse's integer accumulations (int64);

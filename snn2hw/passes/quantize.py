@@ -11,7 +11,7 @@ synapses that feed it, because Lava sums their outputs at the neuron's input por
 Graded values a host synapse computes for a neuron that also has chip synapses (the GAC encoder's share of the
 MS-ResNet stream) enter as currents round(value · σ). A chip synapse feeding the readout keeps its own σ; the host
 divides its accumulations by σ and adds the bias. The numeric formats themselves live in
-`snn2hw.hardware_sims.loihi_numerics`.
+`snn2hw.hardware_sims.loihi_formats`.
 """
 import math
 from dataclasses import dataclass
@@ -19,26 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import ir
-from .errors import UserError
-from .hardware_sims import loihi_numerics as fmt
+from .. import ir
+from ..errors import UserError
+from ..hardware_sims import loihi_formats as fmt
+from ..hardware_sims.loihi_formats import WEIGHT_GRID_MAX
 
-WEIGHT_GRID_MAX = fmt.WEIGHT_MAX - 1  # 254: the largest even 8-bit weight (mixed-sign Dense drops the LSB)
 PAYLOAD_FRAC_BITS_MAX = 8  # fractional bits of graded spike payloads (gates in (0, 1))
 # Largest |a| per step the calibration may reach: u = a << 6 wraps at 2^23, so |a| < 2^17; one bit is kept as
 # headroom for inputs stronger than the calibration samples.
 A_SAFE = 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT - 1)
-GRADED_MESSAGE_BITS = 24  # Lava's graded spikes travel in 24-bit messages
-SYNAPSES = (ir.Conv2d, ir.Linear)
-# Calibration runs in batches whose largest float activation stays near this size, so an export's memory stops
-# growing with the calibration set (ImageNet-34: 3.0 GB for 4 samples and for 16).
-CALIBRATION_BATCH_BYTES = 2 ** 28
-
-
-def calibration_batch(graph: ir.Graph) -> int:
-    """Samples per calibration batch: the largest node value `[T, N, ...]` in float32 near CALIBRATION_BATCH_BYTES."""
-    largest = max(math.prod(n.shape) for n in graph.nodes.values()) * graph.timesteps * 4
-    return max(1, CALIBRATION_BATCH_BYTES // largest)
 
 
 def _to_grid(x: np.ndarray) -> np.ndarray:
@@ -131,12 +120,11 @@ def _groups(graph: ir.Graph) -> list[_Group]:
             continue
         if isinstance(node, ir.LIF):
             src = graph.nodes[node.inputs[0]]
-            chip_sum = isinstance(src, ir.Add) and src.placement == "chip"
-            feeds = [graph.nodes[i] for i in src.inputs] if chip_sum else [src]
-            groups.append(_Group(node, [f for f in feeds if isinstance(f, SYNAPSES) and f.placement == "chip"],
+            feeds = graph.input_port_feeds(name) if src.placement == "chip" else [src]
+            groups.append(_Group(node, [f for f in feeds if isinstance(f, ir.SYNAPSES) and f.placement == "chip"],
                                  [f for f in feeds if f.placement == "host"],
                                  src if isinstance(src, ir.Add) else None))
-        elif isinstance(node, SYNAPSES) and any(isinstance(graph.nodes[r], ir.Readout) for r in graph.consumers(name)):
+        elif isinstance(node, ir.SYNAPSES) and any(isinstance(graph.nodes[r], ir.Readout) for r in graph.consumers(name)):
             groups.append(_Group(None, [node], []))
         elif isinstance(node, (ir.AvgPool2d, ir.BatchNorm)):
             raise UserError(f"layer {name} ({type(node).__name__}) is on chip but Loihi has no such operation; "
@@ -216,7 +204,6 @@ def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict
     # q = 0 where the payload is already an integer (spikes, event counts)
     graded = {s.name: not stats.integer.get(s.inputs[0], True) for s in synapses}
     notes = []
-    shape = group.shape
     a_peak = stats.peak[name]
     sigma, q = _scale(neuron, synapses, graded, a_peak, notes)
     entry = {"layer": name, "scale": sigma, "calibration_peak_input": a_peak, "synapses": [], "notes": notes}
@@ -225,9 +212,9 @@ def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict
         w = s.weight.double().numpy()
         w_int = _weights_to_grid(w, factor)
         s.quant = {"weight": w_int, "payload_frac_bits": q[s.name], "scale": sigma,
-                   "num_message_bits": 0 if graph.nodes[s.inputs[0]].kind == "binary" else GRADED_MESSAGE_BITS}
+                   "num_message_bits": 0 if graph.nodes[s.inputs[0]].kind == "binary" else fmt.GRADED_MESSAGE_BITS}
         entry["synapses"].append({
-            "name": s.name, "payload_frac_bits": q[s.name], "weight_bits": 8,
+            "name": s.name, "payload_frac_bits": q[s.name], "weight_bits": fmt.DEFAULT_NUM_WEIGHT_BITS,
             "weight_sqnr_db": round(float(_sqnr_db(w, w_int / factor)), 2),
             "clipped_weights": int((np.abs(w * factor) > WEIGHT_GRID_MAX + 1).sum()),
             "per_channel_scale_cost_db": round(_per_channel_cost_db(w, factor), 2)})
@@ -255,18 +242,16 @@ def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict
 
 @torch.no_grad()
 def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
-    """Set `quant` on every chip synapse and neuron; the per-layer report goes to `graph.quant_report`.
+    """Set `quant` on every chip synapse and neuron; the per-layer report goes to `graph.quant_layers`.
 
     Preserves: nothing exactly, by design: the fixed-point simulator's spikes differ from the folded float graph's
     by quantization only (the ladder measures how much)."""
     if not graph.segments:
         raise ValueError("quantize needs a partitioned graph (run partition_host_chip first)")
-    nodes = {k: ir.dataclasses.replace(v, inputs=list(v.inputs), quant={}) for k, v in graph.nodes.items()}
+    nodes = {k: v.copy(quant={}) for k, v in graph.nodes.items()}
     graph = graph.replace(nodes)
     groups = _groups(graph)
     stats = _Calibration(graph, groups)
-    for batch in calibration.split(calibration_batch(graph)):
-        graph.run(batch, observe=stats.observe)
+    graph.run_in_batches(calibration, stats.observe)
     report = [_quantize_group(graph, g, stats) for g in groups]
-    return ir.dataclasses.replace(graph, notes=graph.notes + [f"quantize: {len(report)} chip layers"],
-                                  quant_report=report)
+    return graph.replace(graph.nodes, f"quantize: {len(report)} chip layers", quant_layers=report)

@@ -1,8 +1,8 @@
 """unroll_residual_stream: the real-valued MS-ResNet stream becomes sums of synapses on spike/host sources, with the
-same spikes (up to threshold ties) and the structure, costs and delays it promises."""
+same spikes (up to threshold ties) and the structure, costs and delays it promises; with it, `compose_convs` and the
+IR's run of the unroll's repeated term copies (computed once)."""
 import pytest
 import torch
-from torch import nn
 
 from helpers import assert_first_divergence_is_a_tie, calibrated
 from snn2hw import ir
@@ -13,8 +13,8 @@ from snn2hw.errors import UserError
 from snn2hw.models import msresnet
 from snn2hw.models.digits import digit_images
 from snn2hw.models.zoo import build_model
-from snn2hw.passes import fold_batchnorm
-from snn2hw.residual import compose_convs, residual_terms, unroll_residual_stream
+from snn2hw.passes.fold import fold_batchnorm
+from snn2hw.passes.residual import compose_convs, residual_terms, unroll_residual_stream
 
 
 def _unroll(model, x):
@@ -87,7 +87,7 @@ def test_compose_convs_by_hand():
     assert torch.equal(compose_convs(first, wide).run(x), wide.run(first.run(x)))
 
 
-def test_demo_model_unrolls_with_the_same_spikes_costs_and_delays():
+def test_unroll_residual_stream_keeps_the_demo_models_spikes_with_the_promised_costs_and_delays():
     model = load_checkpoint(demo_checkpoint("gac-msresnet-tiny")).model
     x = torch.as_tensor(digit_images("test")[0])
     folded, before, unrolled, after = _unroll(model, x)
@@ -134,7 +134,8 @@ def test_stream_starting_at_the_analog_stem_becomes_a_graded_cut(stem):
     ("gac-msresnet18-cifar", {}, lambda: torch.randn(2, 3, 32, 32), (4, 4), (4, 4)),
     ("gac-msresnet18-imagenet", {"timesteps": 2}, lambda: torch.randn(2, 3, 64, 64), (16, 16), (8, 8)),
 ])
-def test_official_size_models_unroll_up_to_threshold_ties(arch, options, make_input, x0_stride, term_stride):
+def test_unroll_residual_stream_keeps_official_size_models_spikes_up_to_threshold_ties(arch, options, make_input,
+                                                                                     x0_stride, term_stride):
     torch.manual_seed(1)
     x = make_input()
     torch.manual_seed(0)

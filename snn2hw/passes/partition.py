@@ -7,16 +7,14 @@ and the readout (per-step output, mean over T, voting).
 """
 import math
 
-from . import ir
-
-PASS_THROUGH = (ir.MaxPool2d, ir.AvgPool2d, ir.Flatten, ir.BatchNorm)
+from .. import ir
 
 
 def _placement(node: ir.Node, graph: ir.Graph, placed: dict[str, str]) -> str:
     if isinstance(node, (ir.Input, ir.HostModule, ir.Readout)):
         return "host"
     sources = [graph.nodes[i] for i in node.inputs]
-    if isinstance(node, (ir.Conv2d, ir.Linear)):
+    if isinstance(node, ir.SYNAPSES):
         # Analog pixels straight from the input stay on the host. A synapse on a host value that joins other
         # synapses at a neuron stays on the host too: its result enters the neuron as a graded current, because
         # one neuron's synapses share one integer scale and a graded payload would cost that scale its precision.
@@ -50,7 +48,7 @@ def partition_host_chip(graph: ir.Graph) -> ir.Graph:
     nodes = {}
     for name, node in graph.nodes.items():
         placed[name] = _placement(node, graph, placed)
-        nodes[name] = ir.dataclasses.replace(node, inputs=list(node.inputs), placement=placed[name])
+        nodes[name] = node.copy(placement=placed[name])
 
     # A node's stage counts the host/chip crossings on the way to it; a segment is one stage's nodes, so host work
     # that only needs earlier host values (e.g. the encoder's share of every residual sum) joins the host segment.

@@ -1,5 +1,5 @@
-"""Presenting an energy report (`snn2hw.energy.build_report`): terminal tables (rich) and a self-contained HTML page
-whose plots are inline PNGs, so a browser shows it without network access."""
+"""Presenting an energy report (`report.build_report`): terminal tables (rich) and a self-contained HTML page whose
+plots are inline PNGs, so a browser shows it without network access."""
 import base64
 import html
 import io
@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .files import write_text_atomic
+from ..files import write_text_atomic
 
 
 def fmt_energy(mj: float) -> str:
@@ -113,9 +113,19 @@ def print_report(report: dict, console: Console) -> None:
 # ------------------------------------------------------------------------------------------------------------- HTML
 
 
-def _png(fig) -> str:
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display). Imported here, not at the top: only the HTML
+    report plots, and importing pyplot would add about 0.4 s to every start of the CLI, which imports this module."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> str:
+    plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -124,8 +134,7 @@ def _png(fig) -> str:
 
 def _layer_energy_plot(report: dict) -> str:
     """Faithful energy per layer, split into MAC, AC, neuron-update and spike energy (stacked bars)."""
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = [r for r in report["modes"]["faithful"]["layers"] if r["energy_mj"] > 0]
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.5))
     left = [0.0] * len(rows)
@@ -143,8 +152,7 @@ def _layer_energy_plot(report: dict) -> str:
 
 def _firing_rate_plot(report: dict) -> str:
     """Firing rate of every neuron layer at every step (spikes per neuron), as a heat map."""
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = list(report["firing_rate"])
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(names) + 1.5))
     image = ax.imshow([report["firing_rate"][n] for n in names], aspect="auto", cmap="viridis")
@@ -158,8 +166,7 @@ def _firing_rate_plot(report: dict) -> str:
 
 def _share_plot(report: dict) -> str:
     """Host compute, chip compute and host↔chip transfers in the faithful total, beside the paper's total."""
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     faithful, paper = report["modes"]["faithful"], report["modes"]["paper"]
     fig, ax = plt.subplots(figsize=(6, 2.6))
     bottom = 0.0
@@ -186,9 +193,6 @@ def _layer_rows(mode: dict) -> list[list]:
 
 
 def render_html(report: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
     columns = ["layer", "segment", "op", "row", "MACs", "ACs", "neuron updates", "spikes", "energy", "note"]
     res = report["loihi2"]
     sections = [

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ir
-from .errors import UserError
+from .. import ir
+from ..errors import UserError
 
 # Pooling runs on chip as a sum-pool synapse, so it is a hop too.
 HOPS = (ir.Conv2d, ir.Linear, ir.AvgPool2d, ir.MaxPool2d)
@@ -217,7 +217,7 @@ def unroll_residual_stream(graph: ir.Graph) -> ir.Graph:
 
 def _cost_note(before: ir.Graph, after: ir.Graph) -> str:
     def weights(g):
-        return sum(n.weight.numel() for n in g.nodes.values() if isinstance(n, (ir.Conv2d, ir.Linear)))
+        return sum(n.weight.numel() for n in g.nodes.values() if isinstance(n, ir.SYNAPSES))
 
     def convs(g):
         return sum(isinstance(n, ir.Conv2d) for n in g.nodes.values())

@@ -1,0 +1,156 @@
+"""Running a deployment: its segments in execution order, each host segment by its host runner (torch on an
+in-memory graph, onnxruntime on the exported ONNX) and each chip segment by a chip runner — the fixed-point
+simulator or Lava's CPU backend, one interface — with the values crossing host↔chip converted in one place
+(`to_chip`, `from_chip`). A chip segment is always run from its chip spec, the exporter's artifact, whether the spec
+was just made from a compiled graph (`graph_segments`) or read from a deployment directory.
+"""
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import ir
+from ..exporters.lava_spec import chip_segment_spec
+from ..exporters.onnx_host import MODEL_INPUT
+from . import fixed_point, lava_driver
+from .host_runner import run_host_segment_onnx
+
+
+def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
+    """A host value as the integers the chip receives at spec input `entry`: round(value · 2^q) for spikes and graded
+    payloads (q = 0 for spikes and event counts), round(value · σ) for a current injected into a neuron."""
+    factor = entry["scale"] if entry["payload"] == "current" else 2 ** entry["frac_bits"]
+    return np.rint(value.double().numpy() * factor).astype(np.int64)
+
+
+def from_chip(entry: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
+    """A chip output (spec output `entry`) as the host reads it, float32: spikes as 0/1; a readout synapse's
+    accumulations back in float units, a / σ + bias (its bias is the host's)."""
+    if entry["kind"] == "spikes":
+        return torch.as_tensor(value.astype(np.float32))
+    out = value / entry["scale"]
+    if entry["bias"] is not None:
+        out = out + arrays[entry["bias"]].reshape(-1, *([1] * (out.ndim - 3)))
+    return torch.as_tensor(out.astype(np.float32))
+
+
+@dataclass
+class ChipSegment:
+    """A chip segment as both chip runners take it: its spec and integer arrays (`exporters.lava_spec`)."""
+    name: str
+    spec: dict
+    arrays: dict[str, np.ndarray]
+    repeats: dict[str, str] = field(init=False)  # fixed point: synapses computed once (`repeated_synapses`)
+
+    def __post_init__(self):
+        self.repeats = fixed_point.repeated_synapses(self.spec, self.arrays)
+
+
+class TorchHostSegment:
+    """A host segment of an in-memory graph, node by node in torch as the float graph runs; every node's value is
+    kept (the ladder and the energy counts read the host's own neurons)."""
+
+    def __init__(self, graph: ir.Graph, segment: dict):
+        self.name = segment["name"]
+        self.nodes = [graph.nodes[n] for n in segment["nodes"]]
+
+    def run(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        new = {}
+        for node in self.nodes:
+            args = [values[MODEL_INPUT]] if isinstance(node, ir.Input) else \
+                [new[i] if i in new else values[i] for i in node.inputs]
+            new[node.name] = node.run(*args)
+        return new
+
+
+class OnnxHostSegment:
+    """A host segment run from its exported ONNX file by onnxruntime: what later segments read, and the spikes of
+    the segment's own neurons, which the export adds as outputs."""
+
+    def __init__(self, name: str, path: Path):
+        self.name, self.path = name, Path(path)
+
+    def run(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        results = run_host_segment_onnx(self.path, {k: v.numpy() for k, v in values.items()})
+        return {k: torch.as_tensor(v) for k, v in results.items()}
+
+
+@dataclass
+class RunRecord:
+    """What a run observed: every value `[T, N, ...]` the host holds (host nodes, chip outputs, the spikes of every
+    chip neuron layer as 0/1), the integers each chip input received, and the chip neurons' fixed-point statistics
+    (empty for Lava runs)."""
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    # (host tensor, chip node it feeds) → the integers the chip receives, [T, N, ...]: spikes, payloads or currents
+    cut_inputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    neurons: dict[str, fixed_point.NeuronStats] = field(default_factory=dict)
+
+    @property
+    def max_abs_input(self) -> dict[str, int]:
+        return {k: s.max_abs_input for k, s in self.neurons.items()}
+
+    @property
+    def u_wraps(self) -> dict[str, int]:
+        return {k: s.u_wraps for k, s in self.neurons.items()}
+
+    @property
+    def v_saturations(self) -> dict[str, int]:
+        return {k: s.v_saturations for k, s in self.neurons.items()}
+
+    @property
+    def membrane(self) -> dict[str, np.ndarray]:
+        return {k: s.membrane for k, s in self.neurons.items() if s.membrane is not None}
+
+
+def fixed_chip(segment: ChipSegment, inputs: dict, probe: list[str], keep_membrane: bool = False):
+    """The fixed-point chip runner."""
+    return fixed_point.run_chip_segment(segment.spec, segment.arrays, inputs, probe, keep_membrane, segment.repeats)
+
+
+def lava_chip(segment: ChipSegment, inputs: dict, probe: list[str],
+              limits: lava_driver.LavaLimits = lava_driver.LavaLimits()):
+    """The Lava chip runner (CPU backend, in the Lava environment), within `limits`; it reports no statistics."""
+    return lava_driver.run_chip_segment(segment.spec, segment.arrays, inputs, probe, limits.timeout_s,
+                                        limits.memory_bytes), {}
+
+
+@torch.no_grad()
+def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None) -> tuple[torch.Tensor, RunRecord]:
+    """Run `segments` in order on model inputs `x` (`[N, *input_shape]`), chip segments by the runner `chip`
+    (`fixed_chip`, `lava_chip` or a `partial` of them) with every neuron layer probed. → (the graph's `output`
+    value, RunRecord)."""
+    values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}
+    act = RunRecord()
+    for segment in segments:
+        if progress:
+            progress(f"{segment.name} ({'chip' if isinstance(segment, ChipSegment) else 'host'})")
+        if not isinstance(segment, ChipSegment):
+            values.update(segment.run(values))
+            continue
+        spec, inputs = segment.spec, {}
+        for entry in spec["inputs"]:
+            inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = \
+                to_chip(entry, values[entry["tensor"]])
+        results, stats = chip(segment, inputs, spec["spiking_layers"])
+        values.update({o["name"]: from_chip(o, segment.arrays, results[o["name"]]) for o in spec["outputs"]})
+        values.update({n: torch.as_tensor(results[n].astype(np.float32)) for n in spec["spiking_layers"]})
+        act.neurons.update(stats)
+    del values[MODEL_INPUT]
+    act.values = values
+    return values[output], act
+
+
+def graph_segments(graph: ir.Graph) -> list:
+    """The segments of a quantized, partitioned graph in memory: chip ones as their chip specs, host ones in torch."""
+    if not graph.quant_layers:
+        raise ValueError("running a graph's segments needs a quantized graph (run the quantize pass first)")
+    return [ChipSegment(s["name"], *chip_segment_spec(graph, s)) if s["placement"] == "chip"
+            else TorchHostSegment(graph, s) for s in graph.segments]
+
+
+def run_fixed(graph: ir.Graph, x, keep_membrane: bool = False) -> tuple[torch.Tensor, RunRecord]:
+    """The fixed-point run of a quantized graph in memory on inputs `x` `[N, *input_shape]` → (output as the source
+    model returns it, RunRecord)."""
+    return run_segments(graph_segments(graph), graph.output, x, partial(fixed_chip, keep_membrane=keep_membrane))

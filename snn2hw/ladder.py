@@ -1,0 +1,193 @@
+"""The semantics ladder: running a model on one rung (float → folded → fixed point) and comparing the rungs.
+
+`run_model` runs the float torch model with per-layer spike counts; `simulate` runs any rung; `ladder` gives
+accuracy, firing rates and the quantization report per rung, and where spikes first diverge (`first_divergence`).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import ir
+from .compile import Compiled
+from .hardware_sims.runner import graph_segments, run_fixed, run_segments
+from .hardware_sims.loihi_formats import ACT_SHIFT
+from .models.neurons import NEURONS
+from .models.zoo import class_scores
+
+RUNGS = ("torch", "folded", "fixed")
+
+
+def spiking_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, NEURONS)}
+
+
+@torch.no_grad()
+def run_model(model: nn.Module, x: np.ndarray, batch_size: int = 32, progress=None):
+    """→ (output as the model's forward returns it, {layer: spike counts [N, T]}) for inputs `x` (batch first).
+
+    Counts sum a layer's spikes over all neurons of each sample and time step.
+    """
+    layers = spiking_layers(model)
+    counts: dict[str, list[np.ndarray]] = {}  # filled in the order the layers run
+
+    def hook(name, module):
+        def record(_, __, out):
+            dims = [d for d in range(out.dim()) if d not in (module.time_dim, _batch_dim(module))]
+            c = out.sum(dim=dims) if dims else out
+            if module.time_dim < _batch_dim(module):  # [T, N] → [N, T]
+                c = c.transpose(0, 1)
+            counts.setdefault(name, []).append(c.round().to(torch.int64).numpy())
+        return record
+
+    handles = [m.register_forward_hook(hook(n, m)) for n, m in layers.items()]
+    outputs = []
+    try:
+        for start in range(0, len(x), batch_size):
+            outputs.append(model(torch.as_tensor(x[start:start + batch_size], dtype=torch.float32)).numpy())
+            if progress:
+                progress(min(start + batch_size, len(x)))
+    finally:
+        for h in handles:
+            h.remove()
+    return np.concatenate(outputs), {n: np.concatenate(c) for n, c in counts.items()}
+
+
+def _batch_dim(module) -> int:
+    # The source models keep batch and time as the two leading dims: [T, N, ...] or [N, T, ...].
+    return 1 if module.time_dim == 0 else 0
+
+
+# ------------------------------------------------------------------------------------------------ divergence
+
+
+@dataclass
+class Divergence:
+    layer: str
+    step: int
+    count: int  # spikes that differ at that layer and step
+
+
+def spike_mismatches(reference: dict, other: dict, layers: list[str]) -> dict[str, int]:
+    """Number of differing spikes per layer; `reference`/`other` map layer → `[T, N, ...]` spikes."""
+    return {n: int((reference[n] != other[n]).sum()) for n in layers}
+
+
+def first_divergence(reference: dict, other: dict, layers: list[str]) -> Divergence | None:
+    """The earliest time step at which any layer differs, and at that step the first layer in execution order.
+
+    Everything downstream of it inherits the difference, so this is the one place where the two executions'
+    numerics (not their inputs) disagree."""
+    first = None
+    for n in layers:
+        diff = (reference[n] != other[n]).flatten(1).any(1).nonzero()
+        if len(diff) and (first is None or int(diff[0]) < first.step):
+            t = int(diff[0])
+            first = Divergence(n, t, int((reference[n][t] != other[n][t]).sum()))
+    return first
+
+
+# ---------------------------------------------------------------------------------------------------- rungs
+
+
+def spiking_nodes(graph: ir.Graph) -> list[str]:
+    return [n for n, node in graph.nodes.items() if isinstance(node, ir.LIF)]
+
+
+def spike_counts(layers: list[str], values: dict) -> dict[str, np.ndarray]:
+    """Per-layer spike counts `[N, T]` from `[T, N, ...]` spike tensors, in the order of `layers`."""
+    return {n: values[n].flatten(2).sum(2).T.round().to(torch.int64).numpy() for n in layers}
+
+
+def rung_runner(compiled: Compiled, backend: str):
+    """A batch `[N, ...]` → (output, {node: `[T, N, ...]` value}) on the folded graph or in fixed point."""
+    if backend == "folded":
+        return lambda x: compiled.folded.run(x, record=True)
+    segments = graph_segments(compiled.fixed)  # the chip specs, made once for every batch
+    return lambda x: _values(run_segments(segments, compiled.fixed.output, x))
+
+
+def _values(run: tuple) -> tuple:
+    out, act = run
+    return out, act.values
+
+
+def run_in_batches(run, layers: list[str], x: np.ndarray, batch_size: int = 64):
+    """`run` (batch → (output, values)) over `x` → (outputs concatenated, {layer: spike counts [N, T]})."""
+    outputs, counts = [], []
+    for start in range(0, len(x), batch_size):
+        out, values = run(torch.as_tensor(x[start:start + batch_size]))
+        outputs.append(out.numpy())
+        counts.append(spike_counts(layers, values))
+    return np.concatenate(outputs), {k: np.concatenate([c[k] for c in counts]) for k in counts[0]}
+
+
+def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 64):
+    """→ (output as the official forward returns it, {layer: spike counts [N, T]})."""
+    if backend == "torch":
+        return run_model(compiled.model, x, batch_size)
+    graph = compiled.folded if backend == "folded" else compiled.fixed
+    return run_in_batches(rung_runner(compiled, backend), spiking_nodes(graph), x, batch_size)
+
+
+def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict:
+    """Accuracy and per-layer firing rates for float → folded → fixed, and where spikes first diverge."""
+    rungs = {}
+    for backend in RUNGS:
+        out, counts = simulate(compiled, backend, x, batch_size)
+        acc = float((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy() == y).mean())
+        neurons = {n: int(np.prod(node.shape)) for n, node in compiled.folded.nodes.items() if isinstance(node, ir.LIF)}
+        rates = {n: float(c.mean() / neurons[n]) for n, c in counts.items() if n in neurons}
+        rungs[backend] = {"accuracy": acc, "firing_rate": rates}
+    # Divergence needs the full spike tensors; a slice of the data keeps it affordable.
+    probe = torch.as_tensor(x[:batch_size])
+    source_spikes = compiled.source.run(probe, record=True)[1]
+    folded_spikes = compiled.folded.run(probe, record=True)[1]
+    fixed_spikes = run_fixed(compiled.fixed, probe)[1].values
+    layers = spiking_nodes(compiled.folded)
+    shared = [n for n in layers if n in spiking_nodes(compiled.source)]
+    base = rungs["torch"]["firing_rate"]
+    return {
+        "arch": compiled.arch, "samples": len(x), "tcja": compiled.tcja,
+        "accuracy": {k: v["accuracy"] for k, v in rungs.items()},
+        "layers": [{"layer": n, **{f"rate_{k}": rungs[k]["firing_rate"].get(n) for k in RUNGS},
+                    "delta_folded": _delta(rungs["folded"]["firing_rate"].get(n), base.get(n)),
+                    "delta_fixed": _delta(rungs["fixed"]["firing_rate"].get(n), base.get(n))} for n in layers],
+        "quantization": measured_quantization(compiled, probe),
+        "float_vs_folded": _divergence(source_spikes, folded_spikes, shared),
+        "folded_vs_fixed": _divergence(folded_spikes, fixed_spikes, layers),
+        "probe_samples": len(probe),
+    }
+
+
+def measured_quantization(compiled: Compiled, x: torch.Tensor) -> list[dict]:
+    """The quantize pass's per-layer report, completed by a run on `x`: SQNR of the membrane potential (fixed point
+    v / (64 σ) against the folded float v after each step, end to end, so spike flips upstream count as noise),
+    the largest input, and how many steps wrapped u or saturated v."""
+    _, float_values = compiled.folded.run(x, record=True)
+    _, act = run_fixed(compiled.fixed, x, keep_membrane=True)
+    rows = []
+    for entry in compiled.fixed.quant_layers:
+        row = dict(entry)
+        name = entry["layer"]
+        node = compiled.folded.nodes[name]
+        if isinstance(node, ir.LIF):
+            spikes, v = node.trace(float_values[node.inputs[0]])
+            v_float = (v * (1 - spikes)).double().numpy()
+            v_fixed = act.membrane[name] / (entry["scale"] * 2 ** ACT_SHIFT)
+            noise = float(((v_float - v_fixed) ** 2).sum())
+            row["membrane_sqnr_db"] = round(10 * np.log10(float((v_float ** 2).sum()) / noise), 2) if noise else None
+            row.update(max_abs_input=act.max_abs_input[name], u_wraps=act.u_wraps[name],
+                       v_saturations=act.v_saturations[name])
+        rows.append(row)
+    return rows
+
+
+def _divergence(a: dict, b: dict, layers: list[str]) -> dict:
+    first = first_divergence(a, b, layers)
+    return {"first": None if first is None else vars(first), "mismatches": spike_mismatches(a, b, layers)}
+
+
+def _delta(value, base):
+    return None if value is None or base is None else value - base

@@ -1,0 +1,79 @@
+"""Run a backend on inputs and feed the activity it records to the energy counts (`snn2hw.energy`, which runs
+nothing), or build the graphs the analytic mode counts on; and the energy report of either."""
+from functools import partial
+
+import numpy as np
+import torch
+
+from . import ir
+from .convert import convert
+from .deployment import Deployment
+from .energy import WEIGHT_BITS, Preset, RateActivity, RecordedActivity, build_report, parse_rates
+from .errors import UserError
+from .hardware_sims.runner import lava_chip, run_fixed
+from .hardware_sims.lava_driver import LavaLimits
+from .models.zoo import build_model
+from .passes.pipeline import pipeline, run_passes
+
+# Where the activity comes from: the fixed-point simulator, the folded float graph, or Lava on the deployment.
+ACTIVITY_BACKENDS = ("fixed", "folded", "lava")
+
+
+def record_activity(graph: ir.Graph, backend: str, x: np.ndarray, batch_size: int = 64,
+                    deployment: Deployment | None = None, lava_limits: LavaLimits = LavaLimits()) -> RecordedActivity:
+    """Run `x` on a backend and keep, per node of `graph`, how often each value is non-zero at each step.
+
+    fixed: the fixed-point simulator (the deployment's files if given, else `graph` in memory), whose spike tensors
+    keep positions (counts per layer would lose the border effects); folded: the folded float graph; lava: the
+    deployment's files with Lava's CPU backend for the chip, all samples in one run, within `lava_limits`. Every run
+    reports what the counts read: each neuron layer's spikes and each value crossing host↔chip."""
+    activity = RecordedActivity(graph)
+    if backend == "lava":
+        activity.add(deployment.run(x, partial(lava_chip, limits=lava_limits))[1].values)
+        return activity
+    for start in range(0, len(x), batch_size):
+        batch = torch.as_tensor(x[start:start + batch_size])
+        if backend == "folded":
+            activity.add(graph.run(batch, record=True)[1])
+        else:
+            activity.add((deployment.run(batch) if deployment is not None else run_fixed(graph, batch))[1].values)
+    return activity
+
+
+def analytic_graphs(arch: str, timesteps: int | None = None) -> tuple[ir.Graph, ir.Graph]:
+    """(source, deployed structure) of an architecture without a checkpoint: weights random but non-zero (uniform
+    in [0.5, 1.5], so that every zero in the compiled graph is structural, e.g. the one-to-one identity paths of the
+    unrolled stream), compiled by the passes up to the partition (no quantization: it needs data)."""
+    try:
+        model = build_model(arch, **({"timesteps": timesteps} if timesteps else {}))
+    except KeyError as e:
+        raise UserError(str(e.args[0])) from None
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
+    source = convert(model, arch)
+    return source, run_passes(source, pipeline(None, "host"))
+
+
+def deployment_report(dep: Deployment, x: np.ndarray, backend: str, preset: Preset, mode: str = "faithful",
+                      weight_bits: int = WEIGHT_BITS, batch_size: int = 64,
+                      lava_limits: LavaLimits = LavaLimits()) -> dict:
+    """The energy report of a loaded deployment (`load_deployment`) on inputs `x`, from `backend`'s activity,
+    counted on the deployment's files (`Deployment.graphs`); only the folded backend rebuilds the float graph."""
+    if backend not in ACTIVITY_BACKENDS:
+        raise UserError(f"--backend {backend!r}: use one of {', '.join(ACTIVITY_BACKENDS)}.")
+    source, deployed = dep.graphs
+    recorded_on = dep.compiled.fixed if backend == "folded" else deployed
+    activity = record_activity(recorded_on, backend, x, batch_size, dep, lava_limits)
+    return build_report(source, deployed, activity, preset, mode, weight_bits, arch=dep.arch,
+                        origin=str(dep.path), backend=backend, samples=len(x), tcja=dep.manifest["tcja"])
+
+
+def analytic_report(arch: str, timesteps: int | None, firing_rate: str, preset: Preset, mode: str = "faithful",
+                    weight_bits: int = WEIGHT_BITS) -> dict:
+    """The energy report of an architecture at assumed firing rates (`--firing-rate`: `energy.parse_rates`)."""
+    source, deployed = analytic_graphs(arch, timesteps)
+    rates, input_rate = parse_rates(firing_rate, deployed)
+    return build_report(source, deployed, RateActivity(deployed, rates, input_rate), preset, mode, weight_bits,
+                        arch=arch, origin="analytic", firing_rate_spec=firing_rate, input_density=input_rate)

@@ -1,0 +1,41 @@
+"""THE ordered list of passes from the converted model to the deployable graph (compile and the tests use it).
+
+    fold_batchnorm → normalise_neurons → [fold_tcja_gates, with --tcja fold] → unroll_residual_stream
+        → fold_avgpool_linear → fold_avgpool_conv → maxpool_to_or → partition_host_chip → quantize
+
+Every pass before `quantize` keeps the graph in float (the ladder's "folded" rung is the graph just before it);
+`quantize` sets the Loihi integers. Each pass is a function from graph to graph; `run_passes` re-infers shapes and
+value kinds after each one, since later passes read them.
+"""
+from functools import partial
+
+import torch
+
+from .. import ir
+from ..errors import UserError
+from .fold import fold_batchnorm, fold_tcja_gates, normalise_neurons
+from .partition import partition_host_chip
+from .pooling import fold_avgpool_conv, fold_avgpool_linear, maxpool_to_or
+from .quantize import quantize
+from .residual import unroll_residual_stream
+
+TCJA_STRATEGIES = ("host", "fold")
+
+
+def pipeline(calibration: torch.Tensor | None, tcja: str = "host") -> list:
+    """The passes in order. `calibration` (inputs `[N, ...]`) feeds the gate statistics of `--tcja fold` and the
+    quantizer; without it (None) the list ends at the partition: a float graph with the deployment's structure."""
+    if tcja not in TCJA_STRATEGIES:
+        raise UserError(f"--tcja {tcja!r} is not a strategy; use one of {', '.join(TCJA_STRATEGIES)}.")
+    if calibration is None and tcja == "fold":
+        raise ValueError("--tcja fold needs calibration inputs for the gate statistics")
+    gates = [partial(fold_tcja_gates, calibration=calibration)] if tcja == "fold" else []
+    quantizing = [partial(quantize, calibration=calibration)] if calibration is not None else []
+    return [fold_batchnorm, normalise_neurons, *gates, unroll_residual_stream, fold_avgpool_linear, fold_avgpool_conv,
+            maxpool_to_or, partition_host_chip, *quantizing]
+
+
+def run_passes(graph: ir.Graph, passes: list) -> ir.Graph:
+    for step in passes:
+        graph = step(graph).infer()
+    return graph

@@ -1,0 +1,41 @@
+"""The accuracy ladder (torch → folded float → fixed point) on the demo models, and `snn2hw simulate --ladder` and
+`--backend fixed` from the command line."""
+import json
+
+import numpy as np
+import pytest
+
+from helpers import compiled_demo
+from snn2hw.data import evaluation_data
+from snn2hw.demo import demo_checkpoint
+from snn2hw.ladder import ladder
+
+
+@pytest.mark.parametrize("arch, tcja", [("tcja-tiny", "host"), ("tcja-tiny", "fold"), ("gac-msresnet-tiny", "host")])
+def test_ladder_on_digits_loses_at_most_one_point_from_float_to_fixed(arch, tcja):
+    compiled, x, y, _ = compiled_demo(arch, tcja)
+    report = ladder(compiled, x, y)
+    acc = report["accuracy"]
+    assert acc["torch"] >= 0.9 and acc["fixed"] >= acc["torch"] - 0.01, acc
+    if tcja == "host":  # folding BN and normalising neurons only changes float rounding
+        assert acc["folded"] == acc["torch"]
+        assert sum(report["float_vs_folded"]["mismatches"].values()) == 0
+    # Quantization moves each layer's firing rate by little (fold changes the function itself: compare to folded).
+    assert all(abs(row["rate_fixed"] - row["rate_folded"]) < 0.02 for row in report["layers"])
+
+
+def test_cli_ladder_and_fixed_backend(run_cli, tmp_path):
+    ckpt = demo_checkpoint("gac-msresnet-tiny")
+    res = run_cli("simulate", ckpt, "--ladder", "--data", "digits", "--limit", "120", "--json", tmp_path / "l.json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "l.json").read_text())
+    assert set(report["accuracy"]) == {"torch", "folded", "fixed"} and report["samples"] == 120
+    neurons = [r for r in report["quantization"] if "vth" in r]
+    assert len(neurons) == 5 and all(r["membrane_sqnr_db"] > 10 and r["u_wraps"] == 0 for r in neurons)
+    assert all(s["weight_sqnr_db"] > 30 for r in report["quantization"] for s in r["synapses"])
+    x = evaluation_data("digits", "gac-msresnet-tiny")[0][:10]
+    np.save(tmp_path / "x.npy", x)
+    res = run_cli("simulate", ckpt, "--backend", "fixed", "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")
+    assert res.returncode == 0, res.stderr
+    out = np.load(tmp_path / "o.npz")
+    assert out["output"].shape == (10, 4, 10) and out["spike_counts/head_lif"].shape == (10, 4)
