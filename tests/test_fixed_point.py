@@ -1,14 +1,21 @@
 """The fixed-point simulator: the per-step equations of DESIGN.md on a demo layer, an official-size GAC-MS-ResNet-18,
 and the residual unroll's repeated term copies computed once."""
+import copy
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from helpers import calibrated, compiled_demo
 from snn2hw import ir
+from snn2hw.checkpoint import load_checkpoint, save_checkpoint
 from snn2hw.compile import compile_model
+from snn2hw.deployment import load_deployment
+from snn2hw.export import export_deployment
 from snn2hw.hardware_sims import fixed_point
 from snn2hw.hardware_sims.runner import ChipSegment, graph_segments, run_fixed
+from snn2hw.ladder import simulate
 from snn2hw.models.zoo import build_model
 
 
@@ -88,3 +95,27 @@ def test_fixed_point_computes_repeated_term_copies_once_with_the_same_result(off
     assert all(np.array_equal(act.cut_inputs[k], every_conv.cut_inputs[k]) for k in act.cut_inputs)
     assert (act.max_abs_input, act.u_wraps, act.v_saturations) == \
         (every_conv.max_abs_input, every_conv.u_wraps, every_conv.v_saturations)
+
+
+@pytest.mark.slow
+def test_official_gac18_deployment_runs_from_its_files_as_the_recompiled_graph(official_gac18, tmp_path):
+    """At official size too, the deployment's files (chip specs in fixed point, host segments by onnxruntime) give
+    the spike counts of every layer and the outputs that rebuilding the graph from its `source/` gives (what
+    `simulate DEPLOY_DIR` ran before), and running them builds no model."""
+    compiled, calib = official_gac18
+    model = copy.deepcopy(compiled.model)
+    for m in model.modules():  # a channel the random inputs never reach has variance 0, which loading refuses
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.clamp_(min=1e-3)
+    save_checkpoint(tmp_path / "m.pt", model, "gac-msresnet18-cifar", {"timesteps": 4})
+    export_deployment(load_checkpoint(tmp_path / "m.pt"), calib.numpy(), tmp_path / "deploy")
+    dep = load_deployment(tmp_path / "deploy")
+    x = calib[:2].numpy()
+    from_files, files_counts = dep.simulate(x)
+    assert "compiled" not in vars(dep)
+    recompiled, recompiled_counts = simulate(dep.compiled, "fixed", x)
+    assert files_counts.keys() == recompiled_counts.keys() and len(files_counts) == 18
+    for layer, counts in recompiled_counts.items():
+        assert np.array_equal(files_counts[layer], counts), layer
+    assert sum(int(c.sum()) for c in recompiled_counts.values()) > 1000
+    np.testing.assert_allclose(from_files, recompiled, rtol=1e-5, atol=1e-5)  # host float: onnxruntime vs torch
