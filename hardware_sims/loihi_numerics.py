@@ -281,6 +281,16 @@ def lif_dynamics(u: np.ndarray, v: np.ndarray, a: np.ndarray, du: int, dv: int, 
     return u_new, v_new, s
 
 
+def lif_reset_due(step_index: int, reset_interval: int, reset_offset: int = 0) -> bool:
+    """Whether ``PyLifResetModelBitAcc`` (Lava's ``LIFReset``) zeroes u and v before step ``step_index`` (0-based),
+    after that step's input has arrived: Lava tests ``time_step % reset_interval == reset_offset % reset_interval``
+    with ``time_step`` counting from 1 (lif/models.py). So ``reset_offset=1`` resets before steps 0, T, 2T, ...:
+    windows of ``reset_interval`` steps from the first step."""
+    if reset_interval < 1:
+        raise ValueError("reset_interval must be >= 1")
+    return (step_index + 1) % reset_interval == reset_offset % reset_interval
+
+
 def inport_sum(*a: ArrayLike) -> np.ndarray:
     """What a LIF's ``a_in`` receives from several connections: the int32 channel values summed in int32.
 

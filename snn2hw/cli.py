@@ -32,6 +32,8 @@ from .measure import analytic_report, deployment_report
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
 from .models.train import RECIPES, train as run_training
 from .models.zoo import class_scores, get_arch
+from .netx_import import read_netx
+from .hardware_sims.netx_sim import run_netx
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deploy trained TCJA-SNN and GAC + MS-ResNet models to Loihi 2 through Lava.")
@@ -77,7 +79,11 @@ def spike_table(title: str, counts: dict[str, np.ndarray]) -> Table:
 def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
             trust_pickle: bool = TrustOpt):
-    """Architecture table, parameter count, neuron conventions, spike-driven (chip) and host ops."""
+    """Architecture table, parameter count, neuron conventions, spike-driven (chip) and host ops; for a lava-dl
+    `.net`, its blocks as netx runs them."""
+    if checkpoint.suffix == ".net":
+        _inspect_netx(read_netx(checkpoint), as_json)
+        return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     info = describe(loaded.model, loaded.arch)
     if as_json:
@@ -95,13 +101,56 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
     out.print("neurons: " + "; ".join(f"{n['convention']} ×{n['count']}" for n in info["neuron_conventions"]))
 
 
+def _inspect_netx(net, as_json: bool) -> None:
+    rows = [{"layer": b.name, "type": b.op, "shape": list(b.shape), "neurons": int(np.prod(b.shape)),
+             "weights": 0 if b.weight is None else int(b.weight.size), "du": b.du, "dv": b.dv, "vth": b.vth}
+            for b in net.blocks]
+    if as_json:
+        print(json.dumps({"file": str(net.path), "input_shape": list(net.input_shape),
+                          "input_neurons": net.input_neurons, "blocks": rows}, indent=2))
+        return
+    table = Table(title=f"{net.path.name}: lava-dl netx blocks (input {list(net.input_shape)}, "
+                        f"{'input neurons: --input sets their bias' if net.input_neurons else '--input: spikes'})")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*map(str, row.values()))
+    out.print(table)
+
+
+def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: str, timesteps: int | None,
+                   record_states: bool, samples: int | None) -> None:
+    """A lava-dl `.net` in fixed point, step by step as netx runs it on Lava and Loihi 2."""
+    net = read_netx(path)
+    if backend != "fixed":
+        raise UserError(f"--backend {backend!r} does not run a .net yet; use --backend fixed.")
+    if input is None or save is None or timesteps is None:
+        raise UserError(f"simulate {path} needs --input, --save and --timesteps (a .net stores no T).")
+    shape = net.input_shape if net.input_neurons else (timesteps, *net.input_shape)
+    x = load_npy(input, "--input", tuple(shape))[:samples]
+    if not np.array_equal(x, np.round(x)):
+        raise UserError(f"--input {input} holds non-integers; a .net takes the integers Loihi receives.")
+    traces = run_netx(net, x.astype(np.int64), timesteps, record_states)
+    arrays = {f"spike_counts/{k}": t.s.reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
+    arrays["output"] = traces[net.blocks[-1].name].s
+    if record_states:
+        for key in ("u", "v"):
+            arrays.update({f"{key}/{k}": getattr(t, key) for k, t in traces.items()})
+        arrays.update({f"spikes/{k}": t.s for k, t in traces.items()})
+    _save_npz(save, arrays)
+    out.print(spike_table(f"{path.name} on {input.name} ({len(x)} samples, {timesteps} steps each, fixed point)",
+                          {k[len("spike_counts/"):]: v for k, v in arrays.items() if k.startswith("spike_counts/")}))
+    out.print(f"saved {save}")
+
+
 @app.command()
 def simulate(checkpoint: Path,
              input: Optional[Path] = typer.Option(None, "--input", help="Inputs, .npy, batch first."),
              save: Optional[Path] = typer.Option(None, "--save", help="Where to write outputs and spike counts (.npz)."),
              arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
-             backend: str = typer.Option("torch", "--backend", help="torch (float model), folded (BN folded, "
-                                                                     "neurons normalised) or fixed (Loihi fixed point)."),
+             backend: Optional[str] = typer.Option(None, "--backend", help="torch (float model; the default), "
+                                                   "folded (BN folded, neurons normalised) or fixed (Loihi fixed "
+                                                   "point; the default and only one for a .net)."),
              calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                          "fixed-point scales; default: the first 256 inputs."),
              tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
@@ -114,9 +163,16 @@ def simulate(checkpoint: Path,
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
              timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
-             trust_pickle: bool = TrustOpt):
-    """Run a checkpoint or a deployment directory on inputs and save `output` and `spike_counts/<layer>` ([N, T]);
-    or, with --ladder, compare float → folded → fixed point on a data set."""
+             trust_pickle: bool = TrustOpt,
+             timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
+             record_states: bool = typer.Option(False, "--record-states", help="For a .net: also save u/, v/ and "
+                                                "spikes/<layer> after every step [N, T, ...]")):
+    """Run a checkpoint, a deployment directory or a lava-dl .net on inputs and save `output` and
+    `spike_counts/<layer>` ([N, T]); or, with --ladder, compare float → folded → fixed point on a data set."""
+    if checkpoint.suffix == ".net":
+        _simulate_netx(checkpoint, input, save, backend or "fixed", timesteps, record_states, samples)
+        return
+    backend = backend or "torch"
     deployed = checkpoint.is_dir()
     if backend not in RUNGS + (("lava",) if deployed else ()):
         raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(RUNGS)}"

@@ -7,19 +7,7 @@ import numpy as np
 
 from snn2hw.hardware_sims.loihi_formats import DEFAULT_NUM_WEIGHT_BITS, DEFAULT_WEIGHT_EXP, ArrayLike
 from snn2hw.hardware_sims.loihi_numerics import (conv_accumulate, dense_accumulate, effective_dense_weights,
-                                                 lif_step)
-
-
-def lif_reset_due(step_index: int, reset_interval: int, reset_offset: int = 0) -> bool:
-    """Whether ``PyLifResetModelBitAcc`` zeroes u and v before step ``step_index`` (0-based).
-
-    Lava tests ``time_step % reset_interval == reset_offset % reset_interval`` with ``time_step`` counting from 1.
-    So ``reset_offset=0`` resets before steps T, 2T, ... (the first window is one step short), and
-    ``reset_offset=1`` resets before steps 1, T+1, 2T+1, ...: use offset 1 for windows of ``reset_interval`` steps
-    starting at the first step."""
-    if reset_interval < 1:
-        raise ValueError("reset_interval must be >= 1")
-    return (step_index + 1) % reset_interval == reset_offset % reset_interval
+                                                 lif_reset_due, lif_step)
 
 
 def lif_reset_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth: int,

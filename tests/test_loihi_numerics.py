@@ -176,10 +176,10 @@ def test_lif_step_hand_values():
 
 
 def test_lif_reset_schedule():
-    assert [k for k in range(10) if ref.lif_reset_due(k, 4, 0)] == [3, 7]
-    assert [k for k in range(10) if ref.lif_reset_due(k, 4, 1)] == [0, 4, 8]
-    assert [k for k in range(10) if ref.lif_reset_due(k, 4, 5)] == [0, 4, 8]
-    assert all(ref.lif_reset_due(k, 1, 0) for k in range(5))
+    assert [k for k in range(10) if ln.lif_reset_due(k, 4, 0)] == [3, 7]
+    assert [k for k in range(10) if ln.lif_reset_due(k, 4, 1)] == [0, 4, 8]
+    assert [k for k in range(10) if ln.lif_reset_due(k, 4, 5)] == [0, 4, 8]
+    assert all(ln.lif_reset_due(k, 1, 0) for k in range(5))
     u, v, s = ref.lif_reset_step([[100]], [[100]], [[1]], 0, 0, 10, step_index=0, reset_interval=4, reset_offset=1)
     assert (u.item(), v.item()) == (64, 64)                     # state zeroed, this step's input still counted
 

@@ -17,9 +17,11 @@ from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
 from snn2hw.exporters.lava_spec import chip_segment_spec
 from snn2hw.exporters.netx_export import is_sequential, sequential_problem, write_netx
+from snn2hw.netx_import import read_netx
 from snn2hw.hardware_sims import loihi_formats as lf
 from snn2hw.hardware_sims import loihi_numerics as ln
 from snn2hw.hardware_sims.fixed_point import run_chip_segment
+from snn2hw.hardware_sims.netx_sim import run_netx_chain
 from snn2hw.hardware_sims.runner import run_fixed
 
 SAMPLES = 2
@@ -255,3 +257,25 @@ def test_netx_equals_the_fixed_point_simulator(name, cases, netx_results, record
         else:  # all of the deviation is the rounded biases': the simulator predicts it without Lava
             assert differ == int((want_netx != want).sum())
     assert all(w.any() for w in expected), f"{name}: a layer never fires; the comparison would prove little"
+
+
+def test_netx_import_runs_our_net_files_step_for_step_as_netx_on_lava(cases, netx_results):
+    """snn2hw's own reading of a .net (`read_netx`) run in Lava's time (`run_netx_chain`, the samples back to back
+    with netx's resets, as the Lava run does) gives every block's values at every step exactly as netx on Lava."""
+    for name, (report, data, _, as_netx) in cases.items():
+        net = read_netx(report["file"])
+        t, samples = data.shape[:2]
+        steps = samples * t + report["layers"][-1]["depth"]
+        stream = np.zeros((1, steps, *data.shape[2:]), np.int64)
+        stream[0, :samples * t] = data.transpose(1, 0, *range(2, data.ndim)).reshape(samples * t, *data.shape[2:])
+        traces = run_netx_chain(net.blocks, steps, input_spikes=stream, reset_interval=net.attributes["reset_interval"],
+                                reset_offset=net.attributes["reset_offset"],
+                                input_message_bits=net.attributes["input_message_bits"], record_states=True)
+        assert len(net.blocks) == len(report["layers"])
+        for block, layer, lava in zip(net.blocks, report["layers"], netx_results[name]):
+            idx = layer["depth"] + np.arange(samples)[:, None] * t + np.arange(t)[None, :]  # [N, T]
+            trace = traces[block.name]
+            ours = (trace.u[0][idx] >> 6) if layer["neuron"] is None else trace.s[0][idx].astype(np.int64)
+            ours = ours.transpose(1, 0, *range(2, ours.ndim))  # [T, N, ...]
+            got = lava >> 6 if layer["neuron"] is None else lava
+            assert np.array_equal(ours, got), f"{name} {block.name}: {np.argwhere(ours != got)[:5]}"

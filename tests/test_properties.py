@@ -170,7 +170,7 @@ def test_more_input_bias_or_voltage_never_lowers_the_next_state(cases, du, dv, v
 @PROPERTY
 @given(NEURONS, DECAYS, DECAYS, VTHS, st.integers(1, 9), st.integers(-20, 20), st.integers(0, 30))
 def test_lif_reset_zeroes_state_exactly_once_per_interval(neurons, du, dv, vth, interval, offset, start):
-    due = [ref.lif_reset_due(k, interval, offset) for k in range(start, start + interval)]
+    due = [ln.lif_reset_due(k, interval, offset) for k in range(start, start + interval)]
     assert sum(due) == 1
     u, v, a, m, e = (np.array([[n[i] for n in neurons]], dtype=np.int64) for i in range(5))
     for k in range(start, start + interval):
@@ -179,7 +179,7 @@ def test_lif_reset_zeroes_state_exactly_once_per_interval(neurons, du, dv, vth, 
         # a reset integrates this step's input onto zero state; otherwise the step is a plain LIF step
         want = ln.lif_step(*((0 * u, 0 * v) if due[k - start] else (u, v)), a, du, dv, vth, m, e)
         assert all(np.array_equal(g, w) for g, w in zip(got, want))
-    assert ref.lif_reset_due(0, interval, 1)  # offset 1: windows start at the first step
+    assert ln.lif_reset_due(0, interval, 1)  # offset 1: windows start at the first step
 
 
 # ---------------------------------------------------------------------------------------------------------------------

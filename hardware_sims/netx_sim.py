@@ -1,0 +1,90 @@
+"""A netx block chain (`snn2hw.netx_import`) run in fixed point step by step in Lava's time, as netx's processes run
+it on Lava and on Loihi 2: the states each layer reports after every step, bias-driven steps before its first input
+and the LIFReset schedule included (the chip-spec simulator, `fixed_point`, works in logical time instead, which
+gives the same outputs but not the states before a layer's first input).
+
+At Lava step k (0-based), block j's neuron receives its synapse's accumulation of block j-1's spikes at step k-1
+(every Dense/Conv sends last step's accumulation first; 0 at k = 0); the input block's neuron receives `net.inp`
+directly (no synapse). With a reset interval R, block j is a `LIFReset` with offset `reset_offset + 1 + j` (netx's
+`_create`), so it is zeroed at the step its first input of each window arrives. The numerics are `loihi_numerics`'.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import loihi_numerics as num
+from .loihi_formats import A_IN_BITS
+
+
+@dataclass
+class BlockTrace:
+    """One block's run, `[N, steps, *shape]`: spikes, and the current u and voltage v after each step (v = 0 in the
+    step a neuron spikes, as Lava's CPU models report it; Loihi 2 silicon reports 128 there, lava#282)."""
+    s: np.ndarray
+    u: np.ndarray | None = None
+    v: np.ndarray | None = None
+
+
+def _synapse(block, message_bits: int):
+    """Block → its synapse as a function of what the block before sends `[N, ...]`: spikes, or graded values if
+    `message_bits` > 0 (Lava's Dense rewrites its weights once, at its first step: `effective_dense_weights`)."""
+    if block.op == "conv":
+        c = block.conv
+        return lambda s: num.conv_accumulate(block.weight, s, c["stride"], c["padding"], c["dilation"], c["groups"],
+                                             message_bits)
+    weight = num.effective_dense_weights(block.weight, block.num_weight_bits, block.sign_mode)
+    return lambda s: num.dense_accumulate(weight, s.reshape(len(s), -1), block.weight_exp, message_bits)
+
+
+def run_netx_chain(blocks: list, steps: int, input_bias: np.ndarray | None = None,
+                   input_spikes: np.ndarray | None = None, reset_interval: int | None = None, reset_offset: int = 0,
+                   input_message_bits: int = 0, record_states: bool = False) -> dict[str, BlockTrace]:
+    """Run `steps` Lava steps of a block chain on N samples at once, with netx's `Network` arguments: the input
+    block's `bias_mant` set to `input_bias` `[N, *shape]` (held for every step), or `input_spikes`
+    `[N, steps, ...]` sent to `net.inp` (the input block's `a_in`, or the first block's synapse, with
+    `input_message_bits`). → {block name: BlockTrace}."""
+    samples = len(input_bias if input_bias is not None else input_spikes)
+    synapses = [None if b.op == "input" else _synapse(b, input_message_bits if j == 0 else 0)
+                for j, b in enumerate(blocks)]
+    u = [np.zeros((samples, *b.shape), np.int64) for b in blocks]
+    v = [np.zeros((samples, *b.shape), np.int64) for b in blocks]
+    arriving = [np.zeros((samples, *b.shape), np.int64) for b in blocks]  # what each synapse sends this step
+    biases = [num.effective_bias(b.bias_mant, b.bias_exp) for b in blocks]
+    if input_bias is not None:
+        biases[0] = num.effective_bias(np.asarray(input_bias), blocks[0].bias_exp)
+
+    def zeros(block, dtype):
+        return np.zeros((samples, steps, *block.shape), dtype)
+    traces = {b.name: BlockTrace(zeros(b, bool), *((zeros(b, np.int64), zeros(b, np.int64)) if record_states else ()))
+              for b in blocks}
+    for k in range(steps):
+        # what the block before sends at this step (the first block's synapse reads net.inp)
+        previous = None if input_spikes is None else np.asarray(input_spikes[:, k], np.int64)
+        for j, block in enumerate(blocks):
+            if synapses[j] is None:
+                a = np.asarray(input_spikes[:, k], np.int64) if input_spikes is not None else np.zeros_like(u[j])
+            else:
+                a, arriving[j] = arriving[j], synapses[j](previous)
+            if reset_interval is not None and num.lif_reset_due(k, reset_interval, reset_offset + 1 + j):
+                u[j][...], v[j][...] = 0, 0
+            u[j], v[j], s = num.lif_dynamics(u[j], v[j], num.wrap_signed(a, A_IN_BITS), block.du, block.dv, block.vth,
+                                             biases[j])
+            trace = traces[block.name]
+            trace.s[:, k] = s
+            if record_states:
+                trace.u[:, k], trace.v[:, k] = u[j], v[j]
+            previous = s
+    return traces
+
+
+def run_netx(network, x: np.ndarray, timesteps: int, record_states: bool = False) -> dict[str, BlockTrace]:
+    """A `.net` network (`netx_import.NetxNetwork`) on inputs `x`, each sample a window of `timesteps` Lava steps
+    from reset state, as netx runs a frame with `reset_interval` = `timesteps`: `x` `[N, C, H, W]` sets the input
+    neurons' bias where the network has them, else `x` `[N, T, ...]` is what `net.inp` receives at each step. The
+    reset offset and input message bits are the file's (`reset_offset`, `input_message_bits` root attributes;
+    0 where absent, netx's defaults)."""
+    attrs = network.attributes
+    reset_offset, message_bits = int(attrs.get("reset_offset", 0)), int(attrs.get("input_message_bits", 0))
+    kind = {"input_bias": x} if network.input_neurons else {"input_spikes": x}
+    return run_netx_chain(network.blocks, timesteps, reset_interval=timesteps, reset_offset=reset_offset,
+                          input_message_bits=message_bits, record_states=record_states, **kind)

@@ -1,0 +1,176 @@
+"""Reading a lava-dl `.net` file (slayer's `export_hdf5`, the format Loihi 2 users run with netx) into the blocks
+netx builds from it, as the Lava processes' parameters: what `hdf5.Network` would hand to Lava, in snn2hw's layout.
+
+A `.net` is a chain: `layer/<i>` for i = 0, 1, ... holds a `type` (input, conv, flatten, dense) and its parameters.
+Each block is a synapse (none for the input layer) followed by a CUBA neuron, as netx 0.6.0 maps it
+(lava-dl `src/lava/lib/dl/netx/hdf5.py`, `utils.py`, read at lava-nc/lava-dl d825ac5):
+
+    neuron      LIF (LIFReset with a reset interval): vth = vThMant, du = iDecay - 1, dv = vDecay, bias_exp = 6,
+                bias_mant = the layer's `bias` (per channel or per neuron), truncated to an integer
+    input       with a neuron: a neuron without a synapse; `net.inp` feeds its `a_in` directly; its bias is 0 unless
+                the caller sets `bias_mant` (lava-dl's hardware tests put the image there: one frame held for every
+                step). Without a neuron: only the input's shape; `net.inp` feeds the first block's synapse, with
+                the `input_message_bits` netx is given (0: spikes; snn2hw's own .net files record theirs as a root
+                attribute)
+    conv        Lava Conv with the file's (Cout, Cin/g, kH, kW) weights truncated to integers; stride, padding,
+                dilation in (H, W) order; no weight_exp (Lava's Conv ignores it)
+    flatten     the next dense reads the previous block's spikes flattened in (C, H, W) order
+    dense       Lava Dense with netx's `optimize_weight_bits` of the integer weights: w << s, num_weight_bits,
+                weight_exp = -s and the sign mode (`dense_weight_format`)
+Shapes are (C, H, W) or (F,), the file's own order (netx reverses them to Lava's (X, Y, Z)). Blocks are named
+`layer<i>` after their index in the file. What netx itself cannot run, or snn2hw does not run yet, is refused in one
+sentence naming the layer.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import UserError
+from .hardware_sims import loihi_formats as fmt
+
+NETX_BIAS_EXP = 6  # netx's get_neuron_params: bias_exp = 6 for CUBA neurons
+CUBA_TYPES = ("CUBA", "LOIHI")
+# netx's optimize_weight_bits: the largest weights of each sign mode it scales to, and its clip of mixed weights
+NETX_MIXED_POS, NETX_MIXED_NEG = 127, -128
+NETX_MIXED_CLIP = (fmt.WEIGHT_MIN_MIXED, fmt.WEIGHT_GRID_MAX)
+
+
+@dataclass
+class NetxBlock:
+    """One netx block: `op` input | conv | dense, its synapse's parameters and its LIF neuron's."""
+    name: str
+    op: str
+    shape: tuple  # the neurons: (C, H, W) or (F,)
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray  # per neuron, `shape`
+    bias_exp: int = NETX_BIAS_EXP
+    weight: np.ndarray | None = None  # conv: (Cout, Cin/g, kH, kW); dense: (out, in) as netx hands it to Lava
+    conv: dict = field(default_factory=dict)  # stride, padding, dilation (H, W), groups
+    num_weight_bits: int = fmt.DEFAULT_NUM_WEIGHT_BITS  # dense
+    weight_exp: int = fmt.DEFAULT_WEIGHT_EXP  # dense
+    sign_mode: str | None = None  # dense
+    flatten_input: bool = False  # dense after a flatten layer
+
+
+@dataclass
+class NetxNetwork:
+    path: Path
+    blocks: list[NetxBlock]
+    input_shape: tuple  # what `net.inp` takes: the input neurons, or the first synapse's input
+    attributes: dict  # the file's root attributes (snn2hw's .net files: the hdf5.Network arguments they run with)
+
+    @property
+    def input_neurons(self) -> bool:
+        """Whether the first block is an input neuron layer (then `--input` sets its bias)."""
+        return self.blocks[0].op == "input"
+
+
+def dense_weight_format(weight: np.ndarray) -> tuple[np.ndarray, int, int, str]:
+    """netx 0.6.0's `optimize_weight_bits` (utils.py): mixed-sign weights clipped to [-256, 254]; scale = the
+    largest factor keeping them in 127/-128 (mixed), 255 (excitatory) or -256 (inhibitory); s = floor(log2 scale)
+    (+1 if mixed); n = the largest power of two (≤ 8) dividing every weight, minus 1 if mixed; → (w << s,
+    num_weight_bits = 8 - s - n, weight_exp = -s, sign mode)."""
+    w = weight.astype(np.int64)
+    if (w.max() > NETX_MIXED_CLIP[1] and w.min() < 0) or (w.min() < NETX_MIXED_CLIP[0] and w.max() > 0):
+        w = np.clip(w, *NETX_MIXED_CLIP)
+    high, low = int(w.max()), int(w.min())
+    if high < 0:
+        mode, signed, scale = "inhibitory", 0, fmt.WEIGHT_MIN_MIXED / low
+    elif low >= 0:
+        mode, signed, scale = "excitatory", 0, fmt.WEIGHT_MAX / high if high else np.inf
+    else:
+        mode, signed, scale = "mixed", 1, min(NETX_MIXED_POS / high, NETX_MIXED_NEG / low)
+    if not np.isfinite(scale):
+        raise UserError("a dense layer whose weights are all zero: netx cannot scale it (it divides by the largest).")
+    shift = int(np.floor(np.log2(scale))) + signed
+    n = next((k for k in range(fmt.MAX_NUM_WEIGHT_BITS, 0, -1) if not (w % (1 << k)).any()), 0) - signed
+    return np.left_shift(w, shift), fmt.MAX_NUM_WEIGHT_BITS - shift - n, -shift, mode
+
+
+def _text(group, key: str) -> str:
+    value = group[key][()]
+    value = value[0] if getattr(value, "shape", ()) else value
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+def _neuron(path: Path, name: str, layer, shape: tuple, input_layer: bool = False) -> dict:
+    if "neuron" not in layer:
+        raise UserError(f"{path}: layer {name} has no neuron; snn2hw runs netx blocks with a neuron only.")
+    neuron = layer["neuron"]
+    kind = _text(neuron, "type")
+    if kind not in CUBA_TYPES:
+        raise UserError(f"{path}: layer {name} has {kind} neurons; snn2hw runs CUBA (LIF) neurons only so far.")
+    if "messageBits" in neuron and int(neuron["messageBits"][()]) != 0:
+        raise UserError(f"{path}: layer {name} sends graded spikes ({int(neuron['messageBits'][()])} message "
+                        "bits); snn2hw runs binary spikes only so far.")
+    bias = np.zeros(shape, np.int64)
+    if "bias" in layer and not input_layer:  # an input layer's `bias` is netx's unused input transform
+        b = layer["bias"][()].astype(np.int64)  # netx reads it `.astype(int)`: truncation toward zero
+        b = b.reshape(-1, *([1] * (len(shape) - 1))) if b.size == shape[0] else b.reshape(shape)
+        bias = np.broadcast_to(b, shape).copy()
+    return {"du": int(neuron["iDecay"][()]) - 1, "dv": int(neuron["vDecay"][()]), "vth": int(neuron["vThMant"][()]),
+            "bias_mant": bias}
+
+
+def _pair(value) -> tuple[int, int]:
+    value = np.atleast_1d(np.asarray(value)).astype(int)
+    return (int(value[0]), int(value[0])) if value.size == 1 else (int(value[0]), int(value[1]))
+
+
+def read_netx(path) -> NetxNetwork:
+    """The blocks of a `.net` file, checked: an unreadable file, an unknown layer type or a feature snn2hw does not
+    run is one sentence naming the file and layer."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable lava-dl .net (HDF5) file ({type(e).__name__}).") from None
+    with f:
+        if "layer" not in f or "0" not in f["layer"]:
+            raise UserError(f"{path} has no layer/0: not a lava-dl .net network.")
+        layers = f["layer"]
+        if _text(layers["0"], "type") != "input":
+            raise UserError(f"{path}: layer0 is of type {_text(layers['0'], 'type')!r}, not an input layer.")
+        blocks, flatten = [], False
+        for i in range(len(layers)):
+            name, layer = f"layer{i}", layers[str(i)]
+            kind = _text(layer, "type")
+            shape = tuple(int(s) for s in np.asarray(layer["shape"][()]).ravel()) if "shape" in layer else ()
+            if kind == "flatten":
+                flatten = True
+                continue
+            if "delay" in layer:
+                raise UserError(f"{path}: layer {name} has synaptic delays; snn2hw does not run them yet.")
+            if kind == "input":
+                if i != 0:
+                    raise UserError(f"{path}: layer {name} is an input layer after the first.")
+                input_shape = shape
+                if "neuron" in layer:
+                    blocks.append(NetxBlock(name, "input", shape, **_neuron(path, name, layer, shape, input_layer=True)))
+            elif kind == "conv":
+                weight = layer["weight"][()].astype(np.int64)
+                weight = weight.reshape(weight.shape[:4])
+                blocks.append(NetxBlock(name, "conv", shape, **_neuron(path, name, layer, shape), weight=weight,
+                                        conv={"stride": _pair(layer["stride"][()]),
+                                              "padding": _pair(layer["padding"][()]),
+                                              "dilation": _pair(layer["dilation"][()]),
+                                              "groups": int(layer["groups"][()])}))
+            elif kind == "dense":
+                out = int(np.prod(shape))
+                shape = (out,)
+                weight = layer["weight"][()].astype(np.int64).reshape(out, -1)
+                w, bits, exp, mode = dense_weight_format(weight)
+                blocks.append(NetxBlock(name, "dense", shape, **_neuron(path, name, layer, shape), weight=w,
+                                        num_weight_bits=bits, weight_exp=exp, sign_mode=mode, flatten_input=flatten))
+                flatten = False
+            else:
+                raise UserError(f"{path}: layer {name} is of type {kind!r}, which netx does not run "
+                                "(it runs input, conv, flatten and dense layers).")
+        attributes = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
+    if not blocks:
+        raise UserError(f"{path}: no block follows the input layer.")
+    return NetxNetwork(path, blocks, input_shape, attributes)
