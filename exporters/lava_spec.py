@@ -117,3 +117,94 @@ def _output(node: ir.Node, depth: int, arrays: dict) -> dict:
         arrays[f"{node.name}/bias"] = node.bias.double().numpy()
     return {**out, "kind": "accumulation", "scale": node.quant["scale"],
             "bias": f"{node.name}/bias" if node.bias is not None else None}
+
+
+OPS = ("conv", "dense", "lif", "flatten")
+PAYLOADS = ("spikes", "graded", "current")
+
+
+def _ints(value, count: int | None = None, low: int = 0) -> bool:
+    """`value` is an int >= `low` (`count` None), or a list of `count` of them (`count` 0: any non-empty list)."""
+    if count is None:
+        values = [value]
+    elif isinstance(value, list) and value and (count == 0 or len(value) == count):
+        values = value
+    else:
+        return False
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values)
+
+
+def _integer_array(arrays: dict, key, shape=None) -> bool:
+    a = arrays.get(key) if isinstance(key, str) else None
+    return a is not None and np.issubdtype(a.dtype, np.integer) and (shape is None or tuple(a.shape) == tuple(shape))
+
+
+def _named(table: dict, key):
+    """`table[key]` where `key` is a name in it; None for anything else a damaged spec may hold there."""
+    return table.get(key) if isinstance(key, str) else None
+
+
+def spec_problem(spec, arrays: dict[str, np.ndarray]) -> str | None:
+    """What makes `spec` + `arrays` (as read back from a deployment) something `chip_segment_spec` cannot have
+    written, in words, or None: the format version, every node's op, the names it reads (inputs and earlier nodes),
+    the integer arrays it names with the shapes its geometry implies, the outputs and spiking layers."""
+    if not isinstance(spec, dict) or spec.get("format") != fmt.CHIP_SPEC_FORMAT:
+        return f"not a chip spec of format {fmt.CHIP_SPEC_FORMAT}"
+    if not _ints(spec.get("timesteps"), low=1) or not all(isinstance(spec.get(k), list)
+                                                           for k in ("inputs", "nodes", "outputs", "spiking_layers")):
+        return "its timesteps, inputs, nodes, outputs or spiking_layers are missing"
+    shapes = {}
+    for entry in spec["inputs"]:
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("name", "tensor", "to")) \
+                or entry.get("payload") not in PAYLOADS \
+                or not _ints(entry.get("frac_bits")) or not _ints(entry.get("shape"), 0, low=1) \
+                or (entry["payload"] == "current" and not isinstance(entry.get("scale"), (int, float))):
+            return f"input {entry.get('name') if isinstance(entry, dict) else entry!r} is malformed"
+        shapes[entry["name"]] = tuple(entry["shape"])
+    ops = {}
+    for node in spec["nodes"]:
+        name = node.get("name") if isinstance(node, dict) else None
+        if not isinstance(name, str) or name in shapes or node.get("op") not in OPS or not _ints(node.get("shape"), 0,
+                                                                                                  low=1):
+            return f"node {name!r} is malformed (op {node.get('op') if isinstance(node, dict) else None!r})"
+        shape, op = tuple(node["shape"]), node["op"]
+        if op in ("conv", "dense", "flatten") and _named(shapes, node.get("input")) is None:
+            return f"node {name} reads {node.get('input')!r}, which nothing before it produces"
+        if op in ("conv", "dense") and not _ints(node.get("num_message_bits")):
+            return f"synapse {name} has no message width"
+        if op == "conv":
+            in_shape = shapes[node["input"]]
+            if not all(_ints(node.get(k), 2, low) for k, low in (("stride", 1), ("padding", 0), ("dilation", 1))) \
+                    or not _ints(node.get("groups"), low=1) or len(in_shape) != 3 or len(shape) != 3 \
+                    or not _integer_array(arrays, node.get("weight")) or arrays[node["weight"]].ndim != 4 \
+                    or arrays[node["weight"]].shape[0] != shape[0] \
+                    or arrays[node["weight"]].shape[1] * node["groups"] != in_shape[0] \
+                    or fmt.conv_output_hw(in_shape[1:], arrays[node["weight"]].shape[2:], node["stride"],
+                                          node["padding"], node["dilation"]) != shape[1:]:
+                return f"conv {name}: its geometry, weights and shapes disagree"
+        elif op == "dense":
+            if not _integer_array(arrays, node.get("weight"), (shape[0], int(np.prod(shapes[node["input"]])))):
+                return f"dense {name}: its weights are not integers of shape ({shape[0]}, inputs)"
+        elif op == "flatten" and int(np.prod(shape)) != int(np.prod(shapes[node["input"]])):
+            return f"flatten {name}: its size differs from its input's"
+        elif op == "lif":
+            synapses = node.get("synapses") if isinstance(node.get("synapses"), list) else None
+            injected = node.get("injected") if isinstance(node.get("injected"), list) else None
+            if not all(_ints(node.get(k)) for k in ("du", "dv", "vth")) or not _ints(node.get("bias_exp"), low=-64) \
+                    or not _integer_array(arrays, node.get("bias_mant"), shape) or synapses is None \
+                    or injected is None or not all(isinstance(s, dict) and _named(ops, s.get("name")) in ("conv", "dense")
+                                                   and _named(shapes, s["name"]) == shape and _ints(s.get("delay"))
+                                                   for s in synapses) \
+                    or not all(_named(shapes, k) == shape for k in injected) or not synapses + injected:
+                return f"neuron {name}: its parameters, bias, synapses or injected inputs are malformed"
+        if op in ("conv", "dense", "lif", "flatten") and not _ints(node.get("depth")):
+            return f"node {name} has no depth"
+        shapes[name], ops[name] = shape, op
+    for out in spec["outputs"]:
+        if not isinstance(out, dict) or _named(ops, out.get("name")) is None or out.get("kind") not in ("spikes", "accumulation") \
+                or (out["kind"] == "accumulation" and (not isinstance(out.get("scale"), (int, float))
+                                                       or (out.get("bias") is not None and _named(arrays, out["bias"]) is None))):
+            return f"output {out.get('name') if isinstance(out, dict) else out!r} is malformed"
+    if not all(_named(ops, n) == "lif" for n in spec["spiking_layers"]):
+        return "its spiking_layers name something that is not one of its neurons"
+    return None

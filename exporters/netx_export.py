@@ -58,7 +58,6 @@ from ..files import atomic_path
 from ..hardware_sims import loihi_formats as fmt
 from ..hardware_sims.loihi_numerics import effective_bias, effective_dense_weights
 
-NETX_BIAS_EXP = 6  # netx's get_neuron_params hard-codes bias_exp = 6 for CUBA neurons
 # The readout register: no current memory, v follows u, a threshold it cannot reach (see the module docstring).
 READOUT_NEURON = {"iDecay": fmt.DECAY_MAX + 1, "vDecay": fmt.DECAY_MAX, "vThMant": fmt.VTH_MAX}
 
@@ -124,8 +123,8 @@ def is_sequential(spec: dict) -> bool:
 def _netx_bias(bias_mant: np.ndarray, bias_exp: int) -> tuple[np.ndarray, dict]:
     """Our per-neuron bias → netx's bias (applied as `bias << 6`), nearest where not exact, and the verdict."""
     b = effective_bias(bias_mant, bias_exp)
-    netx = (b + (1 << (NETX_BIAS_EXP - 1))) >> NETX_BIAS_EXP  # nearest multiple of 64, ties upward
-    err = (netx << NETX_BIAS_EXP) - b
+    netx = (b + (1 << (fmt.NETX_BIAS_EXP - 1))) >> fmt.NETX_BIAS_EXP  # nearest multiple of 64, ties upward
+    err = (netx << fmt.NETX_BIAS_EXP) - b
     note = {"bias_exact": bool(not err.any()), "bias_neurons_off": int(np.count_nonzero(err)),
             "bias_max_error": int(np.abs(err).max(initial=0))}
     if netx.size and (netx.min() < fmt.BIAS_MANT_MIN or netx.max() > fmt.BIAS_MANT_MAX):

@@ -132,7 +132,7 @@ def _add_bias_carriers(graph: ir.Graph, members: set) -> dict[str, str]:
         if not isinstance(add, ir.Add) or add.bias is None:
             continue
         for i in add.inputs:
-            if i in members and isinstance(graph.nodes[i], (ir.Conv2d, ir.Linear)) and graph.consumers(i) == [name]:
+            if i in members and isinstance(graph.nodes[i], ir.SYNAPSES) and graph.consumers(i) == [name]:
                 carriers[i] = name
                 break
         else:
@@ -165,7 +165,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
 
     for name in segment["nodes"]:
         node, q = folded.nodes[name], fixed.nodes[name].quant
-        if isinstance(node, (ir.Conv2d, ir.Linear)):
+        if isinstance(node, ir.SYNAPSES):
             bias = None if node.bias is None else node.bias.detach().double().numpy()
             if name in carriers:
                 add_bias = folded.nodes[carriers[name]].bias.detach().double().numpy()

@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
@@ -182,7 +181,9 @@ def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNE
                         extra_outputs: tuple[str, ...] = ()) -> Path:
     """Write the segment as an ONNX model at `path` (normally `host/<segment>.onnx`), checked by `onnx.checker`
     (with strict shape inference), atomically: a temporary file in the same directory renamed over `path`.
-    `extra_outputs` as in `host_segment_module`; the deployment's files have none. → `path`."""
+    `extra_outputs` as in `host_segment_module` (a deployment's host segments add their neurons' spikes). → `path`."""
+    import onnx  # a second of import time: only exports pay it, not every command that reads this module
+
     module = host_segment_module(graph, segment, extra_outputs)
     # Inputs and outputs are named together: an input and an output must never share an ONNX name.
     names = onnx_names(module.input_names + module.output_names)

@@ -89,6 +89,9 @@ WEIGHT_GRID_MAX = WEIGHT_MAX - 1
 # and Sparse models take it (their num_message_bits Var; documented, lava/proc/dense/process.py docstring)
 GRADED_MESSAGE_BITS = 24
 
+# --- lava-dl netx 0.6.0 (lava/lib/dl/netx/hdf5.py, get_neuron_params): the bias exponent of every CUBA neuron ---
+NETX_BIAS_EXP = 6
+
 # --- The chip segment spec (exporters/lava_spec.py): the file both simulators and the netx writer read ---
 CHIP_SPEC_FORMAT = 1
 

@@ -4,6 +4,7 @@ simulator or Lava's CPU backend, one interface — with the values crossing host
 (`to_chip`, `from_chip`). A chip segment is always run from its chip spec, the exporter's artifact, whether the spec
 was just made from a compiled graph (`graph_segments`) or read from a deployment directory.
 """
+import functools
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -12,10 +13,11 @@ import numpy as np
 import torch
 
 from .. import ir
+from ..errors import UserError
 from ..exporters.lava_spec import chip_segment_spec
 from ..exporters.onnx_host import MODEL_INPUT
 from . import fixed_point, lava_driver
-from .host_runner import run_host_segment_onnx
+from .host_runner import OnnxHostSession
 
 
 def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
@@ -42,10 +44,11 @@ class ChipSegment:
     name: str
     spec: dict
     arrays: dict[str, np.ndarray]
-    repeats: dict[str, str] = field(init=False)  # fixed point: synapses computed once (`repeated_synapses`)
 
-    def __post_init__(self):
-        self.repeats = fixed_point.repeated_synapses(self.spec, self.arrays)
+    @functools.cached_property
+    def repeats(self) -> dict[str, str]:
+        """For the fixed-point runner: the synapses it computes once (`fixed_point.repeated_synapses`)."""
+        return fixed_point.repeated_synapses(self.spec, self.arrays)
 
 
 class TorchHostSegment:
@@ -66,14 +69,17 @@ class TorchHostSegment:
 
 
 class OnnxHostSegment:
-    """A host segment run from its exported ONNX file by onnxruntime: what later segments read, and the spikes of
-    the segment's own neurons, which the export adds as outputs."""
+    """A host segment run from its exported ONNX file by onnxruntime (opened once): what later segments read, and
+    the spikes of the segment's own neurons, which the export adds as outputs."""
 
     def __init__(self, name: str, path: Path):
-        self.name, self.path = name, Path(path)
+        self.name, self.session = name, OnnxHostSession(path)
 
     def run(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        results = run_host_segment_onnx(self.path, {k: v.numpy() for k, v in values.items()})
+        try:
+            results = self.session.run({k: v.numpy() for k, v in values.items() if k in self.session.input_names})
+        except ValueError as e:
+            raise UserError(f"host segment {self.name}: {e}.") from None
         return {k: torch.as_tensor(v) for k, v in results.items()}
 
 
@@ -131,8 +137,11 @@ def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None)
             continue
         spec, inputs = segment.spec, {}
         for entry in spec["inputs"]:
-            inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = \
-                to_chip(entry, values[entry["tensor"]])
+            value = values[entry["tensor"]]
+            if list(value.shape[2:]) != list(entry["shape"]):
+                raise UserError(f"chip segment {segment.name}: its input {entry['name']} is {list(entry['shape'])} "
+                                f"per step, but {entry['tensor']} holds {list(value.shape[2:])}.")
+            inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = to_chip(entry, value)
         results, stats = chip(segment, inputs, spec["spiking_layers"])
         values.update({o["name"]: from_chip(o, segment.arrays, results[o["name"]]) for o in spec["outputs"]})
         values.update({n: torch.as_tensor(results[n].astype(np.float32)) for n in spec["spiking_layers"]})

@@ -30,7 +30,6 @@ from .hardware_sims.lava_driver import LavaLimits
 from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
-from .models.train import RECIPES, train as run_training
 from .models.zoo import class_scores, get_arch
 from .netx_import import read_netx
 from .hardware_sims.netx_sim import run_netx
@@ -361,6 +360,9 @@ def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny")
           output: Path = typer.Option(..., "-o", "--output", help="Checkpoint to write."),
           seed: int = typer.Option(0, "--seed"), epochs: Optional[int] = typer.Option(None, "--epochs", min=1)):
     """Train a demo model on the digits data (CPU, a few minutes) and save an snn2hw checkpoint."""
+    # the recipes load the digits data, whose scipy.ndimage import costs every other command a second
+    from .models.train import RECIPES, train as run_training
+
     if arch not in RECIPES:
         raise UserError(f"no training recipe for {arch!r}; recipes exist for {', '.join(RECIPES)}.")
     model, options, metrics = run_training(arch, seed=seed, epochs=epochs, log=out.print)

@@ -94,10 +94,6 @@ def _td_batchnorm(b, path, m, x):
     return _batchnorm(b, f"{path}.bn", m.bn, x)
 
 
-def _seq_conv(b, path, m, x):
-    return _conv(b, path, m, x)
-
-
 def _ms_block(b, path, m, x):
     """out = BN2(conv2(LIF(BN1(conv1(LIF(x)))))) + shortcut(x), for both official block classes."""
     if isinstance(m, msresnet.BasicBlockMS):

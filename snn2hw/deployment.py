@@ -11,7 +11,6 @@ import datetime
 import functools
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,10 @@ from .checkpoint import Loaded, load_checkpoint
 from .compile import Compiled, compile_model
 from .data import load_inputs, load_npy
 from .errors import UserError
+from .files import jsonable
 from .graph_json import graph_from_json
-from .exporters.lava_spec import chip_segment_spec
+from .exporters.lava_spec import chip_segment_spec, spec_problem
+from .exporters.onnx_host import MODEL_INPUT
 from .ladder import run_in_batches
 from .hardware_sims.runner import RunRecord, ChipSegment, OnnxHostSegment, fixed_chip, run_segments
 from .passes.pipeline import TCJA_STRATEGIES
@@ -34,19 +35,6 @@ GRAPH_FILE = "graph.json"
 
 
 # --------------------------------------------------------------------------------------------- writing
-
-
-def jsonable(value):
-    """JSON for the manifest: numpy scalars to Python, infinities (a lossless SQNR) to null."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def sha256(path: Path) -> str:
@@ -163,7 +151,7 @@ def verify_files(path, manifest: dict) -> None:
     files changed since the export is refused, naming the file."""
     path = Path(path)
     for rel, digest in manifest["file_sha256"].items():
-        if hashlib.sha256(_file(path, rel).read_bytes()).hexdigest() != digest:
+        if sha256(_file(path, rel)) != digest:
             raise UserError(f"{path / rel} does not match the SHA-256 its manifest records (edited or corrupt).")
 
 
@@ -175,7 +163,40 @@ def _chip_segment(path: Path, entry: dict) -> ChipSegment:
             arrays = {k: f[k] for k in f.files}
     except Exception as e:
         raise UserError(f"{spec_file.parent}/{entry['name']}: unreadable chip files ({type(e).__name__}).") from None
+    problem = spec_problem(spec, arrays)
+    if problem is None and spec["segment"] != entry["name"]:
+        problem = f"it is segment {spec['segment']!r}, not {entry['name']!r}"
+    if problem is not None:
+        raise UserError(f"{spec_file}: {problem} (edited or corrupt).")
     return ChipSegment(entry["name"], spec, arrays)
+
+
+def _host_segment(path: Path, entry: dict) -> OnnxHostSegment:
+    try:
+        return OnnxHostSegment(entry["name"], _file(path, entry["files"]["onnx"]))
+    except ValueError as e:
+        raise UserError(f"{e}.") from None
+
+
+def _check_dataflow(path: Path, manifest: dict, segments: list) -> None:
+    """Every segment reads only what the model input and earlier segments produce, and the manifest's output and
+    spiking layers are among what the segments produce."""
+    produced = {MODEL_INPUT}
+    for segment in segments:
+        if isinstance(segment, ChipSegment):
+            reads = [i["tensor"] for i in segment.spec["inputs"]]
+            writes = [o["name"] for o in segment.spec["outputs"]] + segment.spec["spiking_layers"]
+        else:
+            reads, writes = segment.session.input_names, segment.session.output_names
+        missing = sorted(set(reads) - produced)
+        if missing:
+            raise UserError(f"{path}/manifest.json: segment {segment.name} reads {missing[0]}, which no earlier "
+                            "segment produces (edited or corrupt).")
+        produced |= set(writes)
+    unknown = sorted({manifest["output"]["tensor"], *manifest["spiking_layers"]} - produced)
+    if unknown:
+        raise UserError(f"{path}/manifest.json: it names {unknown[0]} as an output or spiking layer, which no "
+                        "segment produces (edited or corrupt).")
 
 
 @dataclass
@@ -223,19 +244,24 @@ class Deployment:
     def graphs(self) -> tuple[ir.Graph, ir.Graph]:
         """(source, deployed): the graphs' structure from `graph.json`, tensors shape-only except the chip synapses'
         weights, the integers of the chip files (what the energy accounting counts on)."""
+        weights = {n["name"]: s.arrays[n["weight"]] for s in self.segments if isinstance(s, ChipSegment)
+                   for n in s.spec["nodes"] if "weight" in n}  # checked at load (`spec_problem`)
+        file = self.path / self.manifest["graph"]
         try:
-            data = json.loads(_file(self.path, self.manifest["graph"]).read_text())
-            weights = {n["name"]: s.arrays[n["weight"]] for s in self.segments if isinstance(s, ChipSegment)
-                       for n in s.spec["nodes"] if "weight" in n}
-            return graph_from_json(data["source"]), graph_from_json(data["deployed"], weights)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"{self.path / self.manifest['graph']} is not a graph this snn2hw wrote "
-                            f"({type(e).__name__}: {e}).") from None
+            data = json.loads(file.read_text())
+            source, deployed = graph_from_json(data["source"]), graph_from_json(data["deployed"], weights)
+            same = [(s["name"], s["nodes"]) for s in deployed.segments] == \
+                [(s["name"], s["nodes"]) for s in self.manifest["segments"]]
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, RecursionError, IndexError) as e:
+            raise UserError(f"{file} is not a graph this snn2hw wrote ({type(e).__name__}).") from None
+        if not same:
+            raise UserError(f"{file}: its segments are not the manifest's (edited or corrupt).")
+        return source, deployed
 
     @functools.cached_property
     def compiled(self) -> Compiled:
-        """The compiled graphs, rebuilt from `source/` (for the float rungs and the energy accounting), checked to
-        give exactly the chip files."""
+        """The compiled graphs, rebuilt from `source/` (for the float rungs: the torch and folded backends, and the
+        energy accounting's folded backend), checked to give exactly the chip files."""
         path, manifest = self.path, self.manifest
         loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
         calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
@@ -262,6 +288,7 @@ def load_deployment(path) -> Deployment:
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    segments = [_chip_segment(path, e) if e["placement"] == "chip" else
-                OnnxHostSegment(e["name"], _file(path, e["files"]["onnx"])) for e in manifest["segments"]]
+    segments = [_chip_segment(path, e) if e["placement"] == "chip" else _host_segment(path, e)
+                for e in manifest["segments"]]
+    _check_dataflow(path, manifest, segments)
     return Deployment(path, manifest, segments)

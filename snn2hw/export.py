@@ -26,15 +26,16 @@ import torch
 from . import ir
 from .checkpoint import Loaded, save_checkpoint
 from .compile import Compiled, compile_model
-from .deployment import GRAPH_FILE, build_manifest, jsonable, sha256
+from .deployment import GRAPH_FILE, build_manifest, sha256
 from .errors import UserError
-from .graph_json import graph_to_json
-from .hardware_sims import loihi_formats as fmt
-from .passes.quantize import A_SAFE
 from .exporters.lava_spec import chip_segment_spec
 from .exporters.netx_export import sequential_problem, write_netx
 from .exporters.nir_export import chip_segment_to_nir, write_nir
 from .exporters.onnx_host import PINNED_OPSET, export_host_segment
+from .files import jsonable
+from .graph_json import graph_to_json
+from .hardware_sims import loihi_formats as fmt
+from .passes.quantize import A_SAFE
 from .passes.residual import residual_terms
 
 def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
@@ -67,7 +68,7 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
     nodes = [graph.nodes[n] for n in segment["nodes"]]
     return {"layers": len(nodes),
             "neurons": sum(math.prod(n.shape) for n in nodes if isinstance(n, ir.LIF)),
-            "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, (ir.Conv2d, ir.Linear)))}
+            "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, ir.SYNAPSES))}
 
 
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",

@@ -1,7 +1,10 @@
 """Writing output files so that no reader ever sees half of one."""
 import contextlib
+import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -22,3 +25,16 @@ def atomic_path(path):
 def write_text_atomic(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def jsonable(value):
+    """JSON for the manifest: numpy scalars to Python, infinities (a lossless SQNR) to null."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

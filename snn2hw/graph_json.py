@@ -14,18 +14,11 @@ import torch
 from torch import nn
 
 from . import ir
+from .files import jsonable
 
 NODE_TYPES = {cls.__name__: cls for cls in (ir.Input, ir.Conv2d, ir.Linear, ir.BatchNorm, ir.LIF, ir.MaxPool2d,
                                             ir.AvgPool2d, ir.Flatten, ir.Add, ir.HostModule, ir.Readout)}
 _NOT_STORED = ("quant",)  # the chip integers live in the chip files
-
-
-def _plain(value):
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def graph_to_json(graph: ir.Graph) -> dict:
@@ -39,7 +32,7 @@ def graph_to_json(graph: ir.Graph) -> dict:
             if isinstance(value, torch.Tensor):
                 tensors[f.name] = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
             else:
-                fields[f.name] = _plain(value)
+                fields[f.name] = jsonable(value)
         nodes.append({"op": type(node).__name__, "fields": fields, "tensors": tensors})
     return {"timesteps": graph.timesteps, "input_shape": list(graph.input_shape), "arch": graph.arch,
             "segments": graph.segments, "cuts": graph.cuts, "nodes": nodes}

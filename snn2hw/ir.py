@@ -317,7 +317,7 @@ class Graph:
         out = values[self.output]
         return (out, values) if record else (out, {})
 
-    def run_in_batches(self, x: torch.Tensor, observe) -> None:
+    def observe_in_batches(self, x: torch.Tensor, observe) -> None:
         """`run` over the samples of `x` in batches (sized by RUN_BATCH_BYTES), for `observe` only: statistics over
         a data set without holding its activations."""
         largest = max(math.prod(n.shape) for n in self.nodes.values()) * self.timesteps * 4

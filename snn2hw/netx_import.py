@@ -30,7 +30,6 @@ import numpy as np
 from .errors import UserError
 from .hardware_sims import loihi_formats as fmt
 
-NETX_BIAS_EXP = 6  # netx's get_neuron_params: bias_exp = 6 for CUBA neurons
 CUBA_TYPES = ("CUBA", "LOIHI")
 # netx's optimize_weight_bits: the largest weights of each sign mode it scales to, and its clip of mixed weights
 NETX_MIXED_POS, NETX_MIXED_NEG = 127, -128
@@ -47,7 +46,7 @@ class NetxBlock:
     dv: int
     vth: int
     bias_mant: np.ndarray  # per neuron, `shape`
-    bias_exp: int = NETX_BIAS_EXP
+    bias_exp: int = fmt.NETX_BIAS_EXP
     weight: np.ndarray | None = None  # conv: (Cout, Cin/g, kH, kW); dense: (out, in) as netx hands it to Lava
     conv: dict = field(default_factory=dict)  # stride, padding, dilation (H, W), groups
     num_weight_bits: int = fmt.DEFAULT_NUM_WEIGHT_BITS  # dense

@@ -2,14 +2,16 @@
 NIR or netx file or a host ONNX file become, reading the deployment accepts them or raises UserError with one line,
 never another exception. snn2hw reads .nir and .net files only through their SHA-256 in the manifest (Lava gets the
 chip segment from its .json/.npz), so for those the reader must accept exactly the exported bytes."""
+import hashlib
 import json
 import shutil
 from contextlib import contextmanager, nullcontext
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from snn2hw.deployment import read_manifest, verify_files
+from snn2hw.deployment import load_deployment
 from snn2hw.errors import UserError
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,8 +59,8 @@ def _paths(value, prefix=()):
 
 
 def _read(directory) -> None:
-    """What loading a deployment reads before it recompiles the source."""
-    verify_files(directory, read_manifest(directory))
+    """Loading a deployment: the manifest, the files' hashes, the chip specs and arrays, the host ONNX files."""
+    load_deployment(directory)
 
 
 def _accepts_or_refuses_in_one_line(directory) -> bool:
@@ -126,4 +128,56 @@ def test_chip_and_host_files_are_accepted_only_as_exported(deployment, rel):
     def check(data):
         with _written(path, data), pytest.raises(UserError, match=rel) if data != original else nullcontext():
             _read(deployment)
+    check()
+
+
+def _with_hash(directory, rel: str, data: bytes) -> bytes:
+    """manifest.json as it would be had `rel` been exported holding `data`: the hash check passes, what the file
+    holds must be checked on its own."""
+    tree = json.loads((directory / "manifest.json").read_bytes())
+    tree["file_sha256"][rel] = hashlib.sha256(data).hexdigest()
+    return json.dumps(tree).encode()
+
+
+@pytest.mark.parametrize("rel", ["chip/chip1.json", "graph.json"])
+def test_chip_spec_and_graph_values_with_their_hash_updated(deployment, rel):
+    """A chip spec or graph.json edited, with the manifest's hash updated to match: loading, reading the graphs the
+    energy accounting counts on and a fixed-point run accept it or refuse it in one line, never a traceback."""
+    path, manifest = deployment / rel, deployment / "manifest.json"
+    original = path.read_bytes()
+    places = list(_paths(json.loads(original)))[1:]
+
+    @FUZZ
+    @given(st.sampled_from(places), JSON_VALUES)
+    def check(place, value):
+        tree = json.loads(original)
+        parent = tree
+        for key in place[:-1]:
+            parent = parent[key]
+        parent[place[-1]] = value
+        data = json.dumps(tree).encode()
+        with _written(path, data), _written(manifest, _with_hash(deployment, rel, data)):
+            try:
+                dep = load_deployment(deployment)
+                dep.graphs
+                dep.run(np.ones((1, *dep.manifest["input"]["shape"][1:]), np.float32))  # what was accepted runs
+            except UserError as e:
+                assert "\n" not in str(e) and str(e), str(e)
+    check()
+
+
+@pytest.mark.parametrize("rel", ["chip/chip1.npz", "host/host0.onnx"])
+def test_chip_arrays_and_onnx_bytes_with_their_hash_updated(deployment, rel):
+    path, manifest = deployment / rel, deployment / "manifest.json"
+    original = path.read_bytes()
+
+    @FUZZ
+    @given(mutated(original))
+    def check(data):
+        with _written(path, data), _written(manifest, _with_hash(deployment, rel, data)):
+            try:
+                load_deployment(deployment).run(np.ones((1, *json.loads(manifest.read_bytes())["input"]["shape"][1:]),
+                                                        np.float32))
+            except UserError as e:
+                assert "\n" not in str(e) and str(e), str(e)
     check()

@@ -53,8 +53,6 @@ from .presets import Preset
 
 MODES = ("paper", "faithful")
 # Pooling and flattening: values pass through them unchanged in kind (spikes stay spikes), so the paper convention
-# looks through them for the neuron layer whose rate a synapse sees.
-PASS_THROUGH = ir.POOLING_AND_RESHAPE
 
 # The rows on which the two modes are compared, and why they differ.
 CATEGORIES = {
@@ -288,7 +286,7 @@ def _feeds_stream(graph: ir.Graph, name: str) -> bool:
 
 
 def _reads_input(graph: ir.Graph, node: ir.Node) -> bool:
-    return isinstance(_through(graph, node.inputs[0], PASS_THROUGH), ir.Input)
+    return isinstance(_through(graph, node.inputs[0], ir.POOLING_AND_RESHAPE), ir.Input)
 
 
 def _synapse_category(graph: ir.Graph, node: ir.Node) -> str:
@@ -339,7 +337,7 @@ def _elementwise_ops(graph: ir.Graph, node: ir.Node, size: int) -> tuple[int, in
     in its dendrite, and pooling is a synapse):
     max-pool out·(n-1) compares; avg-pool out·(n-1) adds + out scalings; BatchNorm one multiply-add per value;
     k-input sum (k-1)·size adds (+ size for a bias); vote readout: the mean over T, one add per value per step."""
-    if node.placement == "chip" and isinstance(node, (ir.Add, ir.MaxPool2d, ir.AvgPool2d, ir.Flatten)):
+    if node.placement == "chip" and isinstance(node, (ir.Add, *ir.POOLING_AND_RESHAPE)):
         return None
     src = graph.nodes[node.inputs[0]] if node.inputs else None
     if isinstance(node, ir.MaxPool2d):
@@ -371,10 +369,10 @@ def _paper_spike_source(graph: ir.Graph, node: ir.Node) -> ir.Node | None:
     flattening and, except on the residual stream, through attention gates (which pass gated spikes). None for a
     shortcut conv on the real-valued stream, which the convention leaves out."""
     if _feeds_stream(graph, node.name):
-        src = _through(graph, node.inputs[0], PASS_THROUGH)
+        src = _through(graph, node.inputs[0], ir.POOLING_AND_RESHAPE)
     else:
         src = graph.nodes[node.inputs[0]]
-        while isinstance(src, PASS_THROUGH + (ir.HostModule,)):
+        while isinstance(src, ir.POOLING_AND_RESHAPE + (ir.HostModule,)):
             binary = [i for i in src.inputs if graph.nodes[i].kind == "binary"]
             src = graph.nodes[binary[0] if isinstance(src, ir.HostModule) and binary else src.inputs[0]]
     return src if isinstance(src, ir.LIF) else None

@@ -134,5 +134,5 @@ def _mean_gates(graph: ir.Graph, gates, calibration: torch.Tensor) -> dict[str, 
             gate = graph.nodes[g].module.gate(value)  # [T, N, C]
             sums[g] = sums.get(g, 0) + gate.double().sum(dim=(0, 1))
             counts[g] = counts.get(g, 0) + gate.shape[0] * gate.shape[1]
-    graph.run_in_batches(calibration, observe)
+    graph.observe_in_batches(calibration, observe)
     return {g: (total / counts[g]).float() for g, total in sums.items()}

@@ -252,6 +252,6 @@ def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
     graph = graph.replace(nodes)
     groups = _groups(graph)
     stats = _Calibration(graph, groups)
-    graph.run_in_batches(calibration, stats.observe)
+    graph.observe_in_batches(calibration, stats.observe)
     report = [_quantize_group(graph, g, stats) for g in groups]
     return graph.replace(graph.nodes, f"quantize: {len(report)} chip layers", quant_layers=report)
