@@ -157,7 +157,7 @@ def spec_problem(spec, arrays: dict[str, np.ndarray]) -> str | None:
     for entry in spec["inputs"]:
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("name", "tensor", "to")) \
                 or entry.get("payload") not in PAYLOADS \
-                or not _ints(entry.get("frac_bits")) or not _ints(entry.get("shape"), 0, low=1) \
+                or not _ints(entry.get("frac_bits")) or entry["frac_bits"] >= fmt.GRADED_MESSAGE_BITS or not _ints(entry.get("shape"), 0, low=1) \
                 or (entry["payload"] == "current" and not isinstance(entry.get("scale"), (int, float))):
             return f"input {entry.get('name') if isinstance(entry, dict) else entry!r} is malformed"
         shapes[entry["name"]] = tuple(entry["shape"])

@@ -142,7 +142,10 @@ def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None)
                 raise UserError(f"chip segment {segment.name}: its input {entry['name']} is {list(entry['shape'])} "
                                 f"per step, but {entry['tensor']} holds {list(value.shape[2:])}.")
             inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = to_chip(entry, value)
-        results, stats = chip(segment, inputs, spec["spiking_layers"])
+        try:
+            results, stats = chip(segment, inputs, spec["spiking_layers"])
+        except OverflowError as e:  # sums Lava's arithmetic leaves undefined (conv_accumulate)
+            raise UserError(f"chip segment {segment.name}: {e}.") from None
         values.update({o["name"]: from_chip(o, segment.arrays, results[o["name"]]) for o in spec["outputs"]})
         values.update({n: torch.as_tensor(results[n].astype(np.float32)) for n in spec["spiking_layers"]})
         act.neurons.update(stats)

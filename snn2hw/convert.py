@@ -208,4 +208,5 @@ def convert(model: nn.Module, arch: str = "") -> ir.Graph:
     for node in graph.nodes.values():
         if isinstance(node, ir.HostModule):
             node.ops = host_module_ops(node.module, graph.nodes[node.inputs[0]].shape, graph.timesteps)
+            node.module_type = type(node.module).__name__
     return graph

@@ -45,17 +45,40 @@ def _field_value(name: str, value):
     return value
 
 
+def _sizes(value, low: int = 0) -> bool:
+    return isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                                                    for v in value)
+
+
+def _check_node(node: ir.Node, nodes: dict) -> None:
+    """What the energy accounting reads of a node, checked: names, edges, shapes, kinds and synapse geometry."""
+    if not isinstance(node.name, str) or node.name in nodes or not all(i in nodes for i in node.inputs) \
+            or not _sizes(node.shape, 1) or node.kind not in ir.KINDS or node.placement not in ("host", "chip"):
+        raise ValueError(f"node {node.name!r}: its name, inputs, shape, kind or placement is malformed")
+    if isinstance(node, ir.Conv2d) and not (all(_sizes(v, low) and len(v) == 2 for v, low in (
+            (node.stride, 1), (node.dilation, 1))) and (node.padding in ("same", "valid") or _sizes(node.padding))
+            and isinstance(node.groups, int) and node.groups >= 1 and node.weight.dim() == 4):
+        raise ValueError(f"conv {node.name}: its geometry is malformed")
+    if isinstance(node, ir.SYNAPSES + (ir.Add,)) and getattr(node, "bias", None) is not None \
+            and not isinstance(node.bias, torch.Tensor):
+        raise ValueError(f"node {node.name}: its bias is malformed")
+
+
 def graph_from_json(data: dict, weights: dict[str, np.ndarray] | None = None) -> ir.Graph:
     """The graph `graph_to_json` wrote, tensors on the meta device; `weights` (synapse name → array) replaces the
-    weight of the synapses it names with real values."""
+    weight of the synapses it names with real values. Raises ValueError, KeyError or TypeError for what
+    `graph_to_json` cannot have written."""
     weights = weights or {}
     nodes = {}
     for entry in data["nodes"]:
         cls = NODE_TYPES[entry["op"]]
         kwargs = {k: _field_value(k, v) for k, v in entry["fields"].items()}
         for name, t in entry["tensors"].items():
+            if not _sizes(t["shape"]):
+                raise ValueError(f"tensor {name} has shape {t['shape']!r}")
             kwargs[name] = torch.empty(t["shape"], dtype=getattr(torch, t["dtype"]), device="meta")
         node = cls(**kwargs)
+        _check_node(node, nodes)
         if node.name in weights:
             node.weight = torch.from_numpy(np.asarray(weights[node.name]))
         nodes[node.name] = node

@@ -215,11 +215,13 @@ class HostModule(Node):
     TCJA: y = x * sigmoid(conv_T(z) * conv_C(z)), z = mean_hw(x).  GAC: e = sigmoid(TA(u) * SCA(u)) * s (inputs u, s).
     `ops`: (MACs, ACs) of one sample's whole window through the module (products and sigmoids as MACs, sums, maxima
     and ReLUs as ACs), set by `convert` from a formula per module type; None where there is no formula (the energy
-    counts then leave the node out and say so).
+    counts then leave the node out and say so). `module_type`: the module's class name, kept where the module is
+    not (a deployment's graph.json).
     """
     module: nn.Module = None
     time_dim: int = 0
     ops: tuple | None = None
+    module_type: str = ""
 
     def run(self, *xs):
         if self.time_dim == 1:

@@ -212,6 +212,10 @@ def test_energy_command_on_a_deployment_directory(gac_demo, tmp_path):
     fresh = load_deployment(dep.path)
     report = deployment_report(fresh, x[:8], "fixed", load_preset("45nm"))
     assert "compiled" not in vars(fresh)  # counted on the deployment's files: no model was rebuilt
+    # One counting rule: the compiled graph in memory counts the same chip integers as the files.
+    in_memory = build_report(dep.compiled.source, dep.compiled.fixed, record_activity(dep.compiled.fixed, "fixed",
+                                                                                     x[:8]), load_preset("45nm"))
+    assert in_memory["modes"]["faithful"]["layers"] == report["modes"]["faithful"]["layers"]
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["samples"] == 8 and saved["backend"] == "fixed" and saved["preset"] == "45nm"
     assert saved["total_energy_mj"] == pytest.approx(report["modes"]["faithful"]["total_energy_mj"])

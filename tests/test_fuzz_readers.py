@@ -12,6 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from snn2hw.deployment import load_deployment
+from snn2hw.energy import load_preset
+from snn2hw.measure import deployment_report
 from snn2hw.errors import UserError
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -142,7 +144,8 @@ def _with_hash(directory, rel: str, data: bytes) -> bytes:
 @pytest.mark.parametrize("rel", ["chip/chip1.json", "graph.json"])
 def test_chip_spec_and_graph_values_with_their_hash_updated(deployment, rel):
     """A chip spec or graph.json edited, with the manifest's hash updated to match: loading, reading the graphs the
-    energy accounting counts on and a fixed-point run accept it or refuse it in one line, never a traceback."""
+    energy accounting counts on, a fixed-point run and its energy report accept it or refuse it in one line, never a
+    traceback."""
     path, manifest = deployment / rel, deployment / "manifest.json"
     original = path.read_bytes()
     places = list(_paths(json.loads(original)))[1:]
@@ -159,8 +162,9 @@ def test_chip_spec_and_graph_values_with_their_hash_updated(deployment, rel):
         with _written(path, data), _written(manifest, _with_hash(deployment, rel, data)):
             try:
                 dep = load_deployment(deployment)
-                dep.graphs
-                dep.run(np.ones((1, *dep.manifest["input"]["shape"][1:]), np.float32))  # what was accepted runs
+                x = np.ones((2, *dep.manifest["input"]["shape"][1:]), np.float32)
+                dep.run(x)  # what was accepted runs, and the energy accounting counts on it
+                deployment_report(dep, x, "fixed", load_preset("loihi2"))
             except UserError as e:
                 assert "\n" not in str(e) and str(e), str(e)
     check()

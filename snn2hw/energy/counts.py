@@ -106,14 +106,22 @@ def _nonzero_sum(weight: torch.Tensor, shape: tuple, dim: int) -> np.ndarray:
     return torch.count_nonzero(weight.detach().reshape(shape), dim=dim).double().numpy()
 
 
+def stored_weight(node: ir.Node) -> torch.Tensor:
+    """The weights a synapse really holds: once quantized, the chip's integers (a weight that rounds to 0 is no
+    synapse), as a deployment's files hold them; before, its float weights."""
+    weight = node.quant.get("weight")
+    return node.weight if weight is None else torch.as_tensor(weight)
+
+
 def fanout_map(node: ir.Node, in_shape: tuple, effective: bool = True) -> np.ndarray:
     """F(p): how many synapses input position p really drives, shaped like the input.
 
     Conv: F(c, y, x) = Σ_{u,v} N[c, u, v] · A_h[y, u] · A_w[x, v],
     N[c, u, v] = #{o in c's group: w[o, c, u, v] ≠ 0} (all of c's group's outputs if not `effective`), A the
     input-tap matrices (`_input_taps`): separable, exact at borders. Linear: F(i) = #{o: W[o, i] ≠ 0}.
-    Σ_p F(p) is NeuroBench's "Dense" count per step when `effective` is False (zero padding excluded)."""
-    w = node.weight
+    Σ_p F(p) is NeuroBench's "Dense" count per step when `effective` is False (zero padding excluded); w is the
+    synapse's `stored_weight`."""
+    w = stored_weight(node)
     if isinstance(node, ir.Linear):
         counts = _nonzero_sum(w, tuple(w.shape), 0) if effective else np.full(w.shape[1], float(w.shape[0]))
         return counts.reshape(in_shape)
@@ -127,8 +135,8 @@ def fanout_map(node: ir.Node, in_shape: tuple, effective: bool = True) -> np.nda
 def max_fan_in(node: ir.Node, in_shape: tuple) -> int:
     """The largest number of synapses onto one output neuron: max over (o, y, x) of
     Σ_{c,u,v} [w[o, c, u, v] ≠ 0] · V_h[y, u] · V_w[x, v] (V: the tap reads inside the input);
-    Linear: max_o #{W[o] ≠ 0}."""
-    w = node.weight
+    Linear: max_o #{W[o] ≠ 0} (w: `stored_weight`)."""
+    w = stored_weight(node)
     if isinstance(node, ir.Linear):
         return int(_nonzero_sum(w, tuple(w.shape), 1).max())
     (_, v_h), (_, v_w) = [ir.conv_taps(*dims) for dims in _conv_dims(node, in_shape)]
@@ -320,7 +328,7 @@ def _faithful_other(graph: ir.Graph, node: ir.Node, activity) -> Count | None:
     if isinstance(node, ir.HostModule):  # the whole window's (MACs, ACs), spread evenly over the steps
         if node.ops is None:
             return _count(node, place, "attention and gates", timesteps,
-                          note=f"{type(node.module).__name__} has no op-count formula: not counted")
+                          note=f"{node.module_type} has no op-count formula: not counted")
         macs, acs = node.ops
         return _count(node, place, "attention and gates", timesteps, macs=np.full(timesteps, macs / timesteps),
                       acs=np.full(timesteps, acs / timesteps))

@@ -6,7 +6,7 @@ import torch
 
 from .. import ir
 from ..hardware_sims.loihi_formats import DEFAULT_NUM_WEIGHT_BITS
-from .counts import fanout_map, max_fan_in
+from .counts import fanout_map, max_fan_in, stored_weight
 
 # Bits per stored synaptic weight unless asked otherwise: the 8-bit weights the quantizer makes (Lava's default).
 WEIGHT_BITS = DEFAULT_NUM_WEIGHT_BITS
@@ -64,7 +64,7 @@ def _layer_resources(graph, name, neurons, groups, weight_bits, lim) -> dict:
         src = graph.nodes[s.inputs[0]]
         fan = fanout_map(s, src.shape)
         synapses += int(fan.sum())
-        weights += int(torch.count_nonzero(s.weight))
+        weights += int(torch.count_nonzero(stored_weight(s)))
         fan_in += max_fan_in(s, src.shape)
         fan_out = max(fan_out, int(fan.max()))
         if isinstance(s, ir.Conv2d):
