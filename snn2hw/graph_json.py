@@ -53,12 +53,26 @@ def _sizes(value, low: int = 0) -> bool:
 def _check_node(node: ir.Node, nodes: dict) -> None:
     """What the energy accounting reads of a node, checked: names, edges, shapes, kinds and synapse geometry."""
     if not isinstance(node.name, str) or node.name in nodes or not all(i in nodes for i in node.inputs) \
-            or not _sizes(node.shape, 1) or node.kind not in ir.KINDS or node.placement not in ("host", "chip"):
+            or not _sizes(node.shape, 1) or node.kind not in ir.KINDS or node.placement not in ("host", "chip", ""):
         raise ValueError(f"node {node.name!r}: its name, inputs, shape, kind or placement is malformed")
-    if isinstance(node, ir.Conv2d) and not (all(_sizes(v, low) and len(v) == 2 for v, low in (
-            (node.stride, 1), (node.dilation, 1))) and (node.padding in ("same", "valid") or _sizes(node.padding))
-            and isinstance(node.groups, int) and node.groups >= 1 and node.weight.dim() == 4):
+    arity = 0 if isinstance(node, ir.Input) else None if isinstance(node, (ir.Add, ir.HostModule)) else 1
+    if (arity is not None and len(node.inputs) != arity) or (arity is None and not node.inputs):
+        raise ValueError(f"node {node.name}: {len(node.inputs)} inputs for a {type(node).__name__}")
+    in_shape = nodes[node.inputs[0]].shape if node.inputs else ()
+    if isinstance(node, ir.Conv2d) and not (
+            all(_sizes(v, low) and len(v) == 2 for v, low in ((node.stride, 1), (node.dilation, 1)))
+            and (node.padding in ("same", "valid") or (_sizes(node.padding) and len(node.padding) == 2))
+            and isinstance(node.groups, int) and node.groups >= 1 and node.weight.dim() == 4 and len(in_shape) == 3
+            and len(node.shape) == 3 and node.weight.shape[0] == node.shape[0]
+            and node.weight.shape[1] * node.groups == in_shape[0]):
         raise ValueError(f"conv {node.name}: its geometry is malformed")
+    if isinstance(node, ir.HostModule) and node.ops is not None and not (_sizes(node.ops) and len(node.ops) == 2):
+        raise ValueError(f"host module {node.name}: its op counts are malformed")
+    if isinstance(node, ir.Readout) and (node.mode not in ("per_step_nt", "per_step_tn", "vote")
+                                         or not (isinstance(node.voters, int) and node.voters >= 1)):
+        raise ValueError(f"readout {node.name}: its mode is malformed")
+    if isinstance(node, ir.Linear) and tuple(node.weight.shape) != (node.shape[0], int(np.prod(in_shape))):
+        raise ValueError(f"linear {node.name}: its weights do not map its input to its output")
     if isinstance(node, ir.SYNAPSES + (ir.Add,)) and getattr(node, "bias", None) is not None \
             and not isinstance(node.bias, torch.Tensor):
         raise ValueError(f"node {node.name}: its bias is malformed")
@@ -82,5 +96,20 @@ def graph_from_json(data: dict, weights: dict[str, np.ndarray] | None = None) ->
         if node.name in weights:
             node.weight = torch.from_numpy(np.asarray(weights[node.name]))
         nodes[node.name] = node
+    order = list(nodes.values())
+    if not (order and isinstance(order[0], ir.Input) and isinstance(order[-1], ir.Readout)
+            and sum(isinstance(n, ir.Input) for n in order) == 1
+            and isinstance(data["timesteps"], int) and data["timesteps"] >= 1 and _sizes(data["input_shape"], 1)
+            and isinstance(data["arch"], str) and isinstance(data["segments"], list)
+            and all(_cut(c, nodes) for c in data["cuts"])):
+        raise ValueError("its nodes (an Input first, a Readout last), timesteps, input shape, segments or cuts are "
+                         "malformed")
     return ir.Graph(nodes, data["timesteps"], tuple(data["input_shape"]), data["arch"],
                     segments=data["segments"], cuts=data["cuts"])
+
+
+def _cut(cut, nodes: dict) -> bool:
+    return isinstance(cut, dict) and all(isinstance(cut.get(k), str) for k in ("from_segment", "to_segment")) \
+        and cut.get("tensor") in nodes and cut.get("to") in nodes and cut.get("kind") in ir.KINDS \
+        and cut.get("direction") in ("host->chip", "chip->host") and isinstance(cut.get("waits_for_window"), bool) \
+        and isinstance(cut.get("values_per_step"), int) and cut["values_per_step"] >= 0

@@ -17,6 +17,9 @@ from snn2hw.measure import deployment_report
 from snn2hw.errors import UserError
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Files whose hash was updated are checked by what they hold: the same examples every run, so CI is repeatable
+# (vary the seed by hand to look further: `derandomize=False`).
+FUZZ_FIXED = settings(FUZZ, derandomize=True)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,7 @@ def test_chip_spec_and_graph_values_with_their_hash_updated(deployment, rel):
     original = path.read_bytes()
     places = list(_paths(json.loads(original)))[1:]
 
-    @FUZZ
+    @FUZZ_FIXED
     @given(st.sampled_from(places), JSON_VALUES)
     def check(place, value):
         tree = json.loads(original)
@@ -175,7 +178,7 @@ def test_chip_arrays_and_onnx_bytes_with_their_hash_updated(deployment, rel):
     path, manifest = deployment / rel, deployment / "manifest.json"
     original = path.read_bytes()
 
-    @FUZZ
+    @FUZZ_FIXED
     @given(mutated(original))
     def check(data):
         with _written(path, data), _written(manifest, _with_hash(deployment, rel, data)):
