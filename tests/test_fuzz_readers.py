@@ -63,6 +63,16 @@ def _paths(value, prefix=()):
         yield from _paths(child, prefix + (key,))
 
 
+def _replaced(original: bytes, place: tuple, value) -> bytes:
+    """The JSON `original` with the entry at `place` (`_paths`) replaced by `value`."""
+    tree = json.loads(original)
+    parent = tree
+    for key in place[:-1]:
+        parent = parent[key]
+    parent[place[-1]] = value
+    return json.dumps(tree).encode()
+
+
 def _read(directory) -> None:
     """Loading a deployment: the manifest, the files' hashes, the chip specs and arrays, the host ONNX files."""
     load_deployment(directory)
@@ -113,12 +123,7 @@ def test_manifest_values(deployment):
     @FUZZ
     @given(st.sampled_from(places), JSON_VALUES)
     def check(place, value):
-        tree = json.loads(original)
-        parent = tree
-        for key in place[:-1]:
-            parent = parent[key]
-        parent[place[-1]] = value
-        with _written(manifest, json.dumps(tree).encode()):
+        with _written(manifest, _replaced(original, place, value)):
             _accepts_or_refuses_in_one_line(deployment)
     check()
 
@@ -156,12 +161,7 @@ def test_chip_spec_and_graph_values_with_their_hash_updated(deployment, rel):
     @FUZZ_FIXED
     @given(st.sampled_from(places), JSON_VALUES)
     def check(place, value):
-        tree = json.loads(original)
-        parent = tree
-        for key in place[:-1]:
-            parent = parent[key]
-        parent[place[-1]] = value
-        data = json.dumps(tree).encode()
+        data = _replaced(original, place, value)
         with _written(path, data), _written(manifest, _with_hash(deployment, rel, data)):
             try:
                 dep = load_deployment(deployment)
