@@ -11,6 +11,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from . import ir
 from .convert import convert
 from .models.neurons import NEURONS
 from .passes.pipeline import pipeline, run_passes
@@ -71,14 +72,16 @@ def _classify(m: nn.Module, kind: str, prev_place: str) -> tuple[str, str, str]:
     return "host", f"{type(m).__name__} on {kind} values", "analog"
 
 
-def _placements(model: nn.Module, arch: str) -> dict[int, str]:
-    """Module (by id) → where the compiler runs its node: the partition of the graph after the float passes. IR
-    nodes are named by module path, but a module reachable under two names (GAC's `conv1` and `conv1_s`) has one
-    name here and maybe the other there, hence the ids."""
+def _placements(model: nn.Module, arch: str) -> dict[int, tuple[str, str | None]]:
+    """Module (by id) → (where the compiler runs its node, for a synapse the kind of value it reads there): the
+    partition of the graph after the float passes. IR nodes are named by module path, but a module reachable under
+    two names (GAC's `conv1` and `conv1_s`) has one name here and maybe the other there, hence the ids."""
+    graph = run_passes(convert(model, arch), pipeline(None))
     placed = {}
-    for name, node in run_passes(convert(model, arch), pipeline(None)).nodes.items():
+    for name, node in graph.nodes.items():
+        reads = graph.nodes[node.inputs[0]].kind if isinstance(node, ir.SYNAPSES) else None
         try:
-            placed[id(model.get_submodule(name))] = node.placement
+            placed[id(model.get_submodule(name))] = (node.placement, reads)
         except AttributeError:  # a node the passes made (sums, relays, the readout): no module of its own
             pass
     return placed
@@ -113,7 +116,10 @@ def describe(model: nn.Module, arch: str) -> dict:
         m = modules[name]
         place, why, kind = _classify(m, kind, place)
         if id(model.get_submodule(name)) in placed:
-            place = placed[id(model.get_submodule(name))]
+            place, reads = placed[id(model.get_submodule(name))]
+            if reads is not None:  # what the synapse reads once the passes ran (e.g. spikes once a pool folded in)
+                why = f"synapse on {reads} spikes" if reads != "analog" else "synapse on analog values (not " \
+                                                                               "spike-driven)"
         elif isinstance(m, SYNAPSE_MODULES):  # a shortcut conv, which unroll_residual_stream composes into the sums
             place, why = "chip", ("residual stream: unroll_residual_stream composes it into the chip synapses of the "
                                   "sums that neurons read (the encoder's share of them on the host)")
