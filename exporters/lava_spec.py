@@ -23,6 +23,7 @@ both); readers cast them to the widths Lava computes in. A readout's bias (host 
 import numpy as np
 
 from .. import ir
+from ..files import whole_numbers
 from ..hardware_sims import loihi_formats as fmt
 
 
@@ -126,12 +127,8 @@ PAYLOADS = ("spikes", "graded", "current")
 def _ints(value, count: int | None = None, low: int = 0) -> bool:
     """`value` is an int >= `low` (`count` None), or a list of `count` of them (`count` 0: any non-empty list)."""
     if count is None:
-        values = [value]
-    elif isinstance(value, list) and value and (count == 0 or len(value) == count):
-        values = value
-    else:
-        return False
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values)
+        return whole_numbers([value], low)
+    return isinstance(value, list) and bool(value) and count in (0, len(value)) and whole_numbers(value, low)
 
 
 def _integer_array(arrays: dict, key, shape=None) -> bool:

@@ -58,6 +58,7 @@ from ..files import atomic_path
 from ..hardware_sims import loihi_formats as fmt
 from ..hardware_sims.loihi_numerics import effective_bias, effective_dense_weights
 
+NETX_MIXED_MAX, NETX_MIXED_MIN = 127, -128  # optimize_weight_bits scales mixed-sign weights into [-128, 127]
 # The readout register: no current memory, v follows u, a threshold it cannot reach (see the module docstring).
 READOUT_NEURON = {"iDecay": fmt.DECAY_MAX + 1, "vDecay": fmt.DECAY_MAX, "vThMant": fmt.VTH_MAX}
 
@@ -133,27 +134,40 @@ def _netx_bias(bias_mant: np.ndarray, bias_exp: int) -> tuple[np.ndarray, dict]:
     return netx, note
 
 
-def _netx_dense_exact(w: np.ndarray) -> bool:
-    """Whether netx 0.6.0 + Lava's fixed Dense apply exactly our dense weights `w` (out, in).
+def dense_weight_format(weight: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """netx 0.6.0's `optimize_weight_bits` (utils.py), what netx hands Lava's Dense for integer weights `w`
+    (out, in): mixed-sign weights clipped to [-256, 254]; scale = the largest factor keeping them within 127/-128
+    (mixed), 255 (excitatory) or -256 (inhibitory); s = floor(log2 scale) (+1 if mixed); 2^n the largest power
+    (≤ 2^8) dividing every weight, n reduced by 1 if mixed. → (w << s, num_weight_bits = 8 - s - n,
+    weight_exp = -s). netx does not pass its sign mode on: Lava's Dense decides it from the shifted weights. Raises
+    ValueError where netx cannot scale: all weights zero, or weights beyond 8 bits (a negative shift)."""
+    w = weight.astype(np.int64)
+    if (w.max() > fmt.WEIGHT_GRID_MAX and w.min() < 0) or (w.min() < fmt.WEIGHT_MIN_MIXED and w.max() > 0):
+        w = np.clip(w, fmt.WEIGHT_MIN_MIXED, fmt.WEIGHT_GRID_MAX)
+    high, low = int(w.max()), int(w.min())
+    signed = int(low < 0 <= high)
+    if signed:
+        scale = min(NETX_MIXED_MAX / high if high else np.inf, NETX_MIXED_MIN / low)
+    else:
+        scale = fmt.WEIGHT_MAX / high if low >= 0 and high else fmt.WEIGHT_MIN_MIXED / low if high < 0 else np.inf
+    if not np.isfinite(scale):
+        raise ValueError("all its weights are zero, which netx cannot scale")
+    shift = int(np.floor(np.log2(scale))) + signed
+    if shift < 0:
+        raise ValueError("its weights exceed 8 bits, which netx would shift by a negative count")
+    n = next((k for k in range(fmt.MAX_NUM_WEIGHT_BITS, 0, -1) if not (w % (1 << k)).any()), 0) - signed
+    return w << shift, fmt.MAX_NUM_WEIGHT_BITS - shift - n, -shift
 
-    netx's `optimize_weight_bits` shifts the weights left by `s = floor(log2(scale)) + signed` (scale =
-    127/max ∧ 128/|min| mixed, 255/max excitatory, 256/|min| inhibitory; it first clips mixed weights beyond
-    [-256, 254]), sets `num_weight_bits = 8 - s - (n - signed)` with 2^n the largest power dividing every weight,
-    and `weight_exp = -s`. Lava's Dense clips/truncates the shifted weights (`effective_dense_weights`) and shifts
-    each accumulation right by s. That is our accumulation for every input iff the effective weights are `w << s`."""
+
+def _netx_dense_exact(w: np.ndarray) -> bool:
+    """Whether netx 0.6.0 + Lava's fixed Dense apply exactly our dense weights `w` (out, in): netx hands Lava
+    `w << s` (`dense_weight_format`), Lava's Dense clips/truncates them (`effective_dense_weights`) and shifts each
+    accumulation right by s. That is our accumulation for every input iff the effective weights are `w << s`."""
     w = w.astype(np.int64)
-    lo, hi = int(w.min()), int(w.max())
-    signed = int(lo < 0 <= hi)
-    if (lo == hi == 0) or (signed and (hi > 254 or lo < -256)):
-        return False  # netx divides by the largest weight / clips
-    scale = min(127 / hi if hi else np.inf, 128 / -lo) if signed else (255 / hi if lo >= 0 else 256 / -lo)
-    s = int(np.floor(np.log2(scale))) + signed
-    if s < 0:
-        return False  # netx would shift left by a negative count
-    n = next((k for k in range(8, 0, -1) if not (w % (1 << k)).any()), 0)
     try:
-        return bool(np.array_equal(effective_dense_weights(w << s, fmt.MAX_NUM_WEIGHT_BITS - s - (n - signed)), w << s))
-    except ValueError:  # a weight bit count Lava cannot apply
+        shifted, bits, exp = dense_weight_format(w)
+        return bool(np.array_equal(effective_dense_weights(shifted, bits), w << -exp))
+    except ValueError:  # netx cannot scale them, or a weight bit count Lava cannot apply
         return False
 
 

@@ -10,13 +10,15 @@ class OnnxHostSession:
     and writes, from the model's `snn2hw.inputs` / `snn2hw.outputs` metadata). Raises ValueError, naming the file,
     for a file that is not an snn2hw host segment."""
 
-    def __init__(self, path):
+    def __init__(self, path, model: bytes | None = None):
+        """`model`: the file's bytes where the caller has read them already (a deployment checks their hash)."""
         # onnxruntime takes about a second to import: only runs of a deployment's host segments pay it
         import onnxruntime as ort
 
         self.path = Path(path)
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model if model is not None else str(path),
+                                                providers=["CPUExecutionProvider"])
             meta = self.session.get_modelmeta().custom_metadata_map
             self.reads, self.writes = json.loads(meta["snn2hw.inputs"]), json.loads(meta["snn2hw.outputs"])
         except (KeyError, ValueError, TypeError) as e:

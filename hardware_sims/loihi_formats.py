@@ -100,10 +100,9 @@ CHIP_SPEC_FORMAT = 1
 # Layouts: torch (C, H, W) vs Lava (X, Y, Z) = (W, H, C)
 # ---------------------------------------------------------------------------------------------------------------------
 
-def _pair(x) -> tuple[int, int]:
-    if np.isscalar(x):
-        return int(x), int(x)
-    x = tuple(int(v) for v in x)
+def hw_pair(x) -> tuple[int, int]:
+    """An (H, W) pair of ints from a scalar or a 1- or 2-element sequence (numpy scalars and arrays too)."""
+    x = tuple(int(v) for v in np.atleast_1d(np.asarray(x)))
     return (x[0], x[0]) if len(x) == 1 else (x[0], x[1])
 
 
@@ -124,14 +123,14 @@ def lava_to_torch_conv_weight(w: ArrayLike) -> np.ndarray:
 
 def torch_to_lava_conv_params(stride=1, padding=0, dilation=1) -> dict:
     """``(H, W)``-ordered torch conv parameters → Lava Conv keyword arguments in ``(X, Y) = (W, H)`` order."""
-    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    s, p, d = hw_pair(stride), hw_pair(padding), hw_pair(dilation)
     return {"stride": s[::-1], "padding": p[::-1], "dilation": d[::-1]}
 
 
 def conv_output_hw(in_hw: tuple[int, int], kernel_hw: tuple[int, int], stride=1, padding=0,
                    dilation=1) -> tuple[int, int]:
     """Output ``(H, W)``: ``floor((n + 2p - d(k-1) - 1) / s) + 1`` per axis (Lava's ``utils.output_shape``)."""
-    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    s, p, d = hw_pair(stride), hw_pair(padding), hw_pair(dilation)
     return tuple((in_hw[i] + 2 * p[i] - d[i] * (kernel_hw[i] - 1) - 1) // s[i] + 1 for i in range(2))
 
 

@@ -37,7 +37,7 @@ from .loihi_formats import (A_IN_BITS, ACT_SHIFT, BIAS_STORAGE_BITS, CONV_OUT_BI
                             DEFAULT_NUM_WEIGHT_BITS, DEFAULT_WEIGHT_EXP, DENSE_OUT_BITS, DM_OFFSET, DS_OFFSET,
                             FLOAT32_EXACT_LIMIT, FLOAT64_EXACT_LIMIT, INT32_BITS, MAX_NUM_WEIGHT_BITS, MAX_UV_VAL,
                             SIGN_MODES, UV_STORAGE_BITS, V_MAX, V_MIN, VTH_SHIFT, WEIGHT_MAX, WEIGHT_MIN_MIXED,
-                            WEIGHT_STORAGE_BITS, ArrayLike, _pair)
+                            WEIGHT_STORAGE_BITS, ArrayLike, hw_pair)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     # float32 convolutions are several times faster (oneDNN, direct algorithm) and just as exact below 2**24
     dtype = torch.float32 if bound < FLOAT32_EXACT_LIMIT else torch.float64
     out = torch.nn.functional.conv2d(torch.from_numpy(s).to(dtype), torch.from_numpy(w).to(dtype),
-                                     stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation),
+                                     stride=hw_pair(stride), padding=hw_pair(padding), dilation=hw_pair(dilation),
                                      groups=int(groups))
     acc = out.numpy().astype(np.int64)  # exact integers already: the bound holds for every partial sum
     if bound >= 2 ** 31 and np.abs(acc).max(initial=0) >= 2 ** 31:

@@ -32,7 +32,7 @@ def _synapse(block, message_bits: int):
         c = block.conv
         return lambda s: num.conv_accumulate(block.weight, s, c["stride"], c["padding"], c["dilation"], c["groups"],
                                              message_bits)
-    weight = num.effective_dense_weights(block.weight, block.num_weight_bits, block.sign_mode)
+    weight = num.effective_dense_weights(block.weight, block.num_weight_bits)  # Lava decides the sign mode
     return lambda s: num.dense_accumulate(weight, s.reshape(len(s), -1), block.weight_exp, message_bits)
 
 
@@ -61,8 +61,8 @@ def run_netx_chain(blocks: list, steps: int, input_bias: np.ndarray | None = Non
         # what the block before sends at this step (the first block's synapse reads net.inp)
         previous = None if input_spikes is None else np.asarray(input_spikes[:, k], np.int64)
         for j, block in enumerate(blocks):
-            if synapses[j] is None:
-                a = np.asarray(input_spikes[:, k], np.int64) if input_spikes is not None else np.zeros_like(u[j])
+            if synapses[j] is None:  # the input neurons: net.inp straight into a_in
+                a = previous if previous is not None else np.zeros_like(u[j])
             else:
                 a, arriving[j] = arriving[j], synapses[j](previous)
             if reset_interval is not None and num.lif_reset_due(k, reset_interval, reset_offset + 1 + j):

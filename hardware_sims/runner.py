@@ -28,9 +28,9 @@ def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
 
 
 def from_chip(entry: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
-    """A chip output (spec output `entry`) as the host reads it, float32: spikes as 0/1; a readout synapse's
-    accumulations back in float units, a / σ + bias (its bias is the host's)."""
-    if entry["kind"] == "spikes":
+    """A chip output as the host reads it, float32: spikes as 0/1 (an `entry` of kind "spikes", or None for a probed
+    layer); a readout synapse's accumulations back in float units, a / σ + bias (its bias is the host's)."""
+    if entry is None or entry["kind"] == "spikes":
         return torch.as_tensor(value.astype(np.float32))
     out = value / entry["scale"]
     if entry["bias"] is not None:
@@ -72,8 +72,8 @@ class OnnxHostSegment:
     """A host segment run from its exported ONNX file by onnxruntime (opened once): what later segments read, and
     the spikes of the segment's own neurons, which the export adds as outputs."""
 
-    def __init__(self, name: str, path: Path):
-        self.name, self.session = name, OnnxHostSession(path)
+    def __init__(self, name: str, path: Path, model: bytes | None = None):
+        self.name, self.session = name, OnnxHostSession(path, model)
 
     def run(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         try:
@@ -129,6 +129,8 @@ def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None)
     value, RunRecord)."""
     values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}
     act = RunRecord()
+    sent: dict[tuple, np.ndarray] = {}  # (tensor, payload, factor) → its integers: the unroll feeds one host value
+    # to many synapses of a sum, each its own spec input
     for segment in segments:
         if progress:
             progress(f"{segment.name} ({'chip' if isinstance(segment, ChipSegment) else 'host'})")
@@ -141,17 +143,29 @@ def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None)
             if list(value.shape[2:]) != list(entry["shape"]):
                 raise UserError(f"chip segment {segment.name}: its input {entry['name']} is {list(entry['shape'])} "
                                 f"per step, but {entry['tensor']} holds {list(value.shape[2:])}.")
-            inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = to_chip(entry, value)
+            key = (entry["tensor"], entry["payload"], entry.get("scale"), entry["frac_bits"])
+            if key not in sent:
+                sent[key] = to_chip(entry, value)
+            inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = sent[key]
         try:
             results, stats = chip(segment, inputs, spec["spiking_layers"])
         except OverflowError as e:  # sums Lava's arithmetic leaves undefined (conv_accumulate)
             raise UserError(f"chip segment {segment.name}: {e}.") from None
-        values.update({o["name"]: from_chip(o, segment.arrays, results[o["name"]]) for o in spec["outputs"]})
-        values.update({n: torch.as_tensor(results[n].astype(np.float32)) for n in spec["spiking_layers"]})
+        outputs = {o["name"]: o for o in spec["outputs"]}
+        values.update({n: from_chip(outputs.get(n), segment.arrays, results[n])
+                       for n in dict.fromkeys([*spec["spiking_layers"], *outputs])})  # each value converted once
         act.neurons.update(stats)
     del values[MODEL_INPUT]
     act.values = values
     return values[output], act
+
+
+def segments_runner(segments: list, output: str, chip=fixed_chip, progress=None):
+    """`run_segments` as a function of one batch → (output, values), for running a data set batch by batch."""
+    def run(x):
+        out, record = run_segments(segments, output, x, chip, progress)
+        return out, record.values
+    return run
 
 
 def graph_segments(graph: ir.Graph) -> list:

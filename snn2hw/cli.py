@@ -130,15 +130,15 @@ def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: s
     if not np.array_equal(x, np.round(x)):
         raise UserError(f"--input {input} holds non-integers; a .net takes the integers Loihi receives.")
     traces = run_netx(net, x.astype(np.int64), timesteps, record_states)
-    arrays = {f"spike_counts/{k}": t.s.reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
-    arrays["output"] = traces[net.blocks[-1].name].s
+    counts = {k: t.s.reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
+    arrays = {"output": traces[net.blocks[-1].name].s, **{f"spike_counts/{k}": c for k, c in counts.items()}}
     if record_states:
         for key in ("u", "v"):
             arrays.update({f"{key}/{k}": getattr(t, key) for k, t in traces.items()})
         arrays.update({f"spikes/{k}": t.s for k, t in traces.items()})
     _save_npz(save, arrays)
     out.print(spike_table(f"{path.name} on {input.name} ({len(x)} samples, {timesteps} steps each, fixed point)",
-                          {k[len("spike_counts/"):]: v for k, v in arrays.items() if k.startswith("spike_counts/")}))
+                          counts))
     out.print(f"saved {save}")
 
 

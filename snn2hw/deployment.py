@@ -10,6 +10,7 @@ checks the result against the chip files.
 import datetime
 import functools
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,9 @@ from .files import jsonable
 from .graph_json import graph_from_json
 from .exporters.lava_spec import chip_segment_spec, spec_problem
 from .exporters.onnx_host import MODEL_INPUT
-from .ladder import run_in_batches
-from .hardware_sims.runner import RunRecord, ChipSegment, OnnxHostSegment, fixed_chip, run_segments
+from .ladder import run_in_batches, spiking_nodes
+from .hardware_sims.runner import (ChipSegment, OnnxHostSegment, RunRecord, fixed_chip, run_segments,
+                                   segments_runner)
 from .passes.pipeline import TCJA_STRATEGIES
 
 FORMAT_VERSION = 3  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX
@@ -37,8 +39,8 @@ GRAPH_FILE = "graph.json"
 # --------------------------------------------------------------------------------------------- writing
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _with_batch_axis(node) -> list:
@@ -54,13 +56,13 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
     return jsonable({
         "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path), "arch": loaded.arch,
+        "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path.read_bytes()), "arch": loaded.arch,
                    "options": loaded.options, "copy": "source/checkpoint.pt"},
         "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
         "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
                   "repeat_over_t": getattr(first, "repeat_over_t", False)},
         "output": {"shape": _with_batch_axis(last), "readout": getattr(last, "mode", None), "tensor": graph.output},
-        "spiking_layers": [n for n, node in graph.nodes.items() if isinstance(node, ir.LIF)],
+        "spiking_layers": spiking_nodes(graph),
         "calibration": {"samples": len(calibration), "file": "source/calibration.npy"},
         "graph": GRAPH_FILE, "passes": graph.notes, "segments": segments, "cuts": graph.cuts,
         "layers": graph.quant_layers,
@@ -146,20 +148,26 @@ def _file(path: Path, rel: str) -> Path:
     return f
 
 
-def verify_files(path, manifest: dict) -> None:
+def verify_files(path, manifest: dict, keep=()) -> dict[str, bytes]:
     """Every file the manifest records (`read_manifest`) is there with the recorded SHA-256: a deployment whose
-    files changed since the export is refused, naming the file."""
+    files changed since the export is refused, naming the file. → the bytes of the files named in `keep`, so that
+    what loading reads is read once and is what was checked."""
     path = Path(path)
+    kept = {}
     for rel, digest in manifest["file_sha256"].items():
-        if sha256(_file(path, rel)) != digest:
+        data = _file(path, rel).read_bytes()
+        if sha256(data) != digest:
             raise UserError(f"{path / rel} does not match the SHA-256 its manifest records (edited or corrupt).")
+        if rel in keep:
+            kept[rel] = data
+    return kept
 
 
-def _chip_segment(path: Path, entry: dict) -> ChipSegment:
-    spec_file = _file(path, entry["files"]["lava_spec"])
+def _chip_segment(path: Path, entry: dict, files: dict[str, bytes]) -> ChipSegment:
+    spec_file = path / entry["files"]["lava_spec"]
     try:
-        spec = json.loads(spec_file.read_text())
-        with np.load(_file(path, entry["files"]["lava_arrays"]), allow_pickle=False) as f:
+        spec = json.loads(files[entry["files"]["lava_spec"]])
+        with np.load(io.BytesIO(files[entry["files"]["lava_arrays"]]), allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except Exception as e:
         raise UserError(f"{spec_file.parent}/{entry['name']}: unreadable chip files ({type(e).__name__}).") from None
@@ -171,9 +179,9 @@ def _chip_segment(path: Path, entry: dict) -> ChipSegment:
     return ChipSegment(entry["name"], spec, arrays)
 
 
-def _host_segment(path: Path, entry: dict) -> OnnxHostSegment:
+def _host_segment(path: Path, entry: dict, files: dict[str, bytes]) -> OnnxHostSegment:
     try:
-        return OnnxHostSegment(entry["name"], _file(path, entry["files"]["onnx"]))
+        return OnnxHostSegment(entry["name"], path / entry["files"]["onnx"], files[entry["files"]["onnx"]])
     except ValueError as e:
         raise UserError(f"{e}.") from None
 
@@ -226,10 +234,8 @@ class Deployment:
 
     def simulate(self, x: np.ndarray, chip=fixed_chip, batch_size: int = 64, progress=None):
         """`run` over `x` in batches of `batch_size` → (outputs, {spiking layer: spike counts [N, T]})."""
-        def run(batch):
-            output, act = self.run(batch, chip, progress)
-            return output, act.values
-        return run_in_batches(run, self.spiking_layers, x, batch_size)
+        return run_in_batches(segments_runner(self.segments, self.output, chip, progress), self.spiking_layers, x,
+                              batch_size)
 
     def placement(self, name: str) -> str:
         return next(s["placement"] for s in self.manifest["segments"] if name in s["nodes"])
@@ -287,8 +293,10 @@ def load_deployment(path) -> Deployment:
     (no model is built)."""
     path = Path(path)
     manifest = read_manifest(path)
-    verify_files(path, manifest)
-    segments = [_chip_segment(path, e) if e["placement"] == "chip" else _host_segment(path, e)
+    read = [e["files"][role] for e in manifest["segments"] for role in ("lava_spec", "lava_arrays", "onnx")
+            if role in e["files"]]
+    files = verify_files(path, manifest, keep=read)
+    segments = [_chip_segment(path, e, files) if e["placement"] == "chip" else _host_segment(path, e, files)
                 for e in manifest["segments"]]
     _check_dataflow(path, manifest, segments)
     return Deployment(path, manifest, segments)

@@ -89,8 +89,8 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
             (tmp / sub).mkdir(parents=True)
         save_checkpoint(tmp / "source" / "checkpoint.pt", loaded.model, loaded.arch, loaded.options)
         np.save(tmp / "source" / "calibration.npy", calibration)
-        (tmp / GRAPH_FILE).write_text(json.dumps(jsonable({"source": graph_to_json(compiled.source),
-                                                           "deployed": graph_to_json(compiled.fixed)})))
+        (tmp / GRAPH_FILE).write_text(json.dumps({"source": graph_to_json(compiled.source),
+                                                  "deployed": graph_to_json(compiled.fixed)}))
         segments = []
         for segment in compiled.fixed.segments:
             step(f"writing {segment['name']}")
@@ -98,7 +98,7 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
             entry = write(compiled, segment, tmp / segment["placement"])
             segments.append({"name": segment["name"], "placement": segment["placement"],
                              "nodes": segment["nodes"], **_counts(compiled.fixed, segment), **entry})
-        files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {p.relative_to(tmp).as_posix(): sha256(p.read_bytes()) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = build_manifest(loaded, compiled, segments, calibration, files)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (tmp / "report.md").write_text(export_report(manifest, compiled))

@@ -1,4 +1,4 @@
-"""Writing output files so that no reader ever sees half of one."""
+"""Our own files: written so that no reader ever sees half of one, made JSON-ready, and checked as read back."""
 import contextlib
 import math
 import os
@@ -38,3 +38,10 @@ def jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def whole_numbers(values, low: int = 0) -> bool:
+    """Whether `values` is a list or tuple of ints (not bools) >= `low`: sizes, strides and widths read back from
+    a file that may have been edited."""
+    return isinstance(values, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                                                     for v in values)

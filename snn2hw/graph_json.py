@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import ir
-from .files import jsonable
+from .files import jsonable, whole_numbers
 
 NODE_TYPES = {cls.__name__: cls for cls in (ir.Input, ir.Conv2d, ir.Linear, ir.BatchNorm, ir.LIF, ir.MaxPool2d,
                                             ir.AvgPool2d, ir.Flatten, ir.Add, ir.HostModule, ir.Readout)}
@@ -45,28 +45,25 @@ def _field_value(name: str, value):
     return value
 
 
-def _sizes(value, low: int = 0) -> bool:
-    return isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
-                                                    for v in value)
-
-
 def _check_node(node: ir.Node, nodes: dict) -> None:
     """What the energy accounting reads of a node, checked: names, edges, shapes, kinds and synapse geometry."""
     if not isinstance(node.name, str) or node.name in nodes or not all(i in nodes for i in node.inputs) \
-            or not _sizes(node.shape, 1) or node.kind not in ir.KINDS or node.placement not in ("host", "chip", ""):
+            or not whole_numbers(node.shape, 1) or node.kind not in ir.KINDS \
+            or node.placement not in ("host", "chip", ""):
         raise ValueError(f"node {node.name!r}: its name, inputs, shape, kind or placement is malformed")
     arity = 0 if isinstance(node, ir.Input) else None if isinstance(node, (ir.Add, ir.HostModule)) else 1
     if (arity is not None and len(node.inputs) != arity) or (arity is None and not node.inputs):
         raise ValueError(f"node {node.name}: {len(node.inputs)} inputs for a {type(node).__name__}")
     in_shape = nodes[node.inputs[0]].shape if node.inputs else ()
     if isinstance(node, ir.Conv2d) and not (
-            all(_sizes(v, low) and len(v) == 2 for v, low in ((node.stride, 1), (node.dilation, 1)))
-            and (node.padding in ("same", "valid") or (_sizes(node.padding) and len(node.padding) == 2))
+            all(whole_numbers(v, low) and len(v) == 2 for v, low in ((node.stride, 1), (node.dilation, 1)))
+            and (node.padding in ("same", "valid") or (whole_numbers(node.padding) and len(node.padding) == 2))
             and isinstance(node.groups, int) and node.groups >= 1 and node.weight.dim() == 4 and len(in_shape) == 3
             and len(node.shape) == 3 and node.weight.shape[0] == node.shape[0]
             and node.weight.shape[1] * node.groups == in_shape[0]):
         raise ValueError(f"conv {node.name}: its geometry is malformed")
-    if isinstance(node, ir.HostModule) and node.ops is not None and not (_sizes(node.ops) and len(node.ops) == 2):
+    if isinstance(node, ir.HostModule) and node.ops is not None and not (whole_numbers(node.ops)
+                                                                         and len(node.ops) == 2):
         raise ValueError(f"host module {node.name}: its op counts are malformed")
     if isinstance(node, ir.Readout) and (node.mode not in ("per_step_nt", "per_step_tn", "vote")
                                          or not (isinstance(node.voters, int) and node.voters >= 1)):
@@ -88,7 +85,7 @@ def graph_from_json(data: dict, weights: dict[str, np.ndarray] | None = None) ->
         cls = NODE_TYPES[entry["op"]]
         kwargs = {k: _field_value(k, v) for k, v in entry["fields"].items()}
         for name, t in entry["tensors"].items():
-            if not _sizes(t["shape"]):
+            if not whole_numbers(t["shape"]):
                 raise ValueError(f"tensor {name} has shape {t['shape']!r}")
             kwargs[name] = torch.empty(t["shape"], dtype=getattr(torch, t["dtype"]), device="meta")
         node = cls(**kwargs)
@@ -99,7 +96,7 @@ def graph_from_json(data: dict, weights: dict[str, np.ndarray] | None = None) ->
     order = list(nodes.values())
     if not (order and isinstance(order[0], ir.Input) and isinstance(order[-1], ir.Readout)
             and sum(isinstance(n, ir.Input) for n in order) == 1
-            and isinstance(data["timesteps"], int) and data["timesteps"] >= 1 and _sizes(data["input_shape"], 1)
+            and whole_numbers([data["timesteps"]], 1) and whole_numbers(data["input_shape"], 1)
             and isinstance(data["arch"], str) and isinstance(data["segments"], list)
             and all(_cut(c, nodes) for c in data["cuts"])):
         raise ValueError("its nodes (an Input first, a Readout last), timesteps, input shape, segments or cuts are "

@@ -11,7 +11,7 @@ from torch import nn
 
 from . import ir
 from .compile import Compiled
-from .hardware_sims.runner import graph_segments, run_fixed, run_segments
+from .hardware_sims.runner import RunRecord, graph_segments, run_fixed, segments_runner
 from .hardware_sims.loihi_formats import ACT_SHIFT
 from .models.neurons import NEURONS
 from .models.zoo import class_scores
@@ -104,13 +104,7 @@ def rung_runner(compiled: Compiled, backend: str):
     """A batch `[N, ...]` → (output, {node: `[T, N, ...]` value}) on the folded graph or in fixed point."""
     if backend == "folded":
         return lambda x: compiled.folded.run(x, record=True)
-    segments = graph_segments(compiled.fixed)  # the chip specs, made once for every batch
-    return lambda x: _values(run_segments(segments, compiled.fixed.output, x))
-
-
-def _values(run: tuple) -> tuple:
-    out, act = run
-    return out, act.values
+    return segments_runner(graph_segments(compiled.fixed), compiled.fixed.output)  # chip specs made once
 
 
 def run_in_batches(run, layers: list[str], x: np.ndarray, batch_size: int = 64):
@@ -134,17 +128,17 @@ def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 
 def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict:
     """Accuracy and per-layer firing rates for float → folded → fixed, and where spikes first diverge."""
     rungs = {}
+    neurons = {n: int(np.prod(node.shape)) for n, node in compiled.folded.nodes.items() if isinstance(node, ir.LIF)}
     for backend in RUNGS:
         out, counts = simulate(compiled, backend, x, batch_size)
         acc = float((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy() == y).mean())
-        neurons = {n: int(np.prod(node.shape)) for n, node in compiled.folded.nodes.items() if isinstance(node, ir.LIF)}
         rates = {n: float(c.mean() / neurons[n]) for n, c in counts.items() if n in neurons}
         rungs[backend] = {"accuracy": acc, "firing_rate": rates}
     # Divergence needs the full spike tensors; a slice of the data keeps it affordable.
     probe = torch.as_tensor(x[:batch_size])
     source_spikes = compiled.source.run(probe, record=True)[1]
-    folded_spikes = compiled.folded.run(probe, record=True)[1]
-    fixed_spikes = run_fixed(compiled.fixed, probe)[1].values
+    folded_values = compiled.folded.run(probe, record=True)[1]
+    fixed_run = run_fixed(compiled.fixed, probe, keep_membrane=True)[1]
     layers = spiking_nodes(compiled.folded)
     shared = [n for n in layers if n in spiking_nodes(compiled.source)]
     base = rungs["torch"]["firing_rate"]
@@ -154,19 +148,18 @@ def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 6
         "layers": [{"layer": n, **{f"rate_{k}": rungs[k]["firing_rate"].get(n) for k in RUNGS},
                     "delta_folded": _delta(rungs["folded"]["firing_rate"].get(n), base.get(n)),
                     "delta_fixed": _delta(rungs["fixed"]["firing_rate"].get(n), base.get(n))} for n in layers],
-        "quantization": measured_quantization(compiled, probe),
-        "float_vs_folded": _divergence(source_spikes, folded_spikes, shared),
-        "folded_vs_fixed": _divergence(folded_spikes, fixed_spikes, layers),
+        "quantization": measured_quantization(compiled, folded_values, fixed_run),
+        "float_vs_folded": _divergence(source_spikes, folded_values, shared),
+        "folded_vs_fixed": _divergence(folded_values, fixed_run.values, layers),
         "probe_samples": len(probe),
     }
 
 
-def measured_quantization(compiled: Compiled, x: torch.Tensor) -> list[dict]:
-    """The quantize pass's per-layer report, completed by a run on `x`: SQNR of the membrane potential (fixed point
-    v / (64 σ) against the folded float v after each step, end to end, so spike flips upstream count as noise),
-    the largest input, and how many steps wrapped u or saturated v."""
-    _, float_values = compiled.folded.run(x, record=True)
-    _, act = run_fixed(compiled.fixed, x, keep_membrane=True)
+def measured_quantization(compiled: Compiled, float_values: dict, act: RunRecord) -> list[dict]:
+    """The quantize pass's per-layer report, completed by runs on the same inputs (the folded graph's recorded
+    values, and a fixed-point run that kept the membranes): SQNR of the membrane potential (fixed point v / (64 σ)
+    against the folded float v after each step, end to end, so spike flips upstream count as noise), the largest
+    input, and how many steps wrapped u or saturated v."""
     rows = []
     for entry in compiled.fixed.quant_layers:
         row = dict(entry)

@@ -15,8 +15,8 @@ Each block is a synapse (none for the input layer) followed by a CUBA neuron, as
     conv        Lava Conv with the file's (Cout, Cin/g, kH, kW) weights truncated to integers; stride, padding,
                 dilation in (H, W) order; no weight_exp (Lava's Conv ignores it)
     flatten     the next dense reads the previous block's spikes flattened in (C, H, W) order
-    dense       Lava Dense with netx's `optimize_weight_bits` of the integer weights: w << s, num_weight_bits,
-                weight_exp = -s and the sign mode (`dense_weight_format`)
+    dense       Lava Dense with netx's `optimize_weight_bits` of the integer weights: w << s, num_weight_bits and
+                weight_exp = -s (`exporters.netx_export.dense_weight_format`); Lava decides the sign mode
 Shapes are (C, H, W) or (F,), the file's own order (netx reverses them to Lava's (X, Y, Z)). Blocks are named
 `layer<i>` after their index in the file. What netx itself cannot run, or snn2hw does not run yet, is refused in one
 sentence naming the layer.
@@ -28,12 +28,10 @@ import h5py
 import numpy as np
 
 from .errors import UserError
+from .exporters.netx_export import dense_weight_format
 from .hardware_sims import loihi_formats as fmt
 
 CUBA_TYPES = ("CUBA", "LOIHI")
-# netx's optimize_weight_bits: the largest weights of each sign mode it scales to, and its clip of mixed weights
-NETX_MIXED_POS, NETX_MIXED_NEG = 127, -128
-NETX_MIXED_CLIP = (fmt.WEIGHT_MIN_MIXED, fmt.WEIGHT_GRID_MAX)
 
 
 @dataclass
@@ -51,7 +49,6 @@ class NetxBlock:
     conv: dict = field(default_factory=dict)  # stride, padding, dilation (H, W), groups
     num_weight_bits: int = fmt.DEFAULT_NUM_WEIGHT_BITS  # dense
     weight_exp: int = fmt.DEFAULT_WEIGHT_EXP  # dense
-    sign_mode: str | None = None  # dense
     flatten_input: bool = False  # dense after a flatten layer
 
 
@@ -66,28 +63,6 @@ class NetxNetwork:
     def input_neurons(self) -> bool:
         """Whether the first block is an input neuron layer (then `--input` sets its bias)."""
         return self.blocks[0].op == "input"
-
-
-def dense_weight_format(weight: np.ndarray) -> tuple[np.ndarray, int, int, str]:
-    """netx 0.6.0's `optimize_weight_bits` (utils.py): mixed-sign weights clipped to [-256, 254]; scale = the
-    largest factor keeping them in 127/-128 (mixed), 255 (excitatory) or -256 (inhibitory); s = floor(log2 scale)
-    (+1 if mixed); n = the largest power of two (≤ 8) dividing every weight, minus 1 if mixed; → (w << s,
-    num_weight_bits = 8 - s - n, weight_exp = -s, sign mode)."""
-    w = weight.astype(np.int64)
-    if (w.max() > NETX_MIXED_CLIP[1] and w.min() < 0) or (w.min() < NETX_MIXED_CLIP[0] and w.max() > 0):
-        w = np.clip(w, *NETX_MIXED_CLIP)
-    high, low = int(w.max()), int(w.min())
-    if high < 0:
-        mode, signed, scale = "inhibitory", 0, fmt.WEIGHT_MIN_MIXED / low
-    elif low >= 0:
-        mode, signed, scale = "excitatory", 0, fmt.WEIGHT_MAX / high if high else np.inf
-    else:
-        mode, signed, scale = "mixed", 1, min(NETX_MIXED_POS / high, NETX_MIXED_NEG / low)
-    if not np.isfinite(scale):
-        raise UserError("a dense layer whose weights are all zero: netx cannot scale it (it divides by the largest).")
-    shift = int(np.floor(np.log2(scale))) + signed
-    n = next((k for k in range(fmt.MAX_NUM_WEIGHT_BITS, 0, -1) if not (w % (1 << k)).any()), 0) - signed
-    return np.left_shift(w, shift), fmt.MAX_NUM_WEIGHT_BITS - shift - n, -shift, mode
 
 
 def _text(group, key: str) -> str:
@@ -113,11 +88,6 @@ def _neuron(path: Path, name: str, layer, shape: tuple, input_layer: bool = Fals
         bias = np.broadcast_to(b, shape).copy()
     return {"du": int(neuron["iDecay"][()]) - 1, "dv": int(neuron["vDecay"][()]), "vth": int(neuron["vThMant"][()]),
             "bias_mant": bias}
-
-
-def _pair(value) -> tuple[int, int]:
-    value = np.atleast_1d(np.asarray(value)).astype(int)
-    return (int(value[0]), int(value[0])) if value.size == 1 else (int(value[0]), int(value[1]))
 
 
 def read_netx(path) -> NetxNetwork:
@@ -154,17 +124,20 @@ def read_netx(path) -> NetxNetwork:
                 weight = layer["weight"][()].astype(np.int64)
                 weight = weight.reshape(weight.shape[:4])
                 blocks.append(NetxBlock(name, "conv", shape, **_neuron(path, name, layer, shape), weight=weight,
-                                        conv={"stride": _pair(layer["stride"][()]),
-                                              "padding": _pair(layer["padding"][()]),
-                                              "dilation": _pair(layer["dilation"][()]),
+                                        conv={"stride": fmt.hw_pair(layer["stride"][()]),
+                                              "padding": fmt.hw_pair(layer["padding"][()]),
+                                              "dilation": fmt.hw_pair(layer["dilation"][()]),
                                               "groups": int(layer["groups"][()])}))
             elif kind == "dense":
                 out = int(np.prod(shape))
                 shape = (out,)
                 weight = layer["weight"][()].astype(np.int64).reshape(out, -1)
-                w, bits, exp, mode = dense_weight_format(weight)
+                try:
+                    w, bits, exp = dense_weight_format(weight)
+                except ValueError as e:
+                    raise UserError(f"{path}: layer {name}: {e}.") from None
                 blocks.append(NetxBlock(name, "dense", shape, **_neuron(path, name, layer, shape), weight=w,
-                                        num_weight_bits=bits, weight_exp=exp, sign_mode=mode, flatten_input=flatten))
+                                        num_weight_bits=bits, weight_exp=exp, flatten_input=flatten))
                 flatten = False
             else:
                 raise UserError(f"{path}: layer {name} is of type {kind!r}, which netx does not run "
