@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .compile import compile_model
 from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_data, load_inputs, load_npy
 from .demo import run_demo
-from .deployment import load_deployment
+from .deployment import load_deployment, verify_deployment
 from .describe import describe
 from .energy import MODES, WEIGHT_BITS, load_preset
 from .energy.render import print_report, write_html
@@ -79,9 +79,13 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
             trust_pickle: bool = TrustOpt):
     """Architecture table, parameter count, neuron conventions, spike-driven (chip) and host ops; for a lava-dl
-    `.net`, its blocks as netx runs them."""
+    `.net`, its blocks as netx runs them; for a deployment directory, its segments, every file checked against the
+    SHA-256 its manifest records."""
     if checkpoint.suffix == ".net":
         _inspect_netx(read_netx(checkpoint), as_json)
+        return
+    if checkpoint.is_dir():
+        _inspect_deployment(checkpoint, as_json)
         return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     info = describe(loaded.model, loaded.arch)
@@ -115,6 +119,23 @@ def _inspect_netx(net, as_json: bool) -> None:
     for row in rows:
         table.add_row(*map(str, row.values()))
     out.print(table)
+
+
+def _inspect_deployment(path: Path, as_json: bool) -> None:
+    manifest = verify_deployment(path)
+    rows = [{"segment": s["name"], "runs on": s["placement"], "nodes": len(s["nodes"]),
+             "files": ", ".join(s["files"].values())} for s in manifest["segments"]]
+    if as_json:
+        print(json.dumps({"path": str(path), "arch": manifest["source"]["arch"], "timesteps": manifest["timesteps"],
+                          "files_verified": len(manifest["file_sha256"]), "segments": rows}, indent=2))
+        return
+    table = Table(title=f"{path}: {manifest['source']['arch']}, T = {manifest['timesteps']}")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*map(str, row.values()))
+    out.print(table)
+    out.print(f"all {len(manifest['file_sha256'])} files match the SHA-256 the manifest records", soft_wrap=True)
 
 
 def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: str, timesteps: int | None,

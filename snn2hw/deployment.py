@@ -1,11 +1,13 @@
 """The deployment directory's manifest, both ways (`build_manifest` writes it, `read_manifest` checks it), and
 loading a deployment to run it from its files: `snn2hw simulate|energy DEPLOY_DIR`.
 
-The files are the truth: loading checks every file against the SHA-256 the manifest records and reads the chip
-specs and integer arrays and the host ONNX files, which the fixed-point simulator and Lava run alike; no torch model
-is built. The source checkpoint and calibration inputs (`source/`) stay for provenance and for what needs the float
-model (the torch and folded backends, the ladder): `Deployment.compiled` recompiles them, deterministically, and
-checks the result against the chip files.
+The files are the truth: loading reads the chip specs and integer arrays and the host ONNX files, which the
+fixed-point simulator and Lava run alike, each checked against the SHA-256 the manifest records; no torch model is
+built. Every other file is checked when something reads it (`graph.json` for the energy accounting, `source/` for a
+recompile), and `verify_deployment` checks them all (`snn2hw inspect DEPLOY_DIR`). The source checkpoint and
+calibration inputs (`source/`) stay for provenance and for what needs the float model (the torch and folded
+backends, the ladder): `Deployment.compiled` recompiles them, deterministically, and checks the result against the
+chip files.
 """
 import datetime
 import functools
@@ -148,19 +150,26 @@ def _file(path: Path, rel: str) -> Path:
     return f
 
 
-def verify_files(path, manifest: dict, keep=()) -> dict[str, bytes]:
-    """Every file the manifest records (`read_manifest`) is there with the recorded SHA-256: a deployment whose
-    files changed since the export is refused, naming the file. → the bytes of the files named in `keep`, so that
-    what loading reads is read once and is what was checked."""
+def read_verified(path, manifest: dict, rels) -> dict[str, bytes]:
+    """The bytes of the files `rels` of a deployment, each checked against the SHA-256 its manifest
+    (`read_manifest`) records: a file changed since the export is refused, naming it. What is run is read once and
+    is what was checked."""
     path = Path(path)
-    kept = {}
-    for rel, digest in manifest["file_sha256"].items():
+    files = {}
+    for rel in rels:
         data = _file(path, rel).read_bytes()
-        if sha256(data) != digest:
+        if sha256(data) != manifest["file_sha256"][rel]:
             raise UserError(f"{path / rel} does not match the SHA-256 its manifest records (edited or corrupt).")
-        if rel in keep:
-            kept[rel] = data
-    return kept
+        files[rel] = data
+    return files
+
+
+def verify_deployment(path) -> dict:
+    """Every file a deployment's manifest records is there with its SHA-256 → the manifest."""
+    manifest = read_manifest(path)
+    for rel in manifest["file_sha256"]:
+        read_verified(path, manifest, [rel])
+    return manifest
 
 
 def _chip_segment(path: Path, entry: dict, files: dict[str, bytes]) -> ChipSegment:
@@ -253,8 +262,9 @@ class Deployment:
         weights = {n["name"]: s.arrays[n["weight"]] for s in self.segments if isinstance(s, ChipSegment)
                    for n in s.spec["nodes"] if "weight" in n}  # checked at load (`spec_problem`)
         file = self.path / self.manifest["graph"]
+        text = read_verified(self.path, self.manifest, [self.manifest["graph"]])[self.manifest["graph"]]
         try:
-            data = json.loads(file.read_text())
+            data = json.loads(text)
             source, deployed = graph_from_json(data["source"]), graph_from_json(data["deployed"], weights)
             same = [(s["name"], s["nodes"]) for s in deployed.segments] == \
                 [(s["name"], s["nodes"]) for s in self.manifest["segments"]]
@@ -269,6 +279,7 @@ class Deployment:
         """The compiled graphs, rebuilt from `source/` (for the float rungs: the torch and folded backends, and the
         energy accounting's folded backend), checked to give exactly the chip files."""
         path, manifest = self.path, self.manifest
+        read_verified(path, manifest, [manifest["source"]["copy"], manifest["calibration"]["file"]])
         loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
         calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
                                   loaded.arch)
@@ -289,13 +300,13 @@ class Deployment:
 
 
 def load_deployment(path) -> Deployment:
-    """Read a deployment directory: the manifest checked, every file checked against its hash, the segments read
+    """Read a deployment directory: the manifest checked, the segments' files read and checked against their hashes
     (no model is built)."""
     path = Path(path)
     manifest = read_manifest(path)
     read = [e["files"][role] for e in manifest["segments"] for role in ("lava_spec", "lava_arrays", "onnx")
             if role in e["files"]]
-    files = verify_files(path, manifest, keep=read)
+    files = read_verified(path, manifest, read)
     segments = [_chip_segment(path, e, files) if e["placement"] == "chip" else _host_segment(path, e, files)
                 for e in manifest["segments"]]
     _check_dataflow(path, manifest, segments)

@@ -18,6 +18,20 @@ def lava_python() -> Path:
     return LAVA_PYTHON
 
 
+@pytest.fixture(scope="session")
+def pilotnet_gts(lava_python) -> Path:
+    """lava-dl's PilotNet LIF network and its Loihi 2 ground truth (`network.net`, `image.npy`, u, v and spikes of
+    every layer), read where the pinned lava-dl wheel installs them (`tests/lava/lib/dl/netx/gts/pilotnet_lif`) or
+    from SNN2HW_PILOTNET_GTS: public silicon data, never copied into the project."""
+    if os.environ.get("SNN2HW_PILOTNET_GTS"):
+        return Path(os.environ["SNN2HW_PILOTNET_GTS"])
+    found = sorted((ROOT / ".venv-lava" / "lib").glob("python*/site-packages/tests/lava/lib/dl/netx/gts/pilotnet_lif"))
+    if not found:
+        pytest.fail("lava-dl's gts/pilotnet_lif is not in the Lava environment (requirements/lava.txt pins the "
+                    "lava-dl wheel that ships it); set SNN2HW_PILOTNET_GTS to a copy")
+    return found[0]
+
+
 def _run_cli(*args, cwd=None):
     """Run the installed `snn2hw` console script; → CompletedProcess with text output."""
     exe = ROOT / ".venv" / "bin" / "snn2hw"

@@ -70,9 +70,12 @@ class Kit:
     def simulate_checkpoint(self, ckpt: Path, x: Path, *options) -> list:
         return ["simulate", ckpt, "--input", x, "--save", self.out / "o.npz", *options]
 
-    def simulate_deployment(self, edit, *options) -> list:
-        return ["simulate", self.deployment_copy(edit), "--backend", "fixed", "--input", self.events(),
+    def simulate_deployment(self, edit, *options, backend="fixed") -> list:
+        return ["simulate", self.deployment_copy(edit), "--backend", backend, "--input", self.events(),
                 "--save", self.out / "o.npz", *options]
+
+    def inspect_deployment(self, edit) -> list:
+        return ["inspect", self.deployment_copy(edit)]
 
     def export(self, ckpt: Path, *options) -> list:
         return ["export", ckpt, "-o", self.out / "deployment", *options]
@@ -128,8 +131,8 @@ def _drop_source_copy(manifest):
     del manifest["source"]["copy"]
 
 
-def _changed_hash(manifest):
-    manifest["file_sha256"]["chip/chip3.nir"] = "0" * 64
+def _changed_hash(rel: str):
+    return lambda manifest: manifest["file_sha256"].__setitem__(rel, "0" * 64)
 
 
 # (id, kit → (argv, what stderr must name))
@@ -188,17 +191,21 @@ CASES = [
         lambda m: m.__setitem__("format_version", 99))), "manifest.json")),
     ("manifest-path-outside", lambda k: (k.simulate_deployment(_manifest_edit(
         lambda m: m["calibration"].__setitem__("file", "../../x.npy"))), "../../x.npy")),
-    ("manifest-changed-hash", lambda k: (k.simulate_deployment(_manifest_edit(_changed_hash)), "chip3.nir")),
+    ("manifest-changed-hash", lambda k: (k.simulate_deployment(_manifest_edit(_changed_hash("chip/chip3.npz"))),
+                                         "chip3.npz")),
+    # a run reads the files it runs; inspect checks them all
+    ("manifest-changed-hash-unread", lambda k: (k.inspect_deployment(_manifest_edit(_changed_hash("chip/chip3.nir"))),
+                                                "chip3.nir")),
     ("deployment-missing-chip-npz", lambda k: (k.simulate_deployment(_damage("chip/chip1.npz", "remove")),
                                                "chip/chip1.npz")),
     ("deployment-missing-host-onnx", lambda k: (k.simulate_deployment(_damage("host/host2.onnx", "remove")),
                                                 "host/host2.onnx")),
-    ("deployment-missing-checkpoint", lambda k: (k.simulate_deployment(_damage("source/checkpoint.pt", "remove")),
-                                                 "source/checkpoint.pt")),
-    ("deployment-corrupt-nir", lambda k: (k.simulate_deployment(_damage("chip/chip1.nir", "flip")), "chip1.nir")),
+    ("deployment-missing-checkpoint", lambda k: (k.simulate_deployment(_damage("source/checkpoint.pt", "remove"),
+                                                                       backend="torch"), "source/checkpoint.pt")),
+    ("deployment-corrupt-nir", lambda k: (k.inspect_deployment(_damage("chip/chip1.nir", "flip")), "chip1.nir")),
     ("deployment-corrupt-onnx", lambda k: (k.simulate_deployment(_damage("host/host0.onnx", "truncate")),
                                            "host0.onnx")),
-    ("deployment-corrupt-net", lambda k: (k.simulate_deployment(_damage("chip/chip5.net", "flip")), "chip5.net")),
+    ("deployment-corrupt-net", lambda k: (k.inspect_deployment(_damage("chip/chip5.net", "flip")), "chip5.net")),
     ("deployment-corrupt-npz", lambda k: (k.simulate_deployment(_damage("chip/chip3.npz", "flip")), "chip3.npz")),
     ("deployment-nonexistent", lambda k: (["energy", k.dir / "nowhere", "--input", k.events(), "--json",
                                            k.out / "e.json"], "nowhere")),

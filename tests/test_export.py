@@ -53,6 +53,17 @@ def test_deployment_directory_has_every_file_the_manifest_names(gac_export):
     assert "chip1" in res.stdout  # the summary table
 
 
+def test_inspect_checks_every_file_of_a_deployment(gac_export, run_cli):
+    out, _ = gac_export
+    res = run_cli("inspect", out, "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert info["files_verified"] == len(manifest["file_sha256"]) >= 8  # 2 ONNX, 3 chip, checkpoint, calibration, graph
+    assert [(r["segment"], r["runs on"]) for r in info["segments"]] == \
+        [(s["name"], s["placement"]) for s in manifest["segments"]]
+
+
 def test_deployment_runs_from_its_files_as_the_compiled_graph_runs(gac_export):
     """Fixed point from the files (chip specs, host ONNX) gives the outputs and spike counts of the compiled graph in
     memory (chip specs made on the fly, host nodes in torch), and loading builds no model."""

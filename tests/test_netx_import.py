@@ -2,7 +2,6 @@
 (`hardware_sims.netx_sim`): a PilotNet-shaped network with input neurons driven by their bias, as lava-dl's Loihi 2
 hardware test drives it, checked state for state against netx on Lava; the CLI; one-sentence refusals."""
 import json
-import os
 import subprocess
 
 import h5py
@@ -139,7 +138,6 @@ def test_bad_net_files_and_options_are_one_sentence(tmp_path, run_cli, case, mak
     assert not (tmp_path / "o.npz").exists()
 
 
-SILICON_GTS = os.environ.get("SNN2HW_PILOTNET_GTS")  # lava-dl's tests/lava/lib/dl/netx/gts/pilotnet_lif
 SILICON_STEPS = 15  # lava-dl's test_pilotnet_lif runs 15 steps with reset_interval 16
 # gts names by block: conv-k is block k + 1, fc-k is block k + 6 (netx builds no block for the flatten)
 SILICON_NAMES = {"layer0": "input", "layer1": "conv-0", "layer2": "conv-1", "layer3": "conv-2", "layer4": "conv-3",
@@ -147,22 +145,13 @@ SILICON_NAMES = {"layer0": "input", "layer1": "conv-0", "layer2": "conv-1", "lay
 SILICON_SPIKE_MARKER = 128  # v silicon reports in the step a neuron spikes (Lava's CPU models: 0; lava#282)
 
 
-def _silicon_array(name: str) -> np.ndarray | None:
-    try:
-        return np.load(os.path.join(SILICON_GTS, f"{name}.npy"))
-    except (OSError, ValueError):  # absent, or a Git LFS pointer in place of the array
-        return None
-
-
-@pytest.mark.skipif(not SILICON_GTS, reason="set SNN2HW_PILOTNET_GTS to lava-dl's gts/pilotnet_lif folder (its "
-                                            "Loihi 2 ground truth is not ours to commit)")
-def test_pilotnet_lif_reproduces_loihi2_silicon_bit_for_bit():
+def test_pilotnet_lif_reproduces_loihi2_silicon_bit_for_bit(pilotnet_gts):
     """lava-dl's PilotNet LIF ground truth from Loihi 2 (test_hdf5_nx.py::test_pilotnet_lif: the image as the input
     neurons' bias, reset interval 16, 15 steps): every layer's spikes and u at every step, and v wherever the neuron
     did not spike, equal; where it spiked, silicon reports the marker 128. (fc-3's stored arrays are floats of
     another length, and differ from Lava's CPU run too after step 7: not silicon data of this run.)"""
-    net = read_netx(os.path.join(SILICON_GTS, "network.net"))
-    image = np.load(os.path.join(SILICON_GTS, "image.npy"))  # (W, H, C)
+    net = read_netx(pilotnet_gts / "network.net")
+    image = np.load(pilotnet_gts / "image.npy")  # (W, H, C)
     traces = run_netx(net, image.transpose(2, 1, 0)[None].astype(np.int64), 16, record_states=True)
     compared = 0
     for block, name in SILICON_NAMES.items():
@@ -171,15 +160,13 @@ def test_pilotnet_lif_reproduces_loihi2_silicon_bit_for_bit():
         def ours(a):  # [1, T, C, H, W] or [1, T, F] → the gts' (W, H, C, T) or (F, T)
             return a[0].transpose(*range(a.ndim - 2, 0, -1), 0)[..., :SILICON_STEPS].astype(np.int64)
         spiked = ours(trace.s).astype(bool)
-        for suffix, mine in (("", spiked), ("-u", ours(trace.u)), ("-v", ours(trace.v))):
-            truth = _silicon_array(name + suffix)
-            if truth is None:
-                continue
-            truth = truth[..., :SILICON_STEPS].astype(np.int64)
+        states = (("", spiked),) if name == "input" else (("", spiked), ("-u", ours(trace.u)), ("-v", ours(trace.v)))
+        for suffix, mine in states:  # the gts hold the input layer's spikes only
+            truth = np.load(pilotnet_gts / f"{name}{suffix}.npy")[..., :SILICON_STEPS].astype(np.int64)
             if suffix == "-v":
                 assert np.array_equal(mine[~spiked], truth[~spiked]), block
                 assert set(np.unique(truth[spiked])) <= {SILICON_SPIKE_MARKER}, block
             else:
                 assert np.array_equal(mine, truth.astype(mine.dtype)), (block, suffix)
             compared += 1
-    assert compared >= 20
+    assert compared == 3 * len(SILICON_NAMES) - 2
