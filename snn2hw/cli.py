@@ -21,14 +21,14 @@ from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_data, load_inputs, 
 from .demo import run_demo
 from .deployment import load_deployment, verify_deployment
 from .describe import describe
-from .energy import MODES, WEIGHT_BITS, load_preset
+from .energy import DEFAULT_SYSTEM, MODES, SYSTEMS, load_preset
 from .energy.render import print_report, write_html
 from .errors import UserError
 from .export import export_deployment
 from .files import atomic_path, write_text_atomic
 from .hardware_sims.lava_driver import LavaLimits
 from .hardware_sims.runner import fixed_chip, lava_chip
-from .measure import analytic_report, deployment_report
+from .measure import analytic_report, deployment_report, netx_report
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
 from .models.zoo import class_scores, get_arch
 from .netx_import import read_netx
@@ -49,6 +49,16 @@ MemoryLimitOpt = typer.Option(None, "--memory-limit", min=1, help="MiB of addres
                                                                     "use (default: no limit).")
 TrustOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling Python objects from the checkpoint "
                                                       "(runs code from the file: only for files you trust).")
+
+
+SystemOpt = typer.Option(DEFAULT_SYSTEM, "--system", help=f"The Loihi 2 system the deployment must fit: "
+                         f"{', '.join(SYSTEMS)}, or none.")
+
+
+def _system(name: str) -> str | None:
+    if name != "none" and name not in SYSTEMS:
+        raise UserError(f"--system {name!r}: use one of {', '.join(SYSTEMS)} or none.")
+    return None if name == "none" else name
 
 
 def _lava_limits(timeout: float, memory_limit_mib: int | None):
@@ -138,6 +148,16 @@ def _inspect_deployment(path: Path, as_json: bool) -> None:
     out.print(f"all {len(manifest['file_sha256'])} files match the SHA-256 the manifest records", soft_wrap=True)
 
 
+def _netx_inputs(net, input: Path, timesteps: int, samples: int | None) -> np.ndarray:
+    """A `.net`'s inputs from `--input`: the input neurons' bias per sample `[N, C, H, W]`, or spikes
+    `[N, T, ...]`; integers, as Loihi receives them."""
+    shape = net.input_shape if net.input_neurons else (timesteps, *net.input_shape)
+    x = load_npy(input, "--input", tuple(shape))[:samples]
+    if not np.array_equal(x, np.round(x)):
+        raise UserError(f"--input {input} holds non-integers; a .net takes the integers Loihi receives.")
+    return x.astype(np.int64)
+
+
 def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: str, timesteps: int | None,
                    record_states: bool, samples: int | None) -> None:
     """A lava-dl `.net` in fixed point, step by step as netx runs it on Lava and Loihi 2."""
@@ -146,11 +166,8 @@ def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: s
         raise UserError(f"--backend {backend!r} does not run a .net yet; use --backend fixed.")
     if input is None or save is None or timesteps is None:
         raise UserError(f"simulate {path} needs --input, --save and --timesteps (a .net stores no T).")
-    shape = net.input_shape if net.input_neurons else (timesteps, *net.input_shape)
-    x = load_npy(input, "--input", tuple(shape))[:samples]
-    if not np.array_equal(x, np.round(x)):
-        raise UserError(f"--input {input} holds non-integers; a .net takes the integers Loihi receives.")
-    traces = run_netx(net, x.astype(np.int64), timesteps, record_states)
+    x = _netx_inputs(net, input, timesteps, samples)
+    traces = run_netx(net, x, timesteps, record_states)
     counts = {k: t.s.reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
     arrays = {"output": traces[net.blocks[-1].name].s, **{f"spike_counts/{k}": c for k, c in counts.items()}}
     if record_states:
@@ -304,10 +321,12 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
            calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                        "fixed-point scales; the demo models default to digits."),
            tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
-           trust_pickle: bool = TrustOpt):
-    """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX)."""
+           system: str = SystemOpt, trust_pickle: bool = TrustOpt):
+    """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX);
+    refused if its chip part does not fit the Loihi 2 system."""
     if target != "loihi":
         raise UserError(f"--target {target!r} is not supported; use loihi.")
+    system_name = _system(system)
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     if calibration is not None:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)[:CALIBRATION_SAMPLES]
@@ -318,7 +337,8 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True) as bar:
         task = bar.add_task("export")
-        manifest = export_deployment(loaded, calib, outdir, tcja, lambda what: bar.update(task, description=what))
+        manifest = export_deployment(loaded, calib, outdir, tcja, lambda what: bar.update(task, description=what),
+                                     system_name)
     table = Table(title=f"{loaded.arch} → {outdir} (T = {manifest['timesteps']}, TCJA gates: {manifest['tcja']})")
     for col in ("segment", "runs on", "layers", "neurons", "synapse weights", "Lava latency", "files"):
         table.add_column(col)
@@ -328,31 +348,51 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
     out.print(table)
     out.print(f"{len(manifest['cuts'])} cuts between host and chip; passes: " +
               "; ".join(p.split(":")[0] for p in manifest["passes"]), soft_wrap=True)
+    loihi2 = manifest["loihi2"]
+    fits = "" if loihi2["system"] is None else f", fits {loihi2['system']['name']}"
+    out.print(f"Loihi 2: {loihi2['cores']:,} cores on {loihi2['chips']:,} chip(s){fits} (resource model, not the "
+              "compiler: see report.md)", soft_wrap=True)
+    for message in loihi2["unplaced"]:
+        out.print(f"[yellow]not placed:[/yellow] {message}", soft_wrap=True)
     out.print(f"wrote {outdir}/ (manifest.json, report.md)")
 
 
 @app.command()
-def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export)."),
+def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export) or a "
+                                                       "lava-dl .net."),
            input: Optional[Path] = typer.Option(None, "--input", help="Inputs (.npy) whose activity is counted."),
            backend: str = typer.Option("fixed", "--backend", help="fixed, folded or lava: where the activity comes from."),
            arch: Optional[str] = typer.Option(None, "--arch", help="Analytic mode (no data): the architecture."),
-           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="Analytic mode: T."),
+           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="Analytic mode or a .net: T."),
            firing_rate: Optional[str] = typer.Option(None, "--firing-rate", help="Analytic mode: a rate in [0, 1] "
                                                      "or a JSON of per-layer rates."),
            mode: str = typer.Option("faithful", "--mode", help="paper (the published convention) or faithful."),
-           preset: str = typer.Option("45nm", "--preset", help="45nm, int8-45nm, loihi2, or a TOML path."),
-           weight_bits: int = typer.Option(WEIGHT_BITS, "--weight-bits", min=1, max=8),
+           preset: Optional[str] = typer.Option(None, "--preset", help="45nm, int8-45nm, loihi2, or a TOML path "
+                                                "(default: loihi2 for a deployment or .net, 45nm for the analytic "
+                                                "mode and --mode paper)."),
+           system: str = SystemOpt,
            samples: Optional[int] = typer.Option(None, "--samples", min=1),
            batch_size: int = typer.Option(64, "--batch-size", min=1),
            timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
            json_out: Optional[Path] = typer.Option(None, "--json"),
            html_out: Optional[Path] = typer.Option(None, "--html")):
-    """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and a
-    Loihi 2 resource estimate; from a deployment and data, or analytically from firing rates."""
+    """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and the
+    Loihi 2 chip model (cores, chips, time per step, static energy); from a deployment or a .net and data, or
+    analytically from firing rates."""
     if mode not in MODES:
         raise UserError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
-    cost = load_preset(preset)
-    if deploy_dir is not None:
+    system_name = _system(system)
+    cost = load_preset(preset or ("loihi2" if deploy_dir is not None and mode == "faithful" else "45nm"))
+    if deploy_dir is not None and deploy_dir.suffix == ".net":
+        if arch or firing_rate:
+            raise UserError("--arch and --firing-rate are for the analytic mode, without a .net.")
+        if input is None or timesteps is None:
+            raise UserError(f"energy {deploy_dir} needs --input X.npy and --timesteps T (a .net stores no T).")
+        net = read_netx(deploy_dir)
+        x = _netx_inputs(net, input, timesteps, samples)
+        with out.status(f"{deploy_dir.name}: fixed point on {len(x)} samples"):
+            report = netx_report(net, x, timesteps, cost, mode, system_name, batch_size)
+    elif deploy_dir is not None:
         if arch or timesteps or firing_rate:
             raise UserError("--arch, --timesteps and --firing-rate are for the analytic mode, without DEPLOY_DIR.")
         if input is None:
@@ -360,13 +400,13 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
         dep = load_deployment(deploy_dir)
         x = dep.load_inputs(input, "--input")[:samples]
         with out.status(f"{deploy_dir}: {backend} backend on {len(x)} samples"):
-            report = deployment_report(dep, x, backend, cost, mode, weight_bits, batch_size,
+            report = deployment_report(dep, x, backend, cost, mode, system_name, batch_size,
                                        _lava_limits(timeout, memory_limit))
     else:
         if arch is None or firing_rate is None:
             raise UserError("energy needs DEPLOY_DIR with --input, or --arch with --firing-rate.")
         with out.status(f"{arch}: analytic counts"):
-            report = analytic_report(arch, timesteps, firing_rate, cost, mode, weight_bits)
+            report = analytic_report(arch, timesteps, firing_rate, cost, mode, system_name)
     print_report(report, out)
     if json_out:
         write_text_atomic(json_out, json.dumps(report, indent=1))

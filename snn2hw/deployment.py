@@ -52,7 +52,7 @@ def _with_batch_axis(node) -> list:
 
 
 def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray,
-                   files: dict[str, str]) -> dict:
+                   files: dict[str, str], resources: dict) -> dict:
     graph = compiled.fixed
     first, last = graph.nodes[next(iter(graph.nodes))], graph.nodes[graph.output]
     return jsonable({
@@ -68,6 +68,8 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "calibration": {"samples": len(calibration), "file": "source/calibration.npy"},
         "graph": GRAPH_FILE, "passes": graph.notes, "segments": segments, "cuts": graph.cuts,
         "layers": graph.quant_layers,
+        "loihi2": {"cores": resources["cores"], "chips": resources["chips"], "system": resources.get("system"),
+                   "unplaced": [v["message"] for v in resources["violations"]]},
         "file_sha256": files,
     })
 

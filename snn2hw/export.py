@@ -27,6 +27,7 @@ from . import ir
 from .checkpoint import Loaded, save_checkpoint
 from .compile import Compiled, compile_model
 from .deployment import GRAPH_FILE, build_manifest, sha256
+from .energy import DEFAULT_SYSTEM, check_system, chip_model, load_preset, loihi_resources
 from .errors import UserError
 from .exporters.lava_spec import chip_segment_spec
 from .exporters.netx_export import sequential_problem, write_netx
@@ -72,15 +73,19 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
 
 
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",
-                      progress=None) -> dict:
+                      progress=None, system: str | None = DEFAULT_SYSTEM) -> dict:
     """Compile and write the deployment directory; on any failure nothing is left at `outdir` (an earlier
-    deployment there stays as it was)."""
+    deployment there stays as it was). A deployment whose chip part does not fit the Loihi 2 `system` (None: no
+    check) is refused before anything is written."""
     step = progress or (lambda _: None)
-    step("compiling")
-    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja)
     outdir = Path(outdir)
     if outdir.exists() and not (outdir / "manifest.json").is_file():
         raise UserError(f"-o {outdir} exists and is not a deployment directory; refusing to replace it.")
+    step("compiling")
+    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja)
+    resources = loihi_resources(compiled.fixed, chip_model(load_preset("loihi2"))[0], system)
+    if system is not None:
+        check_system(resources, system)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = outdir.parent / f".{outdir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -99,7 +104,7 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
             segments.append({"name": segment["name"], "placement": segment["placement"],
                              "nodes": segment["nodes"], **_counts(compiled.fixed, segment), **entry})
         files = {p.relative_to(tmp).as_posix(): sha256(p.read_bytes()) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest = build_manifest(loaded, compiled, segments, calibration, files)
+        manifest = build_manifest(loaded, compiled, segments, calibration, files, resources)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (tmp / "report.md").write_text(export_report(manifest, compiled))
         _replace(tmp, outdir)
@@ -141,12 +146,23 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _loihi2_summary(loihi2: dict) -> str:
+    system = loihi2["system"]
+    fits = "" if system is None else f"; it fits {system['name']} ({system['chips']:,} chip(s))"
+    unplaced = "".join(f" Not placed: {m}." for m in loihi2["unplaced"])
+    return (f"{loihi2['cores']:,} cores on {loihi2['chips']:,} chip(s){fits}.{unplaced} From the model of the Loihi 2 "
+            "compiler's mapping (`snn2hw/energy/resources.py`; its limits are calibrated on lava-dl's PilotNet LIF "
+            "or estimated, see the loihi2 preset), not from the compiler itself; `snn2hw energy` gives the layers.")
+
+
 def export_report(manifest: dict, compiled) -> str:
     src = manifest["source"]
     parts = [
         f"# Deployment of {src['arch']} to Loihi 2",
         f"Source `{src['checkpoint']}` (sha256 `{src['sha256'][:16]}…`), options {src['options']}, T = "
         f"{manifest['timesteps']}, TCJA gates: `{manifest['tcja']}`, snn2hw {manifest['snn2hw_version']}.",
+        "## Loihi 2 resources",
+        _loihi2_summary(manifest["loihi2"]),
         "## What the compiler did, in order",
         "\n".join(f"1. {note}" for note in manifest["passes"]),
         "## Segments (execution order)",

@@ -8,11 +8,13 @@ import torch
 from . import ir
 from .convert import convert
 from .deployment import Deployment
-from .energy import WEIGHT_BITS, Preset, RateActivity, RecordedActivity, build_report, parse_rates
+from .energy import Preset, RateActivity, RecordedActivity, build_report, parse_rates
 from .errors import UserError
 from .hardware_sims.runner import lava_chip, run_fixed
 from .hardware_sims.lava_driver import LavaLimits
+from .hardware_sims.netx_sim import run_netx
 from .models.zoo import build_model
+from .netx_import import NetxNetwork, netx_graph
 from .passes.pipeline import pipeline, run_passes
 
 # Where the activity comes from: the fixed-point simulator, the folded float graph, or Lava on the deployment.
@@ -57,7 +59,7 @@ def analytic_graphs(arch: str, timesteps: int | None = None) -> tuple[ir.Graph, 
 
 
 def deployment_report(dep: Deployment, x: np.ndarray, backend: str, preset: Preset, mode: str = "faithful",
-                      weight_bits: int = WEIGHT_BITS, batch_size: int = 64,
+                      system: str | None = None, batch_size: int = 64,
                       lava_limits: LavaLimits = LavaLimits()) -> dict:
     """The energy report of a loaded deployment (`load_deployment`) on inputs `x`, from `backend`'s activity,
     counted on the deployment's files (`Deployment.graphs`); only the folded backend rebuilds the float graph."""
@@ -66,14 +68,30 @@ def deployment_report(dep: Deployment, x: np.ndarray, backend: str, preset: Pres
     source, deployed = dep.graphs
     recorded_on = dep.compiled.fixed if backend == "folded" else deployed
     activity = record_activity(recorded_on, backend, x, batch_size, dep, lava_limits)
-    return build_report(source, deployed, activity, preset, mode, weight_bits, arch=dep.arch,
+    return build_report(source, deployed, activity, preset, mode, system, arch=dep.arch,
                         origin=str(dep.path), backend=backend, samples=len(x), tcja=dep.manifest["tcja"])
 
 
 def analytic_report(arch: str, timesteps: int | None, firing_rate: str, preset: Preset, mode: str = "faithful",
-                    weight_bits: int = WEIGHT_BITS) -> dict:
+                    system: str | None = None) -> dict:
     """The energy report of an architecture at assumed firing rates (`--firing-rate`: `energy.parse_rates`)."""
     source, deployed = analytic_graphs(arch, timesteps)
     rates, input_rate = parse_rates(firing_rate, deployed)
-    return build_report(source, deployed, RateActivity(deployed, rates, input_rate), preset, mode, weight_bits,
+    return build_report(source, deployed, RateActivity(deployed, rates, input_rate), preset, mode, system,
                         arch=arch, origin="analytic", firing_rate_spec=firing_rate, input_density=input_rate)
+
+
+def netx_report(net: NetxNetwork, x: np.ndarray, timesteps: int, preset: Preset, mode: str = "faithful",
+                system: str | None = None, batch_size: int = 64) -> dict:
+    """The energy report of a lava-dl `.net` on inputs `x` (the input neurons' bias per sample, or spikes
+    `[N, T, ...]`), from the fixed-point simulator's spikes, counted on the network as netx deploys it
+    (`netx_graph`): all on the chip but the input."""
+    graph = netx_graph(net, timesteps)
+    activity = RecordedActivity(graph)
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        traces = run_netx(net, batch, timesteps)
+        inputs = np.repeat(batch[None], timesteps, 0) if net.input_neurons else np.moveaxis(batch, 1, 0)
+        activity.add({"input": inputs, **{k: np.moveaxis(t.s, 1, 0) for k, t in traces.items()}})
+    return build_report(graph, graph, activity, preset, mode, system, arch=graph.arch, origin=str(net.path),
+                        backend="fixed", samples=len(x))

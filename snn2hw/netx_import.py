@@ -21,12 +21,15 @@ Shapes are (C, H, W) or (F,), the file's own order (netx reverses them to Lava's
 `layer<i>` after their index in the file. What netx itself cannot run, or snn2hw does not run yet, is refused in one
 sentence naming the layer.
 """
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
+from . import ir
 from .errors import UserError
 from .exporters.netx_export import dense_weight_format
 from .hardware_sims import loihi_formats as fmt
@@ -146,3 +149,44 @@ def read_netx(path) -> NetxNetwork:
     if not blocks:
         raise UserError(f"{path}: no block follows the input layer.")
     return NetxNetwork(path, blocks, input_shape, attributes)
+
+
+def netx_graph(net: NetxNetwork, timesteps: int) -> ir.Graph:
+    """The network as snn2hw's graph, deployed as netx deploys it: everything on the chip but the input.
+
+    Per block: its synapse `<layer>.conv` / `<layer>.dense` (the integer weights as the chip's, in `quant`), a
+    `<layer>.flatten` before a dense that reads a flattened map, and its neurons `<layer>` (the input neurons too).
+    The host writes the input neurons' bias once per sample (cut kind `bias`), or sends spikes every step; the last
+    block's spikes go to the host every step."""
+    kind = "analog" if net.input_neurons else "binary"
+    nodes = {"input": ir.Input("input", [], tuple(net.input_shape), kind, "host", timesteps=timesteps,
+                               source_kind=kind, repeat_over_t=net.input_neurons)}
+    prev = "input"
+    for b in net.blocks:
+        if b.op != "input":
+            if b.flatten_input:
+                nodes[f"{b.name}.flatten"] = ir.Flatten(f"{b.name}.flatten", [prev], (math.prod(nodes[prev].shape),),
+                                                        nodes[prev].kind, "chip")
+                prev = f"{b.name}.flatten"
+            synapse = f"{b.name}.{b.op}"
+            weight = torch.as_tensor(b.weight, dtype=torch.float64)
+            common = dict(name=synapse, inputs=[prev], shape=b.shape, kind="analog", placement="chip",
+                          quant={"weight": b.weight}, weight=weight)
+            nodes[synapse] = ir.Conv2d(**common, stride=b.conv["stride"], padding=b.conv["padding"],
+                                       dilation=b.conv["dilation"], groups=b.conv["groups"]) \
+                if b.op == "conv" else ir.Linear(**common)
+            prev = synapse
+        nodes[b.name] = ir.LIF(b.name, [prev], tuple(b.shape), "binary", "chip")
+        prev = b.name
+    names = list(nodes)
+    first = net.blocks[0].name if net.input_neurons else names[1]
+    values = math.prod(net.input_shape)
+    cuts = [{"tensor": "input", "to": first, "from_segment": "host0", "to_segment": "chip1",
+             "direction": "host->chip", "shape": list(net.input_shape), "kind": "bias" if net.input_neurons else kind,
+             "values_per_step": values, "waits_for_window": False},
+            {"tensor": prev, "to": "host", "from_segment": "chip1", "to_segment": "host",
+             "direction": "chip->host", "shape": list(nodes[prev].shape), "kind": "binary",
+             "values_per_step": math.prod(nodes[prev].shape), "waits_for_window": False}]
+    return ir.Graph(nodes, timesteps, tuple(net.input_shape), arch=net.path.name,
+                    segments=[{"name": "host0", "placement": "host", "nodes": ["input"]},
+                              {"name": "chip1", "placement": "chip", "nodes": names[1:]}], cuts=cuts)

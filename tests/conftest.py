@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.loihi2_calibration import find_pilotnet_gts
+
 ROOT = Path(__file__).resolve().parent.parent
 LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
 
@@ -23,13 +25,11 @@ def pilotnet_gts(lava_python) -> Path:
     """lava-dl's PilotNet LIF network and its Loihi 2 ground truth (`network.net`, `image.npy`, u, v and spikes of
     every layer), read where the pinned lava-dl wheel installs them (`tests/lava/lib/dl/netx/gts/pilotnet_lif`) or
     from SNN2HW_PILOTNET_GTS: public silicon data, never copied into the project."""
-    if os.environ.get("SNN2HW_PILOTNET_GTS"):
-        return Path(os.environ["SNN2HW_PILOTNET_GTS"])
-    found = sorted((ROOT / ".venv-lava" / "lib").glob("python*/site-packages/tests/lava/lib/dl/netx/gts/pilotnet_lif"))
-    if not found:
+    found = find_pilotnet_gts()
+    if found is None:
         pytest.fail("lava-dl's gts/pilotnet_lif is not in the Lava environment (requirements/lava.txt pins the "
                     "lava-dl wheel that ships it); set SNN2HW_PILOTNET_GTS to a copy")
-    return found[0]
+    return found
 
 
 def _run_cli(*args, cwd=None):

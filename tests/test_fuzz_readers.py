@@ -1,7 +1,8 @@
 """Fuzzing the deployment readers with real exported files (issue 7): whatever the bytes of manifest.json, a chip
 NIR or netx file or a host ONNX file become, reading the deployment accepts them or raises UserError with one line,
-never another exception. snn2hw reads .nir and .net files only through their SHA-256 in the manifest (Lava gets the
-chip segment from its .json/.npz), so for those the reader must accept exactly the exported bytes."""
+never another exception. snn2hw checks .nir and .net files only through their SHA-256 in the manifest (Lava gets the
+chip segment from its .json/.npz; `inspect DEPLOY_DIR` checks them), so for those the check must accept exactly the
+exported bytes."""
 import hashlib
 import json
 import shutil
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from snn2hw.deployment import load_deployment
+from snn2hw.deployment import load_deployment, verify_deployment
 from snn2hw.energy import load_preset
 from snn2hw.measure import deployment_report
 from snn2hw.errors import UserError
@@ -74,7 +75,9 @@ def _replaced(original: bytes, place: tuple, value) -> bytes:
 
 
 def _read(directory) -> None:
-    """Loading a deployment: the manifest, the files' hashes, the chip specs and arrays, the host ONNX files."""
+    """Checking a deployment as `inspect` does (every file against its hash), then loading it: the manifest, the
+    chip specs and arrays, the host ONNX files."""
+    verify_deployment(directory)
     load_deployment(directory)
 
 

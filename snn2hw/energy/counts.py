@@ -48,7 +48,7 @@ import torch
 
 from .. import ir
 from ..errors import UserError
-from ..hardware_sims.loihi_formats import DENSE_OUT_BITS, GRADED_MESSAGE_BITS
+from ..hardware_sims.loihi_formats import BIAS_STORAGE_BITS, DENSE_OUT_BITS, GRADED_MESSAGE_BITS
 from .presets import Preset
 
 MODES = ("paper", "faithful")
@@ -429,16 +429,18 @@ def _paper_synapse(graph: ir.Graph, node: ir.Node, rates: dict, repeat: bool) ->
 def transfers(graph: ir.Graph, activity) -> list[dict]:
     """Per cut: values per step, non-zero values per step (measured or assumed), bits per value and T·values·bits.
     Bits: 1 per binary spike; host→chip payloads and injected currents travel as graded messages
-    (GRADED_MESSAGE_BITS); chip→host accumulations as Lava's 32-bit output words (DENSE_OUT_BITS)."""
+    (GRADED_MESSAGE_BITS); chip→host accumulations as Lava's 32-bit output words (DENSE_OUT_BITS); an input
+    neuron layer's bias (a `.net`'s input image) is written once per sample, as Lava's int16 Var (BIAS_STORAGE_BITS)."""
     rows = []
     for cut in graph.cuts:
         src = graph.nodes[cut["tensor"]]
-        bits = 1 if src.kind == "binary" else \
+        bits = BIAS_STORAGE_BITS if cut["kind"] == "bias" else 1 if src.kind == "binary" else \
             GRADED_MESSAGE_BITS if cut["direction"] == "host->chip" else DENSE_OUT_BITS
+        steps = 1 if cut["kind"] == "bias" else activity.timesteps
         nonzero = _per_step_sum(activity.density(src.name), src.shape) \
             if not isinstance(src, ir.SYNAPSES + (ir.Add,)) or src.placement == "host" else None
         rows.append({**{k: cut[k] for k in ("tensor", "to", "from_segment", "to_segment", "direction", "kind",
                                              "values_per_step", "waits_for_window")},
-                     "bits_per_value": bits, "bits": activity.timesteps * cut["values_per_step"] * bits,
+                     "bits_per_value": bits, "bits": steps * cut["values_per_step"] * bits,
                      "nonzero_per_step": None if nonzero is None else [float(v) for v in nonzero]})
     return rows

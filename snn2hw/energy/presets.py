@@ -1,6 +1,6 @@
-"""Cost presets: energies per operation on the host and on the chip, per bit crossing host↔chip, and Loihi 2 core
-limits, each with its source and whether it is an estimate. Presets are data: the TOML files in `presets/` (`45nm`,
-`int8-45nm`, `loihi2`) or a user's file."""
+"""Cost presets: energies per operation on the host and on the chip, per bit crossing host↔chip, and the Loihi 2
+chip model's constants (core limits, times per operation, static power), each with its source and its basis. Presets
+are data: the TOML files in `presets/` (`45nm`, `int8-45nm`, `loihi2`) or a user's file."""
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,19 +9,31 @@ from ..errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 OPS = ("mac", "ac", "neuron_update", "spike")
-CORE_LIMITS = ("cores_per_chip", "neurons", "synapses", "synaptic_memory_bits", "fan_in_axons")
+# The Loihi 2 chip model (`resources`, `timing`): per-core limits, times per operation, static power.
+CORE_LIMITS = ("cores_per_chip", "lif_neurons", "dense_weights", "conv_kernel_weights")
+TIMES = ("synop_ns", "neuron_update_ns", "spike_ns", "host_link_bits_per_us")
+POWER = ("static_w_per_chip",)
+# How a number was obtained: measured on Loihi 2 silicon, published, fitted to silicon measurements, or ours.
+BASES = ("measured on silicon", "document", "calibrated", "estimated")
 
 
 @dataclass(frozen=True)
 class Cost:
-    value: float  # pJ per operation (per bit for transfers), or a count for core limits
+    value: float  # pJ per operation (per bit for transfers), or the unit its key names (ns, W, a count)
     source: str
-    estimated: bool
+    basis: str  # one of BASES
+
+    @property
+    def estimated(self) -> bool:
+        """Not a published or measured figure: fitted or ours."""
+        return self.basis in ("calibrated", "estimated")
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Energies per operation on the host and on the chip, per bit crossing host↔chip, and Loihi 2 core limits."""
+    """Energies per operation on the host and on the chip, per bit crossing host↔chip, and the Loihi 2 chip model's
+    core limits, times and static power (None where the preset has no such table: `chip_model` then takes the
+    built-in loihi2 preset's)."""
     name: str
     description: str
     file: str
@@ -29,6 +41,8 @@ class Preset:
     chip: dict
     transfer_bit: Cost
     core: dict | None
+    time: dict | None
+    power: dict | None
 
     def pj(self, placement: str, op: str) -> float:
         return (self.chip if placement == "chip" else self.host)[op].value
@@ -37,7 +51,8 @@ class Preset:
         def costs(table):
             return {k: vars(v) for k, v in table.items()}
         return {"name": self.name, "description": self.description, "file": self.file, "host_pj": costs(self.host),
-                "chip_pj": costs(self.chip), "transfer_pj_per_bit": vars(self.transfer_bit)}
+                "chip_pj": costs(self.chip), "transfer_pj_per_bit": vars(self.transfer_bit),
+                "static_power": costs(self.power or {})}
 
 
 def builtin_presets() -> list[str]:
@@ -59,9 +74,10 @@ def load_preset(spec: str) -> Preset:
     host = _cost_table(data, "host", OPS, path, "pj")
     chip = _cost_table(data, "chip", OPS, path, "pj") if "chip" in data else host
     transfer = _cost_table(data, "transfer", ("bit",), path, "pj")["bit"]
-    core = _cost_table(data, "core", CORE_LIMITS, path, "value") if "core" in data else None
+    optional = {table: _cost_table(data, table, keys, path, "value") if table in data else None
+                for table, keys in (("core", CORE_LIMITS), ("time", TIMES), ("power", POWER))}
     return Preset(str(data.get("name", path.stem)), str(data.get("description", "")), str(path), host, chip, transfer,
-                  core)
+                  **optional)
 
 
 def _cost_table(data: dict, table: str, keys: tuple, path: Path, unit: str) -> dict:
@@ -72,13 +88,15 @@ def _cost_table(data: dict, table: str, keys: tuple, path: Path, unit: str) -> d
     for key in keys:
         entry = entries.get(key)
         if not isinstance(entry, dict) or not isinstance(entry.get(unit), (int, float)) or entry[unit] < 0 \
-                or not isinstance(entry.get("source"), str) or not isinstance(entry.get("estimated"), bool):
+                or not isinstance(entry.get("source"), str) or entry.get("basis") not in BASES:
             raise UserError(f"preset {path}: [{table}.{key}] needs {unit} (a number >= 0), source (text) and "
-                            "estimated (true or false).")
-        out[key] = Cost(float(entry[unit]), entry["source"], entry["estimated"])
+                            f"basis (one of: {', '.join(BASES)}).")
+        out[key] = Cost(float(entry[unit]), entry["source"], entry["basis"])
     return out
 
 
-def core_limits(preset: Preset) -> dict:
-    """The preset's Loihi 2 core limits, or the built-in `loihi2` preset's."""
-    return preset.core if preset.core is not None else load_preset("loihi2").core
+def chip_model(preset: Preset) -> tuple[dict, dict]:
+    """(core limits, times) of the Loihi 2 chip model: the preset's tables, or the built-in `loihi2` preset's. The
+    static power is the preset's own (`Preset.power`): a preset without it prices no static energy."""
+    builtin = None if preset.core is not None and preset.time is not None else load_preset("loihi2")
+    return (preset.core or builtin.core), (preset.time or builtin.time)

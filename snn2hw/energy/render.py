@@ -77,20 +77,36 @@ def cut_table(report: dict) -> Table:
 
 def resource_table(report: dict) -> Table:
     res = report["loihi2"]
-    table = _table(f"Loihi 2 resources (estimate; {res['weight_bits']}-bit weights): {resource_summary(res)}",
-                   ["layer", "neurons", "synapses", "memory KiB", "max fan-in", "max fan-out", "cores"])
+    table = _table(f"Loihi 2 (model: the compiler's mechanisms, calibrated on PilotNet LIF): {resource_summary(res)}",
+                   ["layer", "neurons", "synapses", "stored weights", "max fan-in", "neurons / core", "cores",
+                    "bound by"])
     flagged = {v["layer"] for v in res["violations"]}
     for row in res["layers"]:
         name = f"[red]{row['layer']}[/red]" if row["layer"] in flagged else row["layer"]
-        table.add_row(name, f"{row['neurons']:,}", f"{row['synapses']:,}",
-                      f"{row['synaptic_memory_bits'] / 8192:,.1f}", f"{row['max_fan_in']:,}",
-                      f"{row['max_fan_out']:,}", str(row["cores"]))
+        table.add_row(name, f"{row['neurons']:,}", f"{row['synapses']:,}", f"{row['weights']:,}",
+                      f"{row['max_fan_in']:,}", f"{row['neurons_per_core']:,}", str(row["cores"] or "-"),
+                      row["limited_by"])
     return table
 
 
 def resource_summary(res: dict) -> str:
-    return (f"{res['cores']} cores ({res['chips']} chip(s)) with one weight per synapse, {res['cores_shared_kernel']} "
-            f"({res['chips_shared_kernel']}) if conv kernels are stored once")
+    system = res.get("system")
+    fits = "" if system is None else \
+        f"; {'fits' if system['fits'] else 'does not fit'} {system['name']} ({system['chips']:,} chip(s))"
+    return (f"{res['cores']:,} cores, {res['chips']:,} chip(s) of {res['cores_per_chip']}{fits}; "
+            f"{res['time_per_step_us']:,.1f} µs per step ({res['io_share']:.0%} host I/O), "
+            f"{res['latency_ms']:,.3g} ms per sample; chip energy {fmt_energy(res['dynamic_mj'])} dynamic + "
+            f"{fmt_energy(res['static_mj'])} static")
+
+
+def not_measured(report: dict) -> list[str]:
+    """The preset's numbers and the chip model's constants that are not published or measured on silicon."""
+    costs = report["preset_costs"]
+    places = ("host",) if costs["chip_pj"] == costs["host_pj"] else ("host", "chip")
+    tables = [(f"{where} {op}", c) for where in places for op, c in costs[f"{where}_pj"].items()]
+    tables += [(f"core {k}", c) for k, c in report["loihi2"]["limits"].items()]
+    tables += [(f"time {k}", c) for k, c in report["loihi2"]["times"].items()]
+    return [f"{name} ({c['basis']})" for name, c in tables if c["basis"] in ("calibrated", "estimated")]
 
 
 def print_report(report: dict, console: Console) -> None:
@@ -102,12 +118,8 @@ def print_report(report: dict, console: Console) -> None:
     console.print(resource_table(report))
     for v in report["loihi2"]["violations"]:
         console.print(f"[red]limit exceeded:[/red] {v['message']}", soft_wrap=True)
-    costs = report["preset_costs"]
-    places = ("host",) if costs["chip_pj"] == costs["host_pj"] else ("host", "chip")
-    estimated = [f"{where} {op}" for where in places for op, c in costs[f"{where}_pj"].items() if c["estimated"]]
-    console.print(f"[dim]estimated costs in preset {report['preset']}: {', '.join(estimated) or 'none'}; "
-                  "the Loihi 2 core limits and the resource estimate are estimates too (see the JSON's sources)[/dim]",
-                  soft_wrap=True)
+    console.print(f"[dim]not measured on silicon nor published, in preset {report['preset']} and the chip model: "
+                  f"{', '.join(not_measured(report)) or 'none'} (sources in the JSON)[/dim]", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------------------- HTML
@@ -210,22 +222,24 @@ def render_html(report: dict) -> str:
                     [[c["tensor"], c["to"], c["direction"], c["kind"], c["values_per_step"], c["bits_per_value"],
                       fmt_energy(c["energy_mj"])] for c in report["modes"]["faithful"]["cuts"]]),
         "<h2>Paper mode per layer</h2>", _html_table(columns, _layer_rows(report["modes"]["paper"])),
-        f"<h2>Loihi 2 resources (estimate, {res['weight_bits']}-bit weights): "
-        f"{html.escape(resource_summary(res))}</h2>",
-        _html_table(["layer", "neurons", "synapses", "weights", "memory bits", "shared-kernel bits", "max fan-in",
-                     "max fan-out", "cores", "cores (shared kernels)"],
-                    [[r["layer"], r["neurons"], r["synapses"], r["weights"], r["synaptic_memory_bits"],
-                      r["shared_kernel_memory_bits"], r["max_fan_in"], r["max_fan_out"], r["cores"],
-                      r["cores_shared_kernel"]] for r in res["layers"]]),
+        f"<h2>Loihi 2: {html.escape(resource_summary(res))}</h2>",
+        _html_table(["layer", "neurons", "synapses", "stored weights", "conv kernel weights", "dense fan-in",
+                     "max fan-in", "neurons / core", "cores", "bound by"],
+                    [[r["layer"], r["neurons"], r["synapses"], r["weights"], r["conv_kernel_weights"],
+                      r["dense_fan_in"], r["max_fan_in"], r["neurons_per_core"], r["cores"], r["limited_by"]]
+                     for r in res["layers"]]),
         "".join(f'<p class="bad">limit exceeded: {html.escape(v["message"])}</p>' for v in res["violations"]),
-        _html_table(["core limit", "value", "estimated", "source"],
-                    [[k, v["value"], v["estimated"], v["source"]] for k, v in res["limits"].items()]),
+        _html_table(["chip model constant", "value", "basis", "source"],
+                    [[f"core {k}", v["value"], v["basis"], v["source"]] for k, v in res["limits"].items()]
+                    + [[f"time {k}", v["value"], v["basis"], v["source"]] for k, v in res["times"].items()]
+                    + [[f"power {k}", v["value"], v["basis"], v["source"]]
+                       for k, v in report["preset_costs"]["static_power"].items()]),
         f"<h2>Cost preset {html.escape(report['preset'])}</h2>",
-        _html_table(["where", "operation", "pJ", "estimated", "source"],
-                    [[where, op, c["value"], c["estimated"], c["source"]] for where in ("host", "chip")
+        _html_table(["where", "operation", "pJ", "basis", "source"],
+                    [[where, op, c["value"], c["basis"], c["source"]] for where in ("host", "chip")
                      for op, c in report["preset_costs"][f"{where}_pj"].items()]
                     + [["link", "bit", report["preset_costs"]["transfer_pj_per_bit"]["value"],
-                        report["preset_costs"]["transfer_pj_per_bit"]["estimated"],
+                        report["preset_costs"]["transfer_pj_per_bit"]["basis"],
                         report["preset_costs"]["transfer_pj_per_bit"]["source"]]]),
     ]
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;margin:1em 0}"

@@ -9,8 +9,9 @@ import numpy as np
 from .. import ir
 from ..errors import UserError
 from .counts import CATEGORIES, MODES, Count, faithful_counts, layer_rates, paper_counts, transfers
-from .presets import Preset, core_limits
-from .resources import WEIGHT_BITS, loihi_resources
+from .presets import Preset, chip_model
+from .resources import loihi_resources
+from .timing import chip_time, static_energy_mj
 
 
 def _layer_row(count: Count, preset: Preset, segment: str | None, timesteps: int) -> dict:
@@ -54,8 +55,10 @@ def comparison(paper: dict, faithful: dict) -> list[dict]:
 
 
 def build_report(source: ir.Graph, deployed: ir.Graph, activity, preset: Preset, mode: str = "faithful",
-                 weight_bits: int = WEIGHT_BITS, **context) -> dict:
-    """Both modes, their comparison, firing rates per layer and step, and the Loihi 2 resource estimate.
+                 system: str | None = None, **context) -> dict:
+    """Both modes, their comparison, firing rates per layer and step, and the Loihi 2 chip model: cores and chips
+    (and whether they fit `system`), time per step, latency, and the chip's dynamic and static energy. The faithful
+    total includes the static energy where the preset has a static power.
     `activity`: a `RecordedActivity` or `RateActivity` of `deployed`; `context`: fields copied into the report."""
     if mode not in MODES:
         raise UserError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
@@ -65,8 +68,16 @@ def build_report(source: ir.Graph, deployed: ir.Graph, activity, preset: Preset,
     if missing:
         raise UserError(f"the deployed graph has no neuron layer {missing[0]} of the model: cannot apply the paper "
                         "view.")
-    faithful = _mode_report(faithful_counts(deployed, activity), preset, timesteps, deployed.segments,
-                            transfers(deployed, activity))
+    counts = faithful_counts(deployed, activity)
+    faithful = _mode_report(counts, preset, timesteps, deployed.segments, transfers(deployed, activity))
+    limits, times = chip_model(preset)
+    loihi2 = loihi_resources(deployed, limits, system)
+    loihi2.update(chip_time(counts, loihi2, faithful["cuts"], times, timesteps),
+                  times={k: vars(v) for k, v in times.items()})
+    loihi2["static_mj"] = static_energy_mj(preset.power, loihi2["chips"], loihi2["latency_ms"])
+    loihi2["dynamic_mj"] = faithful["chip_mj"]
+    faithful["static_mj"] = loihi2["static_mj"]
+    faithful["total_energy_mj"] += loihi2["static_mj"]
     paper = paper_report(source, rates, preset)
     chosen = faithful if mode == "faithful" else paper
     return {**context, "timesteps": timesteps, "mode": mode, "preset": preset.name,
@@ -74,7 +85,7 @@ def build_report(source: ir.Graph, deployed: ir.Graph, activity, preset: Preset,
             "modes": {"paper": paper, "faithful": faithful}, "comparison": comparison(paper, faithful),
             "firing_rate": {n: [float(v) for v in r] for n, r in rates.items()},
             "preset_costs": preset.summary(),
-            "loihi2": loihi_resources(deployed, core_limits(preset), weight_bits),
+            "loihi2": loihi2,
             "units": "per sample (one inference); energies in mJ"}
 
 

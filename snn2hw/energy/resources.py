@@ -1,15 +1,51 @@
-"""Loihi 2 resources of a deployed graph's chip layers (an estimate): neurons, synapses, synaptic memory, fan-in
-and fan-out per layer, the cores they need, and the layers that fit no core."""
+"""Loihi 2 resources of a deployed graph's chip layers: how the Loihi 2 compiler lays each neuron layer out on cores,
+from the mechanisms its PilotNet mapping shows (lava-dl `tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb`,
+`shared/reference/loihi2-silicon.md` §2), and the systems a deployment fits.
+
+Per chip neuron layer of shape (C, H, W) (a dense layer: (F,), one column of F neurons):
+
+    channel splits  k = ⌈K / conv_kernel_weights⌉, K = Σ weights of the conv groups feeding the layer: every core
+                    stores the kernels of the channels it holds, once (not once per synapse)
+    column          H · ⌈C / k⌉ neurons: one x position of the core's channels
+    columns / core  the largest power of two c with column · c ≤ lif_neurons (at most W): the compiler splits the
+                    map along x into power-of-two blocks of whole columns (PilotNet: 16, 4, 4, 8, 8, 16 columns)
+    dense groups    every core of the layer reads all F_d inputs of its dense groups and stores their weights:
+                    neurons / core ≤ ⌊dense_weights / F_d⌋ (PilotNet's 2,560 → 100: 12 cores of at most 9)
+    cores           k · ⌈W / c⌉, or ⌈neurons / neurons per core⌉ where dense groups bind
+
+A neuron whose dense inputs alone exceed one core's dense weights fits no core in this mapping: a violation naming
+the layer, its cores not counted (PilotNet's split says 25,600 weights did not fit a core; whether the compiler has
+another mapping for it is not public). Fan-in is otherwise no limit: it costs cores. The limits are the preset's
+`[core]` table, each with its source and basis."""
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .. import ir
-from ..hardware_sims.loihi_formats import DEFAULT_NUM_WEIGHT_BITS
+from ..errors import UserError
 from .counts import fanout_map, max_fan_in, stored_weight
 
-# Bits per stored synaptic weight unless asked otherwise: the 8-bit weights the quantizer makes (Lava's default).
-WEIGHT_BITS = DEFAULT_NUM_WEIGHT_BITS
+
+@dataclass(frozen=True)
+class System:
+    """A Loihi 2 system: how many chips, and how many cores of each a deployment can use."""
+    name: str
+    chips: int
+    cores_per_chip: int
+    source: str  # document
+
+
+# Loihi 2 systems by the names Intel gives them (document: Intel's system announcements).
+SYSTEMS = {
+    "oheogulch": System("oheogulch", 1, 128, "Oheo Gulch, the single-chip Loihi 2 board lava-dl's PilotNet benchmark "
+                                             "runs on (benchmark.ipynb); 128 cores per chip (Intel Loihi 2 brief, 2021)"),
+    "kapohopoint": System("kapohopoint", 8, 128, "Kapoho Point, 8 Loihi 2 chips on one board (Intel, 2022); 128 cores "
+                                                 "per chip (Intel Loihi 2 brief, 2021)"),
+    "halapoint": System("halapoint", 1152, 122, "Hala Point, 1,152 Loihi 2 chips with 140,544 neuromorphic cores "
+                                                "(Intel, April 2024): 122 per chip"),
+}
+DEFAULT_SYSTEM = "kapohopoint"
 
 
 def _synapse_groups(graph: ir.Graph, neuron: ir.LIF) -> list[ir.Node]:
@@ -17,66 +53,91 @@ def _synapse_groups(graph: ir.Graph, neuron: ir.LIF) -> list[ir.Node]:
     return [f for f in graph.input_port_feeds(neuron.name) if isinstance(f, ir.SYNAPSES) and f.placement == "chip"]
 
 
-def _chip_layers(graph: ir.Graph) -> list[tuple[str, int, list]]:
-    """(name, neurons, synapse groups) per chip neuron layer, and per chip synapse read by the host (a readout)."""
-    layers = [(n.name, math.prod(n.shape), _synapse_groups(graph, n)) for n in graph.nodes.values()
+def _chip_layers(graph: ir.Graph) -> list[tuple[str, tuple, list]]:
+    """(name, neuron shape, synapse groups) per chip neuron layer, and per chip synapse read by the host (its
+    accumulators laid out as neurons)."""
+    layers = [(n.name, n.shape, _synapse_groups(graph, n)) for n in graph.nodes.values()
               if isinstance(n, ir.LIF) and n.placement == "chip"]
     fed = {s.name for _, _, groups in layers for s in groups}
-    return layers + [(n.name, 0, [n]) for n in graph.nodes.values()
+    return layers + [(n.name, n.shape, [n]) for n in graph.nodes.values()
                      if isinstance(n, ir.SYNAPSES) and n.placement == "chip" and n.name not in fed]
 
 
-def loihi_resources(graph: ir.Graph, limits: dict, weight_bits: int = WEIGHT_BITS) -> dict:
-    """Neurons, synapses, synaptic memory, fan-in and fan-out per chip layer, and the cores they need (estimate).
+def layer_layout(shape: tuple, kernel_weights: int, dense_fan_in: int, limits: dict) -> dict:
+    """Cores of one neuron layer (the module docstring's mechanisms): → cores, neurons per core, columns per core,
+    channel splits and the mechanism that bound the count (`limited_by`); cores None if a neuron fits no core."""
+    lif, dense, kernel = (limits[k].value for k in ("lif_neurons", "dense_weights", "conv_kernel_weights"))
+    channels, height, width = shape if len(shape) == 3 else (shape[0], 1, 1)
+    neurons = channels * height * width
+    splits = max(1, math.ceil(kernel_weights / kernel))
+    column = height * math.ceil(channels / splits)
+    if column > lif:  # one column does not fit: split its channels further, one column per core
+        splits = math.ceil(channels * height / lif)
+        column = height * math.ceil(channels / splits)
+    columns = 1
+    while columns * 2 <= width and column * columns * 2 <= lif:
+        columns *= 2
+    per_core = column * columns if len(shape) == 3 else math.ceil(neurons / splits)
+    cores = splits * math.ceil(width / columns)
+    limited_by = "conv kernels" if kernel_weights > kernel else "neurons"
+    if dense_fan_in:
+        fit = min(per_core, int(dense // dense_fan_in))
+        if fit == 0:
+            return {"cores": None, "neurons_per_core": 0, "columns_per_core": columns, "channel_splits": splits,
+                    "limited_by": "dense weights"}
+        if math.ceil(neurons / fit) > cores:
+            per_core, cores, limited_by = fit, math.ceil(neurons / fit), "dense weights"
+    return {"cores": cores, "neurons_per_core": per_core, "columns_per_core": columns, "channel_splits": splits,
+            "limited_by": limited_by}
 
-    synapses = Σ_groups Σ_p F_eff(p) (every (pre, post) pair with a non-zero weight); memory = synapses · weight bits
-    (one weight per synapse, as Lava's conv_to_sparse stores a conv; no index overhead); shared-kernel memory =
-    non-zero weights · weight bits (a conv encoding that stores each kernel once); fan-in = max synapses onto one
-    neuron; fan-out = max synapses from one presynaptic neuron into the layer.
-    cores = max(⌈neurons / N⌉, ⌈synapses / S⌉, ⌈memory / M⌉, ⌈conv axons / (A - dense axons)⌉): the
-    presynaptic neurons of convs split over the cores (halos ignored), those of dense layers reach every core.
-    `cores` uses one weight per synapse, `cores_shared_kernel` the shared-kernel memory. A neuron whose fan-in
-    exceeds A (or S) fits no core: flagged with the layer's name."""
-    lim = {k: v.value for k, v in limits.items()}
+
+def loihi_resources(graph: ir.Graph, limits: dict, system: str | None = None) -> dict:
+    """Per chip layer: neurons, synapses (Σ_p F(p), pairs with a non-zero weight), stored weights (non-zero), conv
+    kernel weights, dense fan-in, max fan-in, and its layout (`layer_layout`); the total cores and chips, and whether
+    they fit `system` (None: chips of `cores_per_chip` cores)."""
     rows, violations = [], []
-    for name, neurons, groups in _chip_layers(graph):
-        row = _layer_resources(graph, name, neurons, groups, weight_bits, lim)
+    for name, shape, groups in _chip_layers(graph):
+        row = _layer_row(graph, name, shape, groups, limits)
         rows.append(row)
-        violations += [{"layer": name, "limit": key, "value": row["max_fan_in"], "max": lim[key],
-                        "message": f"layer {name}: a neuron has {row['max_fan_in']:,} input synapses, more than "
-                                   f"the {int(lim[key]):,} {key.replace('_', ' ')} of one core"}
-                       for key in ("fan_in_axons", "synapses") if row["max_fan_in"] > lim[key]]
-    cores = sum(r["cores"] for r in rows)
-    chips = math.ceil(cores / lim["cores_per_chip"])
-    shared = sum(r["cores_shared_kernel"] for r in rows)
-    if chips > 1:
-        violations.append({"layer": None, "limit": "cores_per_chip", "value": cores, "max": lim["cores_per_chip"],
-                           "message": f"the chip layers need {cores} cores: {chips} chips of "
-                                      f"{int(lim['cores_per_chip'])}"})
-    return {"weight_bits": weight_bits, "layers": rows, "cores": cores, "chips": chips, "cores_shared_kernel": shared,
-            "chips_shared_kernel": math.ceil(shared / lim["cores_per_chip"]), "violations": violations,
-            "limits": {k: vars(v) for k, v in limits.items()}}
+        if row["cores"] is None:
+            violations.append({"layer": name, "limit": "dense_weights", "value": row["dense_fan_in"],
+                               "max": limits["dense_weights"].value,
+                               "message": f"layer {name}: a neuron reads {row['dense_fan_in']:,} dense inputs, more "
+                                          f"than the {int(limits['dense_weights'].value):,} dense weights one core "
+                                          f"holds ({limits['dense_weights'].basis})"})
+    cores = sum(r["cores"] or 0 for r in rows)
+    per_chip = SYSTEMS[system].cores_per_chip if system else int(limits["cores_per_chip"].value)
+    chips = math.ceil(cores / per_chip)
+    result = {"layers": rows, "cores": cores, "chips": chips, "cores_per_chip": per_chip, "violations": violations,
+              "limits": {k: vars(v) for k, v in limits.items()}}
+    if system:
+        spec = SYSTEMS[system]
+        result["system"] = {"name": spec.name, "chips": spec.chips, "cores": spec.chips * spec.cores_per_chip,
+                            "fits": chips <= spec.chips, "source": spec.source}
+    return result
 
 
-def _layer_resources(graph, name, neurons, groups, weight_bits, lim) -> dict:
-    synapses, weights, fan_in, fan_out, axons_conv, axons_dense = 0, 0, 0, 0, 0, 0
+def _layer_row(graph, name, shape, groups, limits) -> dict:
+    synapses, weights, kernel, dense_fan_in, fan_in = 0, 0, 0, 0, 0
     for s in groups:
         src = graph.nodes[s.inputs[0]]
-        fan = fanout_map(s, src.shape)
-        synapses += int(fan.sum())
+        synapses += int(fanout_map(s, src.shape).sum())
         weights += int(torch.count_nonzero(stored_weight(s)))
         fan_in += max_fan_in(s, src.shape)
-        fan_out = max(fan_out, int(fan.max()))
         if isinstance(s, ir.Conv2d):
-            axons_conv += math.prod(src.shape)
+            kernel += s.weight.numel()
         else:
-            axons_dense = max(axons_dense, math.prod(src.shape))
-    memory, shared = synapses * weight_bits, weights * weight_bits
-    room = lim["fan_in_axons"] - axons_dense  # every core of the layer receives all axons of its dense groups
-    base = max(1, math.ceil(neurons / lim["neurons"]), math.ceil(synapses / lim["synapses"]),
-               math.ceil(axons_conv / room) if room > 0 else 1)
-    return {"layer": name, "neurons": neurons, "synapse_groups": [s.name for s in groups], "synapses": synapses,
-            "weights": weights, "synaptic_memory_bits": memory, "shared_kernel_memory_bits": shared,
-            "max_fan_in": fan_in, "max_fan_out": fan_out, "presynaptic_neurons": axons_conv + axons_dense,
-            "cores": max(base, math.ceil(memory / lim["synaptic_memory_bits"])),
-            "cores_shared_kernel": max(base, math.ceil(shared / lim["synaptic_memory_bits"]))}
+            dense_fan_in += s.weight.shape[1]
+    return {"layer": name, "neurons": math.prod(shape), "synapse_groups": [s.name for s in groups],
+            "synapses": synapses, "weights": weights, "conv_kernel_weights": kernel, "dense_fan_in": dense_fan_in,
+            "max_fan_in": fan_in, **layer_layout(shape, kernel, dense_fan_in, limits)}
+
+
+def check_system(resources: dict, system: str) -> None:
+    """Refuse, in one sentence, a deployment whose cores need more chips than `system` has (layers that fit no core
+    are the `violations`, reported, not refused: the mapping that would place them is not public)."""
+    spec = SYSTEMS[system]
+    if resources["chips"] > spec.chips:
+        raise UserError(f"--system {system}: the deployment needs {resources['cores']:,} cores ({resources['chips']:,} "
+                        f"chips of {spec.cores_per_chip}), more than the {spec.chips:,} chip(s) of {spec.name} "
+                        "(--system none skips this check).")
