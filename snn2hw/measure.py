@@ -1,5 +1,6 @@
 """Run a backend on inputs and feed the activity it records to the energy counts (`snn2hw.energy`, which runs
 nothing), or build the graphs the analytic mode counts on; and the energy report of either."""
+import hashlib
 from functools import partial
 
 import numpy as np
@@ -69,7 +70,8 @@ def deployment_report(dep: Deployment, x: np.ndarray, backend: str, preset: Pres
     recorded_on = dep.compiled.fixed if backend == "folded" else deployed
     activity = record_activity(recorded_on, backend, x, batch_size, dep, lava_limits)
     return build_report(source, deployed, activity, preset, mode, system, arch=dep.arch,
-                        origin=str(dep.path), backend=backend, samples=len(x), tcja=dep.manifest["tcja"])
+                        origin=str(dep.path), source_sha256=dep.manifest["source"]["sha256"], backend=backend,
+                        samples=len(x), tcja=dep.manifest["tcja"])
 
 
 def analytic_report(arch: str, timesteps: int | None, firing_rate: str, preset: Preset, mode: str = "faithful",
@@ -94,4 +96,5 @@ def netx_report(net: NetxNetwork, x: np.ndarray, timesteps: int, preset: Preset,
         inputs = np.repeat(batch[None], timesteps, 0) if net.input_neurons else np.moveaxis(batch, 1, 0)
         activity.add({"input": inputs, **{k: np.moveaxis(t.s, 1, 0) for k, t in traces.items()}})
     return build_report(graph, graph, activity, preset, mode, system, arch=graph.arch, origin=str(net.path),
-                        backend="fixed", samples=len(x))
+                        source_sha256=hashlib.sha256(net.path.read_bytes()).hexdigest(), backend="fixed",
+                        samples=len(x))

@@ -3,6 +3,9 @@ documented differences where they do not), the GAC encoder and TCJA gates, the p
 Loihi 2 resources, presets, and the command's JSON and offline HTML."""
 import json
 import math
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from snn2hw.demo import demo_checkpoint
 from snn2hw.deployment import load_deployment
 from snn2hw.energy import (RateActivity, RecordedActivity, build_report, fanout_map, faithful_counts, load_preset,
                            loihi_resources, paper_flops, paper_report)
+from snn2hw.energy.render import render_html
 from snn2hw.errors import UserError
 from snn2hw.export import export_deployment
 from snn2hw.hardware_sims.runner import run_fixed
@@ -229,6 +233,30 @@ def test_energy_command_on_a_deployment_directory(gac_demo, tmp_path):
         _energy(dep.path)
     with pytest.raises(UserError, match="are for the analytic mode"):
         _energy(dep.path, "--input", tmp_path / "x.npy", "--firing-rate", "0.1")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_html_report_renders_in_headless_chromium_with_one_unit_per_table(gac_demo, tmp_path):
+    """The HTML report in a real browser: the page renders its plots (the screenshot holds a lot of non-white
+    pixels), its tables name one unit each, and it says which snn2hw, when, and which source it describes."""
+    from PIL import Image
+
+    dep, x = gac_demo
+    report = deployment_report(dep, x[:4], "fixed", load_preset("loihi2"))
+    page = render_html(report)
+    (tmp_path / "r.html").write_text(page)
+    assert page.count("data:image/png;base64,") == 3  # the parts, the layers (host and chip panels), the rates
+    assert re.findall(r"<th>energy \((mJ|µJ|nJ|pJ)\)</th>", page) and report["snn2hw_version"] in page
+    assert dep.manifest["source"]["sha256"] in page and "chip static" in page
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                    "--window-size=1280,3000", f"--screenshot={tmp_path / 'r.png'}", (tmp_path / "r.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(tmp_path / "r.png").convert("L"))
+    assert pixels.shape == (3000, 1280) and (pixels < 200).mean() > 0.05  # text, tables and plots, not a blank page
 
 
 def test_tcja_demo_gates_on_host_and_graded_inputs_as_macs(tcja_demo):

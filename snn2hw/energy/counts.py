@@ -78,6 +78,8 @@ CATEGORIES = {
     "host-chip transfers": "Left out by the paper (it has no chip). Every step, each cut moves a frame of values: "
                            "1 bit per spike, 24 bits per graded payload or injected current, 32 bits per accumulation "
                            "read back.",
+    "chip static power": "Left out by the paper (it has no chip). Loihi 2's static power, per chip the deployment "
+                         "occupies, over the time the chip takes for the sample (time per step x T).",
 }
 
 

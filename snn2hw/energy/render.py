@@ -19,6 +19,34 @@ def fmt_energy(mj: float) -> str:
     return "0" if mj == 0 else f"{mj / 1e-9:.3g} pJ"
 
 
+def energy_unit(values_mj) -> tuple[str, float]:
+    """The one unit a table shows its energies in: the largest that keeps the table's largest value at least 1."""
+    top = max((abs(v) for v in values_mj), default=0.0)
+    for unit, scale in (("mJ", 1.0), ("µJ", 1e-3), ("nJ", 1e-6)):
+        if top >= scale:
+            return unit, scale
+    return "pJ", 1e-9
+
+
+def fmt_in(mj: float, scale: float) -> str:
+    """An energy in a table's unit (`energy_unit`): three decimals, or three significant digits below 0.001."""
+    value = mj / scale
+    return "0" if value == 0 else f"{value:,.3f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+
+
+PART_COLOURS = {"host compute": "#d95f02", "chip dynamic": "#1b9e77", "host↔chip transfers": "#7570b3",
+                "chip static": "#666666", "total (faithful)": "#000000", "paper convention": "#999999"}
+
+
+def totals(report: dict) -> list[tuple[str, float]]:
+    """(part, mJ per sample) of the faithful total: host compute, chip dynamic, host↔chip transfers, static."""
+    faithful = report["modes"]["faithful"]
+    return [("host compute", faithful["host_mj"]), ("chip dynamic", faithful["chip_mj"]),
+            ("host↔chip transfers", faithful["transfer_mj"]), ("chip static", faithful.get("static_mj", 0.0)),
+            ("total (faithful)", faithful["total_energy_mj"]), ("paper convention", report["modes"]["paper"]
+                                                                  ["total_energy_mj"])]
+
+
 def fmt_count(value: float) -> str:
     if value == 0:
         return "-"
@@ -47,31 +75,44 @@ def _table(title: str, columns: list[str]) -> Table:
     return table
 
 
+def totals_table(report: dict) -> Table:
+    unit, scale = energy_unit(v for _, v in totals(report))
+    table = _table("energy per sample", ["part", f"energy ({unit})"])
+    for part, mj in totals(report):
+        table.add_row(part, fmt_in(mj, scale))
+    return table
+
+
 def comparison_table(report: dict) -> Table:
-    table = _table("paper vs faithful, row by row (per sample)", ["row", "paper", "faithful", "why"])
+    unit, scale = energy_unit(v for r in report["comparison"] for v in (r["paper_mj"], r["faithful_mj"]))
+    table = _table("paper vs faithful, row by row (per sample)", ["row", f"paper ({unit})", f"faithful ({unit})",
+                                                                  "why"])
     for row in report["comparison"]:
-        table.add_row(row["row"], fmt_energy(row["paper_mj"]), fmt_energy(row["faithful_mj"]), row["why"])
+        table.add_row(row["row"], fmt_in(row["paper_mj"], scale), fmt_in(row["faithful_mj"], scale), row["why"])
     return table
 
 
 def layer_table(report: dict) -> Table:
     mode = report["mode"]
+    rows = [r for r in report["layers"] if r["counted"] and r["energy_mj"] > 0]
+    unit, scale = energy_unit(r["energy_mj"] for r in rows)
     table = _table(f"{mode} mode per layer (per sample; totals over T)",
-                   ["layer", "segment", "op", "MACs", "ACs", "neuron updates", "spikes", "energy"])
-    for row in report["layers"]:
-        if row["counted"] and row["energy_mj"] > 0:
-            table.add_row(row["name"], row["segment"] or row["placement"], row["op"], fmt_count(row["macs"]),
-                          fmt_count(row["acs"]), fmt_count(row["neuron_updates"]), fmt_count(row["spikes"]),
-                          fmt_energy(row["energy_mj"]))
+                   ["layer", "segment", "op", "MACs", "ACs", "neuron updates", "spikes", f"energy ({unit})"])
+    for row in rows:
+        table.add_row(row["name"], row["segment"] or row["placement"], row["op"], fmt_count(row["macs"]),
+                      fmt_count(row["acs"]), fmt_count(row["neuron_updates"]), fmt_count(row["spikes"]),
+                      fmt_in(row["energy_mj"], scale))
     return table
 
 
 def cut_table(report: dict) -> Table:
+    cuts = report["modes"]["faithful"]["cuts"]
+    unit, scale = energy_unit(c["energy_mj"] for c in cuts)
     table = _table("host↔chip transfers (faithful)", ["tensor", "to", "direction", "kind", "values / step",
-                                                      "bits / value", "energy"])
-    for cut in report["modes"]["faithful"]["cuts"]:
+                                                      "bits / value", f"energy ({unit})"])
+    for cut in cuts:
         table.add_row(cut["tensor"], cut["to"], cut["direction"], cut["kind"], f"{cut['values_per_step']:,}",
-                      str(cut["bits_per_value"]), fmt_energy(cut["energy_mj"]))
+                      str(cut["bits_per_value"]), fmt_in(cut["energy_mj"], scale))
     return table
 
 
@@ -111,6 +152,7 @@ def not_measured(report: dict) -> list[str]:
 
 def print_report(report: dict, console: Console) -> None:
     console.print(headline(report), soft_wrap=True)
+    console.print(totals_table(report))
     console.print(comparison_table(report))
     console.print(layer_table(report))
     if report["modes"]["faithful"]["cuts"]:
@@ -145,20 +187,29 @@ def _png(fig) -> str:
 
 
 def _layer_energy_plot(report: dict) -> str:
-    """Faithful energy per layer, split into MAC, AC, neuron-update and spike energy (stacked bars)."""
+    """Faithful energy per layer, split into MAC, AC, neuron-update and spike energy (stacked bars), host and chip
+    layers in panels of their own, each on its own scale: the chip's µJ stay visible beside the host's mJ."""
     plt = _pyplot()
-    rows = [r for r in report["modes"]["faithful"]["layers"] if r["energy_mj"] > 0]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.5))
-    left = [0.0] * len(rows)
-    for op, colour in (("mac", "#d95f02"), ("ac", "#1b9e77"), ("neuron_update", "#7570b3"), ("spike", "#e7298a")):
-        widths = [r["energy_split_mj"][op] for r in rows]
-        ax.barh(range(len(rows)), widths, left=left, color=colour, label=op.replace("_", " "))
-        left = [a + b for a, b in zip(left, widths)]
-    ax.set_yticks(range(len(rows)), [f"{r['name']} ({r['placement']})" for r in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("energy per sample (mJ)")
-    ax.set_title("faithful energy per layer")
-    ax.legend(fontsize=8)
+    panels = [(p, [r for r in report["modes"]["faithful"]["layers"] if r["energy_mj"] > 0 and r["placement"] == p])
+              for p in ("host", "chip")]
+    panels = [(p, rows) for p, rows in panels if rows]
+    heights = [0.28 * len(rows) + 1.0 for _, rows in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, sum(heights) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (placement, rows) in zip(axes[:, 0], panels):
+        unit, scale = energy_unit(r["energy_mj"] for r in rows)
+        left = [0.0] * len(rows)
+        for op, colour in (("mac", "#d95f02"), ("ac", "#1b9e77"), ("neuron_update", "#7570b3"),
+                           ("spike", "#e7298a")):
+            widths = [r["energy_split_mj"][op] / scale for r in rows]
+            ax.barh(range(len(rows)), widths, left=left, color=colour, label=op.replace("_", " "))
+            left = [a + b for a, b in zip(left, widths)]
+        ax.set_yticks(range(len(rows)), [r["name"] for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"energy per sample ({unit})")
+        ax.set_title(f"faithful energy per {placement} layer")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -177,18 +228,21 @@ def _firing_rate_plot(report: dict) -> str:
 
 
 def _share_plot(report: dict) -> str:
-    """Host compute, chip compute and host↔chip transfers in the faithful total, beside the paper's total."""
+    """The parts of the faithful total (`totals`) and the paper's total, on a log scale with their values written on
+    the bars: a part a thousand times smaller than the GAC encoder still shows."""
     plt = _pyplot()
-    faithful, paper = report["modes"]["faithful"], report["modes"]["paper"]
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    bottom = 0.0
-    for key, colour in (("host_mj", "#d95f02"), ("chip_mj", "#1b9e77"), ("transfer_mj", "#7570b3")):
-        ax.bar(["faithful"], [faithful[key]], bottom=bottom, color=colour, label=key[:-3])
-        bottom += faithful[key]
-    ax.bar(["paper"], [paper["total_energy_mj"]], color="#999999", label="paper total")
-    ax.set_ylabel("energy per sample (mJ)")
-    ax.set_title("host vs chip share")
-    ax.legend(fontsize=8)
+    parts = [(k, v) for k, v in totals(report) if v > 0]
+    unit, scale = energy_unit(v for _, v in parts)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(parts) + 1.2))
+    values = [v / scale for _, v in parts]
+    ax.barh(range(len(parts)), values, color=[PART_COLOURS[k] for k, _ in parts])
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:,.3g} {unit}", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(parts)), [k for k, _ in parts], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"energy per sample ({unit}, log scale)")
+    ax.set_title("where the energy goes")
     return _png(fig)
 
 
@@ -198,30 +252,43 @@ def _html_table(columns: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _layer_rows(mode: dict) -> list[list]:
-    return [[r["name"], r["segment"] or r["placement"], r["op"], r["category"], fmt_count(r["macs"]),
-             fmt_count(r["acs"]), fmt_count(r["neuron_updates"]), fmt_count(r["spikes"]), fmt_energy(r["energy_mj"]),
-             r["note"]] for r in mode["layers"]]
+def _layer_section(title: str, mode: dict) -> str:
+    unit, scale = energy_unit(r["energy_mj"] for r in mode["layers"])
+    columns = ["layer", "segment", "op", "row", "MACs", "ACs", "neuron updates", "spikes", f"energy ({unit})", "note"]
+    return f"<h2>{html.escape(title)}</h2>" + _html_table(columns, [
+        [r["name"], r["segment"] or r["placement"], r["op"], r["category"], fmt_count(r["macs"]), fmt_count(r["acs"]),
+         fmt_count(r["neuron_updates"]), fmt_count(r["spikes"]), fmt_in(r["energy_mj"], scale), r["note"]]
+        for r in mode["layers"]])
 
 
 def render_html(report: dict) -> str:
-    columns = ["layer", "segment", "op", "row", "MACs", "ACs", "neuron updates", "spikes", "energy", "note"]
     res = report["loihi2"]
+    cuts = report["modes"]["faithful"]["cuts"]
+    total_unit, total_scale = energy_unit(v for _, v in totals(report))
+    row_unit, row_scale = energy_unit(v for r in report["comparison"] for v in (r["paper_mj"], r["faithful_mj"]))
+    cut_unit, cut_scale = energy_unit(c["energy_mj"] for c in cuts)
+    source = report.get("source_sha256")
     sections = [
         f"<h1>snn2hw energy report: {html.escape(report['arch'])}</h1>",
-        f"<p>{html.escape(headline(report))}. {html.escape(report['units'])}.</p>",
+        f"<p>{html.escape(headline(report))}. Energies per sample (one inference), each table in the unit its "
+        "header names (the JSON holds mJ).</p>",
+        f"<p class=\"meta\">snn2hw {html.escape(report['snn2hw_version'])}, {html.escape(report['created'])}; "
+        f"source {html.escape(report.get('origin', ''))}"
+        + (f" (sha256 <code>{html.escape(source)}</code>)" if source else "") + "</p>",
+        "<h2>Energy per sample</h2>",
+        _html_table(["part", f"energy ({total_unit})"], [[k, fmt_in(v, total_scale)] for k, v in totals(report)]),
+        _share_plot(report),
         "<h2>Paper vs faithful, row by row</h2>",
-        _html_table(["row", "paper", "faithful", "why they differ"],
-                    [[r["row"], fmt_energy(r["paper_mj"]), fmt_energy(r["faithful_mj"]), r["why"]]
+        _html_table(["row", f"paper ({row_unit})", f"faithful ({row_unit})", "why they differ"],
+                    [[r["row"], fmt_in(r["paper_mj"], row_scale), fmt_in(r["faithful_mj"], row_scale), r["why"]]
                      for r in report["comparison"]]),
-        "<h2>Plots</h2>", _share_plot(report), _layer_energy_plot(report), _firing_rate_plot(report),
-        "<h2>Faithful mode per layer (totals over T)</h2>",
-        _html_table(columns, _layer_rows(report["modes"]["faithful"])),
+        "<h2>Per layer and per step</h2>", _layer_energy_plot(report), _firing_rate_plot(report),
+        _layer_section("Faithful mode per layer (totals over T)", report["modes"]["faithful"]),
         "<h2>Host↔chip transfers</h2>",
-        _html_table(["tensor", "to", "direction", "kind", "values / step", "bits / value", "energy"],
+        _html_table(["tensor", "to", "direction", "kind", "values / step", "bits / value", f"energy ({cut_unit})"],
                     [[c["tensor"], c["to"], c["direction"], c["kind"], c["values_per_step"], c["bits_per_value"],
-                      fmt_energy(c["energy_mj"])] for c in report["modes"]["faithful"]["cuts"]]),
-        "<h2>Paper mode per layer</h2>", _html_table(columns, _layer_rows(report["modes"]["paper"])),
+                      fmt_in(c["energy_mj"], cut_scale)] for c in cuts]),
+        _layer_section("Paper mode per layer", report["modes"]["paper"]),
         f"<h2>Loihi 2: {html.escape(resource_summary(res))}</h2>",
         _html_table(["layer", "neurons", "synapses", "stored weights", "conv kernel weights", "dense fan-in",
                      "max fan-in", "neurons / core", "cores", "bound by"],
@@ -243,7 +310,8 @@ def render_html(report: dict) -> str:
                         report["preset_costs"]["transfer_pj_per_bit"]["source"]]]),
     ]
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;vertical-align:top}.bad{color:#b00}")
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;vertical-align:top}.bad{color:#b00}"
+             ".meta{color:#555;font-size:12px}")
     title = f"snn2hw energy: {html.escape(report['arch'])}"
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{style}</style></head>"
             f"<body>{''.join(sections)}</body></html>")

@@ -1,12 +1,13 @@
 """The energy report: both modes priced by a preset, per layer, per segment and host/chip/transfer totals, their
 comparison row by row, firing rates and the Loihi 2 resource estimate (a JSON-ready dict); and the firing rates
 of the analytic mode (`parse_rates`)."""
+import datetime
 import json
 from pathlib import Path
 
 import numpy as np
 
-from .. import ir
+from .. import __version__, ir
 from ..errors import UserError
 from .counts import CATEGORIES, MODES, Count, faithful_counts, layer_rates, paper_counts, transfers
 from .presets import Preset, chip_model
@@ -49,6 +50,8 @@ def comparison(paper: dict, faithful: dict) -> list[dict]:
     def per_category(mode, category):
         if category == "host-chip transfers":
             return mode["transfer_mj"]
+        if category == "chip static power":
+            return mode.get("static_mj", 0.0)
         return sum(r["energy_mj"] for r in mode["layers"] if r["category"] == category)
     return [{"row": c, "paper_mj": per_category(paper, c), "faithful_mj": per_category(faithful, c), "why": why}
             for c, why in CATEGORIES.items()]
@@ -80,7 +83,9 @@ def build_report(source: ir.Graph, deployed: ir.Graph, activity, preset: Preset,
     faithful["total_energy_mj"] += loihi2["static_mj"]
     paper = paper_report(source, rates, preset)
     chosen = faithful if mode == "faithful" else paper
-    return {**context, "timesteps": timesteps, "mode": mode, "preset": preset.name,
+    return {**context, "snn2hw_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "timesteps": timesteps, "mode": mode, "preset": preset.name,
             "total_energy_mj": chosen["total_energy_mj"], "layers": chosen["layers"],
             "modes": {"paper": paper, "faithful": faithful}, "comparison": comparison(paper, faithful),
             "firing_rate": {n: [float(v) for v in r] for n, r in rates.items()},
