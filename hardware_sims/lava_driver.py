@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .netx_sim import BlockTrace
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LAVA_PYTHON = REPO / ".venv-lava" / "bin" / "python"
@@ -134,6 +135,38 @@ def _stop_group(proc: subprocess.Popen, clean_exit: bool) -> None:
     proc.wait()
 
 
+def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_limit_bytes: int | None) -> None:
+    """Run a Lava-side script on WORKDIR in the Lava environment, in a session of its own that is killed whole when
+    it ends, fails or runs out of `timeout` s. Raises LavaError naming `what` (with the end of its stderr) if it
+    fails, is killed, runs out of memory or time."""
+    python = lava_python()
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
+    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+        # -I: isolated mode, so neither the user's site-packages nor the script's folder shadow Lava's modules.
+        proc = subprocess.Popen([str(python), "-I", str(script), str(workdir)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
+    status = None
+    try:
+        status = _wait(proc, timeout)
+    finally:
+        _stop_group(proc, clean_exit=status is not None and status.si_code == os.CLD_EXITED
+                    and status.si_status == 0)
+    limit = f"{memory_limit_bytes / 2 ** 20:g} MiB per process" if memory_limit_bytes else None
+    if status is None:
+        # Seen with lava-nc 0.10: a Lava process that cannot allocate mid-run dies silently and the others wait.
+        maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
+            if limit else ""
+        raise LavaError(f"{what}: the Lava run did not finish within {timeout:g} s and was stopped (all its "
+                        f"processes killed){maybe}. Last lines of its stderr:\n{_stderr_tail(workdir / 'stderr.txt')}")
+    if proc.returncode != 0:
+        tail = _stderr_tail(workdir / "stderr.txt")
+        how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"failed (exit code {proc.returncode})")
+        if limit and OUT_OF_MEMORY.search((workdir / "stderr.txt").read_text(errors="replace")):
+            how = f"ran out of memory (limit {limit})"
+        raise LavaError(f"{what}: the Lava run {how}. Last lines of its stderr:\n{tail}")
+
+
 def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
                            probe: list[str] | None = None, timeout: float = 600.0,
                            memory_limit_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
@@ -148,7 +181,6 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
         raise LavaError(f"chip segment {name} has no spiking layer {', '.join(unknown)} "
                         f"(it has {', '.join(spec['spiking_layers'])}).")
     batch_first, samples = _batch_first_inputs(spec, inputs)
-    python, runner = lava_python(), runner_path()
     start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix=f"snn2hw-lava-{name}-"))
     try:
@@ -157,32 +189,7 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
         np.savez(workdir / "inputs.npz", **batch_first)
         (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
                                                           "memory_limit_bytes": memory_limit_bytes}))
-        env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
-        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
-            # -I: isolated mode, so neither the user's site-packages nor the runner's folder shadow Lava's modules.
-            proc = subprocess.Popen([str(python), "-I", str(runner), str(workdir)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
-        status = None
-        try:
-            status = _wait(proc, timeout)
-        finally:
-            _stop_group(proc, clean_exit=status is not None and status.si_code == os.CLD_EXITED
-                        and status.si_status == 0)
-        limit = f"{memory_limit_bytes / 2 ** 20:g} MiB per process" if memory_limit_bytes else None
-        if status is None:
-            # Seen with lava-nc 0.10: a Lava process that cannot allocate mid-run dies silently and the others wait.
-            maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
-                if limit else ""
-            raise LavaError(f"chip segment {name}: the Lava run did not finish within {timeout:g} s and was stopped "
-                            f"(all its processes killed){maybe}. Last lines of its stderr:\n"
-                            f"{_stderr_tail(workdir / 'stderr.txt')}")
-        if proc.returncode != 0:
-            tail = _stderr_tail(workdir / "stderr.txt")
-            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                   else f"failed (exit code {proc.returncode})")
-            if limit and OUT_OF_MEMORY.search((workdir / "stderr.txt").read_text(errors="replace")):
-                how = f"ran out of memory (limit {limit})"
-            raise LavaError(f"chip segment {name}: the Lava run {how}. Last lines of its stderr:\n{tail}")
+        _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes)
         try:
             stats = json.loads((workdir / "result.json").read_text())
             with np.load(workdir / "result.npz", allow_pickle=False) as f:
@@ -217,3 +224,42 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     `timeout` seconds, Lava's start-up (~1-3 s) included; its whole process tree is then killed.
     """
     return run_chip_segment_timed(spec, arrays, inputs, probe, timeout, memory_limit_bytes)[0]
+
+
+def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool = False,
+                     limits: LavaLimits = LavaLimits()) -> dict[str, BlockTrace]:
+    """A `.net` (`netx_import.NetxNetwork`) as netx itself loads it, on Lava's CPU backend: the same inputs and
+    results as `netx_sim.run_netx` (`x` `[N, C, H, W]` bias of the input neurons, or `[N, T, ...]` spikes; each
+    sample a fresh network of `timesteps` steps), run by `lava_netx_runner.py` in the Lava environment."""
+    attrs = network.attributes
+    if network.input_neurons:
+        lava_x = np.stack([sample.transpose(*reversed(range(sample.ndim))) for sample in x])
+    else:  # (T, C, H, W) → (W, H, C, T)
+        lava_x = np.stack([np.moveaxis(sample, 0, -1).transpose(*reversed(range(sample.ndim - 1)), -1)
+                           for sample in x])
+    workdir = Path(tempfile.mkdtemp(prefix="snn2hw-lava-netx-"))
+    try:
+        (workdir / "request.json").write_text(json.dumps({
+            "net": str(Path(network.path).resolve()), "steps": timesteps, "samples": len(x),
+            "input_neurons": network.input_neurons, "record_states": record_states,
+            "input_message_bits": int(attrs.get("input_message_bits", 0)),
+            "reset_offset": int(attrs.get("reset_offset", 0)), "memory_limit_bytes": limits.memory_bytes}))
+        np.savez(workdir / "inputs.npz", x=lava_x.astype(np.int64))
+        _run_script(Path(__file__).with_name("lava_netx_runner.py"), workdir, str(network.path), limits.timeout_s,
+                    limits.memory_bytes)
+        try:
+            with np.load(workdir / "result.npz", allow_pickle=False) as f:
+                raw = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise LavaError(f"{network.path}: the Lava run left no readable result ({e}).") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def ours(value, block):  # [N, T, X, Y, Z] or [N, T, F] → [N, T, C, H, W] or [N, T, F]
+        value = value.reshape(len(x), timesteps, *reversed(block.shape))
+        return value.transpose(0, 1, *range(value.ndim - 1, 1, -1)).astype(np.int64)
+    traces = {}
+    for j, block in enumerate(network.blocks):
+        states = {var: ours(raw[f"{j}/{var}"], block) for var in ("u", "v") if f"{j}/{var}" in raw}
+        traces[block.name] = BlockTrace(ours(raw[f"{j}/s_out"], block).astype(bool), **states)
+    return traces

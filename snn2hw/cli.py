@@ -26,7 +26,7 @@ from .energy.render import print_report, write_html
 from .errors import UserError
 from .export import export_deployment
 from .files import atomic_path, write_text_atomic
-from .hardware_sims.lava_driver import LavaLimits
+from .hardware_sims.lava_driver import LavaLimits, run_netx_on_lava
 from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report, netx_report
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
@@ -159,15 +159,19 @@ def _netx_inputs(net, input: Path, timesteps: int, samples: int | None) -> np.nd
 
 
 def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: str, timesteps: int | None,
-                   record_states: bool, samples: int | None) -> None:
-    """A lava-dl `.net` in fixed point, step by step as netx runs it on Lava and Loihi 2."""
+                   record_states: bool, samples: int | None, lava_limits: LavaLimits) -> None:
+    """A lava-dl `.net` step by step as netx runs it on Lava and Loihi 2: in snn2hw's fixed point, or by netx itself
+    on Lava's CPU backend."""
     net = read_netx(path)
-    if backend != "fixed":
-        raise UserError(f"--backend {backend!r} does not run a .net yet; use --backend fixed.")
+    if backend not in ("fixed", "lava"):
+        raise UserError(f"--backend {backend!r} does not run a .net; use fixed or lava (netx's own loader on "
+                        "Lava's CPU backend).")
     if input is None or save is None or timesteps is None:
         raise UserError(f"simulate {path} needs --input, --save and --timesteps (a .net stores no T).")
     x = _netx_inputs(net, input, timesteps, samples)
-    traces = run_netx(net, x, timesteps, record_states)
+    with out.status(f"{path.name}: {len(x)} samples on {backend}"):
+        traces = run_netx(net, x, timesteps, record_states) if backend == "fixed" else \
+            run_netx_on_lava(net, x, timesteps, record_states, lava_limits)
     counts = {k: t.s.reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
     arrays = {"output": traces[net.blocks[-1].name].s, **{f"spike_counts/{k}": c for k, c in counts.items()}}
     if record_states:
@@ -175,7 +179,8 @@ def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: s
             arrays.update({f"{key}/{k}": getattr(t, key) for k, t in traces.items()})
         arrays.update({f"spikes/{k}": t.s for k, t in traces.items()})
     _save_npz(save, arrays)
-    out.print(spike_table(f"{path.name} on {input.name} ({len(x)} samples, {timesteps} steps each, fixed point)",
+    where = "fixed point" if backend == "fixed" else "netx on Lava"
+    out.print(spike_table(f"{path.name} on {input.name} ({len(x)} samples, {timesteps} steps each, {where})",
                           counts))
     out.print(f"saved {save}")
 
@@ -187,7 +192,7 @@ def simulate(checkpoint: Path,
              arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
              backend: Optional[str] = typer.Option(None, "--backend", help="torch (float model; the default), "
                                                    "folded (BN folded, neurons normalised) or fixed (Loihi fixed "
-                                                   "point; the default and only one for a .net)."),
+                                                   "point; the default for a .net, which also runs on lava: netx on Lava)."),
              calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                          "fixed-point scales; default: the first 256 inputs."),
              tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
@@ -207,7 +212,8 @@ def simulate(checkpoint: Path,
     """Run a checkpoint, a deployment directory or a lava-dl .net on inputs and save `output` and
     `spike_counts/<layer>` ([N, T]); or, with --ladder, compare float → folded → fixed point on a data set."""
     if checkpoint.suffix == ".net":
-        _simulate_netx(checkpoint, input, save, backend or "fixed", timesteps, record_states, samples)
+        _simulate_netx(checkpoint, input, save, backend or "fixed", timesteps, record_states, samples,
+                       _lava_limits(timeout, memory_limit))
         return
     backend = backend or "torch"
     deployed = checkpoint.is_dir()

@@ -2,7 +2,6 @@
 (`hardware_sims.netx_sim`): a PilotNet-shaped network with input neurons driven by their bias, as lava-dl's Loihi 2
 hardware test drives it, checked state for state against netx on Lava; the CLI; one-sentence refusals."""
 import json
-import subprocess
 
 import h5py
 import numpy as np
@@ -20,15 +19,17 @@ def _neuron(group, vth=25, du=4095, dv=1024):
     n["iDecay"], n["vDecay"], n["vThMant"], n["refDelay"] = du + 1, dv, vth, 1
 
 
-def _write_pilotnet_like(path, seed=0, extra=None):
-    """input neurons (3, 10, 12) → conv 3x3 stride 2 → conv 3x3 → flatten → dense 40 → dense 1 (a readout that
-    never fires), random integer weights and biases, in slayer's export_hdf5 layout."""
+def _write_pilotnet_like(path, seed=0, extra=None, input_neurons=True):
+    """input neurons (3, 10, 12) (or an input without neurons: spikes into the first conv) → conv 3x3 stride 2 →
+    conv 3x3 → flatten → dense 40 → dense 1 (a readout that never fires), random integer weights and biases, in
+    slayer's export_hdf5 layout."""
     rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as f:
         layers = f.create_group("layer")
         g = layers.create_group("0")
         g["type"], g["shape"], g["bias"], g["weight"] = np.array([b"input"]), [3, 10, 12], 36.0, 40.0
-        _neuron(g)
+        if input_neurons:
+            _neuron(g)
         for i, (c_in, c_out, shape, stride) in enumerate([(3, 8, [8, 4, 5], [2, 2]), (8, 8, [8, 2, 3], [1, 1])], 1):
             g = layers.create_group(str(i))
             g["type"], g["shape"] = np.array([b"conv"]), shape
@@ -49,55 +50,30 @@ def _write_pilotnet_like(path, seed=0, extra=None):
     return path
 
 
-LAVA_SCRIPT = r"""
-import json, sys
-import numpy as np
-from lava.lib.dl import netx
-from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.proc.monitor.process import Monitor
-job = json.load(open(sys.argv[1]))
-net = netx.hdf5.Network(net_config=job["net"], reset_interval=job["steps"])
-net.in_layer.neuron.bias_mant.init = np.load(job["bias"])
-monitors = []
-for layer in net.layers:
-    for var in ("u", "v", "s_out"):
-        m = Monitor()
-        m.probe(getattr(layer.neuron, var), job["steps"])
-        monitors.append((var, m))
-net.run(condition=RunSteps(num_steps=job["steps"]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-out = {}
-for j, (var, m) in enumerate(monitors):
-    data = m.get_data()
-    out[f"{j // 3}/{var}"] = np.asarray(next(iter(data.values()))[var])
-net.stop()
-np.savez(sys.argv[2], **out)
-"""
-
-
 @pytest.mark.lava
-def test_input_neuron_network_equals_netx_on_lava_state_for_state(tmp_path, lava_python):
-    """Bias-driven input neurons (lava-dl's PilotNet hardware test drives them so), convs, a flatten, denses and a
-    readout that never fires: u, v and spikes of every block after every step, the steps before a block's first
-    input and its LIFReset included, equal to netx's own loading of the file on Lava's CPU backend."""
-    path = _write_pilotnet_like(tmp_path / "net.net")
-    net = read_netx(path)
-    bias = np.random.default_rng(1).integers(1, 60, (1, 3, 10, 12))
-    traces = run_netx(net, bias, T, record_states=True)
-    np.save(tmp_path / "bias.npy", bias[0].transpose(2, 1, 0))  # Lava's (X, Y, Z) = (W, H, C)
-    (tmp_path / "job.json").write_text(json.dumps({"net": str(path), "bias": str(tmp_path / "bias.npy"), "steps": T}))
-    (tmp_path / "run.py").write_text(LAVA_SCRIPT)
-    res = subprocess.run([str(lava_python), str(tmp_path / "run.py"), str(tmp_path / "job.json"),
-                          str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    with np.load(tmp_path / "out.npz") as lava:
-        for j, block in enumerate(net.blocks):
-            trace = traces[block.name]
-            for var, ours in (("u", trace.u), ("v", trace.v), ("s_out", trace.s)):
-                got = lava[f"{j}/{var}"]  # (steps, X, Y, Z) or (steps, F) → [steps, C, H, W]
-                got = got.reshape(T, *reversed(block.shape)).transpose(0, *range(got.ndim - 1, 0, -1))
-                assert np.array_equal(ours[0].astype(np.int64), got.astype(np.int64)), (block.name, var)
-    assert all(traces[b.name].s.any() for b in net.blocks[:-1])  # every spiking block fires: the check says something
+@pytest.mark.parametrize("input_neurons", [True, False], ids=["bias-driven-input-neurons", "spike-input"])
+def test_fixed_point_equals_netx_on_lava_state_for_state(tmp_path, run_cli, lava_python, input_neurons):
+    """Bias-driven input neurons (lava-dl's PilotNet hardware test drives them so) or spikes into the first
+    synapse, convs, a flatten, denses and a readout that never fires: `simulate --backend lava` (netx's own loading
+    of the file on Lava's CPU backend, a fresh network per sample) saves u, v and spikes of every block after every
+    step, the steps before a block's first input and its LIFReset included, equal to the fixed-point simulator's."""
+    path = _write_pilotnet_like(tmp_path / "net.net", input_neurons=input_neurons)
+    rng = np.random.default_rng(1)
+    x = rng.integers(1, 60, (2, 3, 10, 12)) if input_neurons else rng.random((2, T, 3, 10, 12)) < 0.3
+    np.save(tmp_path / "x.npy", x.astype(np.int64))
+    saved = {}
+    for backend in ("fixed", "lava"):
+        res = run_cli("simulate", path, "--backend", backend, "--timesteps", T, "--input", tmp_path / "x.npy",
+                      "--record-states", "--save", tmp_path / f"{backend}.npz")
+        assert res.returncode == 0, res.stderr[-3000:]
+        with np.load(tmp_path / f"{backend}.npz") as f:
+            saved[backend] = {k: f[k] for k in f.files}
+    blocks = 5 if input_neurons else 4  # output, and spike counts, u, v and spikes of every block
+    assert saved["fixed"].keys() == saved["lava"].keys() and len(saved["fixed"]) == 1 + 4 * blocks
+    for key, ours in saved["fixed"].items():
+        assert np.array_equal(ours.astype(np.int64), saved["lava"][key].astype(np.int64)), key
+    spikes = [k for k in saved["fixed"] if k.startswith("spikes/")]
+    assert all(saved["fixed"][k].any() for k in spikes[:-1])  # every spiking block fires: the check says something
 
 
 def test_cli_simulates_a_net_file_and_records_states(tmp_path, run_cli):

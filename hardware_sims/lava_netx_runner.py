@@ -1,0 +1,92 @@
+"""Run a lava-dl `.net` with netx's own loader on Lava's CPU backend (`Loihi2SimCfg(select_tag="fixed_pt")`); runs
+INSIDE the Lava env, as `lava_runner.py` does (same conventions: files only, one line `lava_netx_runner: <error>` at
+the end of stderr on failure, the memory limit and the watch over Lava's processes are `lava_runner`'s).
+
+    python hardware_sims/lava_netx_runner.py WORKDIR
+
+WORKDIR holds, written by `lava_driver.run_netx_on_lava`:
+
+    request.json   {"net": path, "steps": T, "samples": N, "input_neurons": bool, "record_states": bool,
+                    "input_message_bits": int, "reset_offset": int, "memory_limit_bytes": bytes or null}
+    inputs.npz     `x`: per sample, the input neurons' bias (X, Y, Z) or the spikes `net.inp` receives (X, Y, Z, T),
+                   in Lava's layout
+
+and gets back `result.npz`: `<block index>/<s_out|u|v>` `[N, T, *Lava shape]` per block of the network, after every
+step, as Lava reports them.
+
+Each sample is a fresh `netx.hdf5.Network(net_config, reset_interval=T, reset_offset, input_message_bits)` run for T
+steps, so it starts from reset state and its bias is its own: the input neurons' `bias_mant` is set before the run
+(lava-dl's Loihi 2 hardware test drives PilotNet so), or a source `RingBuffer` feeds `net.inp`. The values are read by
+one `Monitor` per block and variable (Lava sends them element by element: slow for large networks, fine for checks).
+"""
+import importlib.util
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+from lava.lib.dl import netx
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.io.source import RingBuffer as Source
+from lava.proc.monitor.process import Monitor
+
+
+def _load_lava_runner():
+    """`lava_runner` from next to this file (its memory limit and process watch), without the snn2hw package."""
+    path = Path(__file__).with_name("lava_runner.py")
+    spec = importlib.util.spec_from_file_location("snn2hw_lava_runner", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lava_runner = _load_lava_runner()
+
+
+def run_sample(request: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    steps = int(request["steps"])
+    net = netx.hdf5.Network(net_config=request["net"], reset_interval=steps,
+                            reset_offset=int(request["reset_offset"]),
+                            input_message_bits=int(request["input_message_bits"]))
+    if request["input_neurons"]:
+        net.in_layer.neuron.bias_mant.init = x
+    else:
+        source = Source(data=x)
+        source.s_out.connect(net.inp)
+    variables = ("s_out", "u", "v") if request["record_states"] else ("s_out",)
+    monitors = []
+    for j, layer in enumerate(net.layers):
+        for var in variables:
+            monitor = Monitor()
+            monitor.probe(getattr(layer.neuron, var), steps)
+            monitors.append((f"{j}/{var}", var, monitor))
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    net.create_runtime(run_cfg=cfg)  # compiles, and forks Lava's processes
+    try:
+        with lava_runner.LavaProcessWatch(net.runtime):
+            net.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+            return {key: np.asarray(next(iter(m.get_data().values()))[var]) for key, var, m in monitors}
+    finally:
+        net.stop()
+
+
+def main(workdir: Path) -> None:
+    request = json.loads((workdir / "request.json").read_text())
+    if request.get("memory_limit_bytes"):
+        lava_runner._limit_address_space(int(request["memory_limit_bytes"]))
+    with np.load(workdir / "inputs.npz", allow_pickle=False) as f:
+        x = f["x"]
+    runs = [run_sample(request, sample) for sample in x]
+    np.savez(workdir / "result.npz", **{key: np.stack([r[key] for r in runs]) for key in runs[0]})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: lava_netx_runner.py WORKDIR")
+    try:
+        main(Path(sys.argv[1]))
+    except Exception as e:
+        traceback.print_exc()
+        sys.exit(f"lava_netx_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
