@@ -91,6 +91,10 @@ GRADED_MESSAGE_BITS = 24
 
 # --- lava-dl netx 0.6.0 (lava/lib/dl/netx/hdf5.py, get_neuron_params): the bias exponent of every CUBA neuron ---
 NETX_BIAS_EXP = 6
+# A dense layer's synaptic delays: netx clamps them to 0..62 (hdf5.py create_dense) and builds a DelayDense with
+# max_delay 62 (blocks/process.py Dense); Loihi 2 holds 6 delay bits (0..63, lava/proc/dense/models.py
+# PyDelayDenseModelBitAcc). A spike with delay d reaches the neuron d + 1 steps later.
+NETX_MAX_DELAY = 62
 
 # --- The chip segment spec (exporters/lava_spec.py): the file both simulators and the netx writer read ---
 CHIP_SPEC_FORMAT = 1

@@ -179,6 +179,29 @@ def dense_accumulate(w_eff: ArrayLike, s_in: ArrayLike, weight_exp: int = DEFAUL
     return wrap_signed(acc, DENSE_OUT_BITS)
 
 
+def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike, max_delay: int,
+                           weight_exp: int = DEFAULT_WEIGHT_EXP, num_message_bits: int = 0) -> np.ndarray:
+    """One step of ``PyDelayDenseModelBitAcc``'s accumulation per delay (lava/proc/dense/models.py, ``calc_act`` and
+    ``run_spk``), before it enters the synapse's buffer: ``[N, out, max_delay + 1]``, slot d the part that arrives
+    d + 1 steps later.
+
+    ``acc[n, o, d] = Σ_i [delays[o, i] == d] · w[o, i] · s[n, i]`` (binary: s = [s_in != 0]; graded: each product
+    in int32, as Lava multiplies int32 arrays), then shifted by ``weight_exp`` per slot, as Dense's whole sum is
+    (:func:`dense_accumulate`). The buffer Lava adds it to is int32: sums wrap at 32 bits when they are sent."""
+    w = wrap_signed(_as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS)
+    d = _as_int(delays, "delays")
+    s = _as_int(s_in, "s_in")
+    s = wrap_signed(s, INT32_BITS) if num_message_bits > 0 else (s != 0).astype(np.int64)
+    acc = np.zeros((len(s), w.shape[0], max_delay + 1), np.int64)
+    for delay in np.unique(d):
+        part = np.where(d == delay, w, 0)
+        if num_message_bits > 0:
+            acc[:, :, delay] = wrap_signed(part[None] * s[:, None, :], INT32_BITS).sum(-1)
+        else:
+            acc[:, :, delay] = _int_matmul(s, part.T)
+    return _shift(acc, int(weight_exp))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Conv
 # ---------------------------------------------------------------------------------------------------------------------

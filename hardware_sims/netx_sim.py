@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import loihi_numerics as num
-from .loihi_formats import A_IN_BITS
+from .loihi_formats import A_IN_BITS, NETX_MAX_DELAY
 
 
 @dataclass
@@ -25,15 +25,37 @@ class BlockTrace:
     v: np.ndarray | None = None
 
 
-def _synapse(block, message_bits: int):
-    """Block → its synapse as a function of what the block before sends `[N, ...]`: spikes, or graded values if
-    `message_bits` > 0 (Lava's Dense rewrites its weights once, at its first step: `effective_dense_weights`)."""
-    if block.op == "conv":
-        c = block.conv
-        return lambda s: num.conv_accumulate(block.weight, s, c["stride"], c["padding"], c["dilation"], c["groups"],
-                                             message_bits)
-    weight = num.effective_dense_weights(block.weight, block.num_weight_bits)  # Lava decides the sign mode
-    return lambda s: num.dense_accumulate(weight, s.reshape(len(s), -1), block.weight_exp, message_bits)
+class _Synapse:
+    """A block's synapse in Lava's time: at each step it sends what it holds for this step and takes in what the
+    block before sends. Dense and Conv hold one slot (last step's accumulation); a Dense with delays (Lava's
+    DelayDense) holds max_delay + 1, slot d arriving d steps after the next: a spike with delay d reaches the neuron
+    d + 1 steps later. Dense rewrites its weights once, at its first step (`effective_dense_weights`); Lava decides
+    the sign mode. Graded values if `message_bits` > 0."""
+
+    def __init__(self, block, message_bits: int, samples: int):
+        c, bits = block.conv, message_bits
+        self.slots = 1
+        if block.op == "conv":
+            self.accumulate = lambda s: num.conv_accumulate(block.weight, s, c["stride"], c["padding"], c["dilation"],
+                                                            c["groups"], bits)[..., None]
+        else:
+            weight = num.effective_dense_weights(block.weight, block.num_weight_bits)
+            if block.delays is None:
+                self.accumulate = lambda s: num.dense_accumulate(weight, s.reshape(len(s), -1), block.weight_exp,
+                                                                 bits)[..., None]
+            else:
+                self.slots = NETX_MAX_DELAY + 1
+                self.accumulate = lambda s: num.delay_dense_accumulate(weight, block.delays, s.reshape(len(s), -1),
+                                                                       NETX_MAX_DELAY, block.weight_exp, bits)
+        self.held = np.zeros((samples, *block.shape, self.slots), np.int64)
+
+    def step(self, s_in: np.ndarray | None) -> np.ndarray:
+        sent = self.held[..., 0].copy()
+        self.held = np.roll(self.held, -1, axis=-1)
+        self.held[..., -1] = 0
+        if s_in is not None:
+            self.held += self.accumulate(s_in)
+        return sent
 
 
 def run_netx_chain(blocks: list, steps: int, input_bias: np.ndarray | None = None,
@@ -44,11 +66,10 @@ def run_netx_chain(blocks: list, steps: int, input_bias: np.ndarray | None = Non
     `[N, steps, ...]` sent to `net.inp` (the input block's `a_in`, or the first block's synapse, with
     `input_message_bits`). → {block name: BlockTrace}."""
     samples = len(input_bias if input_bias is not None else input_spikes)
-    synapses = [None if b.op == "input" else _synapse(b, input_message_bits if j == 0 else 0)
+    synapses = [None if b.op == "input" else _Synapse(b, input_message_bits if j == 0 else 0, samples)
                 for j, b in enumerate(blocks)]
     u = [np.zeros((samples, *b.shape), np.int64) for b in blocks]
     v = [np.zeros((samples, *b.shape), np.int64) for b in blocks]
-    arriving = [np.zeros((samples, *b.shape), np.int64) for b in blocks]  # what each synapse sends this step
     biases = [num.effective_bias(b.bias_mant, b.bias_exp) for b in blocks]
     if input_bias is not None:
         biases[0] = num.effective_bias(np.asarray(input_bias), blocks[0].bias_exp)
@@ -64,7 +85,7 @@ def run_netx_chain(blocks: list, steps: int, input_bias: np.ndarray | None = Non
             if synapses[j] is None:  # the input neurons: net.inp straight into a_in
                 a = previous if previous is not None else np.zeros_like(u[j])
             else:
-                a, arriving[j] = arriving[j], synapses[j](previous)
+                a = synapses[j].step(previous)
             if reset_interval is not None and num.lif_reset_due(k, reset_interval, reset_offset + 1 + j):
                 u[j][...], v[j][...] = 0, 0
             u[j], v[j], s = num.lif_dynamics(u[j], v[j], num.wrap_signed(a, A_IN_BITS), block.du, block.dv, block.vth,

@@ -16,7 +16,9 @@ Each block is a synapse (none for the input layer) followed by a CUBA neuron, as
                 dilation in (H, W) order; no weight_exp (Lava's Conv ignores it)
     flatten     the next dense reads the previous block's spikes flattened in (C, H, W) order
     dense       Lava Dense with netx's `optimize_weight_bits` of the integer weights: w << s, num_weight_bits and
-                weight_exp = -s (`exporters.netx_export.dense_weight_format`); Lava decides the sign mode
+                weight_exp = -s (`exporters.netx_export.dense_weight_format`); Lava decides the sign mode. With a
+                `delay` (per synapse, per output or per input): a DelayDense, delays clamped to 0..62 (a delay d
+                reaches the neuron d + 1 steps later). A conv's delays netx ignores: refused
 Shapes are (C, H, W) or (F,), the file's own order (netx reverses them to Lava's (X, Y, Z)). Blocks are named
 `layer<i>` after their index in the file. What netx itself cannot run, or snn2hw does not run yet, is refused in one
 sentence naming the layer.
@@ -53,6 +55,7 @@ class NetxBlock:
     num_weight_bits: int = fmt.DEFAULT_NUM_WEIGHT_BITS  # dense
     weight_exp: int = fmt.DEFAULT_WEIGHT_EXP  # dense
     flatten_input: bool = False  # dense after a flatten layer
+    delays: np.ndarray | None = None  # dense: (out, in) synaptic delays, 0..NETX_MAX_DELAY (a DelayDense)
 
 
 @dataclass
@@ -93,6 +96,25 @@ def _neuron(path: Path, name: str, layer, shape: tuple, input_layer: bool = Fals
             "bias_mant": bias}
 
 
+def _dense_delays(path: Path, name: str, delay, weight_shape: tuple) -> np.ndarray:
+    """A dense layer's delays as netx builds its DelayDense: (out, in), per output or per input if one-dimensional,
+    clamped to 0..62 and truncated to integers (hdf5.py create_dense)."""
+    delay = np.asarray(delay, np.float64)
+    out, inp = weight_shape
+    if delay.shape == (out, inp):
+        full = delay
+    elif delay.shape == (out,):
+        full = np.repeat(delay[:, None], inp, axis=1)
+    elif delay.shape == (inp,):
+        full = np.repeat(delay[None, :], out, axis=0)
+    else:
+        raise UserError(f"{path}: layer {name} has delays of shape {delay.shape}, which fit neither its "
+                        f"{out} outputs nor its {inp} inputs.")
+    if not np.isfinite(full).all() or full.min() < 0:
+        raise UserError(f"{path}: layer {name} has negative or non-finite delays.")
+    return np.clip(full, 0, fmt.NETX_MAX_DELAY).astype(np.int64)
+
+
 def read_netx(path) -> NetxNetwork:
     """The blocks of a `.net` file, checked: an unreadable file, an unknown layer type or a feature snn2hw does not
     run is one sentence naming the file and layer."""
@@ -115,8 +137,9 @@ def read_netx(path) -> NetxNetwork:
             if kind == "flatten":
                 flatten = True
                 continue
-            if "delay" in layer:
-                raise UserError(f"{path}: layer {name} has synaptic delays; snn2hw does not run them yet.")
+            if "delay" in layer and kind != "dense":
+                raise UserError(f"{path}: layer {name} ({kind}) has synaptic delays, which netx ignores for a "
+                                f"{kind} layer; snn2hw refuses rather than run something other than the file says.")
             if kind == "input":
                 if i != 0:
                     raise UserError(f"{path}: layer {name} is an input layer after the first.")
@@ -139,8 +162,9 @@ def read_netx(path) -> NetxNetwork:
                     w, bits, exp = dense_weight_format(weight)
                 except ValueError as e:
                     raise UserError(f"{path}: layer {name}: {e}.") from None
+                delays = _dense_delays(path, name, layer["delay"][()], weight.shape) if "delay" in layer else None
                 blocks.append(NetxBlock(name, "dense", shape, **_neuron(path, name, layer, shape), weight=w,
-                                        num_weight_bits=bits, weight_exp=exp, flatten_input=flatten))
+                                        num_weight_bits=bits, weight_exp=exp, flatten_input=flatten, delays=delays))
                 flatten = False
             else:
                 raise UserError(f"{path}: layer {name} is of type {kind!r}, which netx does not run "

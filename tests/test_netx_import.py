@@ -50,14 +50,27 @@ def _write_pilotnet_like(path, seed=0, extra=None, input_neurons=True):
     return path
 
 
+def _dense_delays(layers):
+    """Delays per synapse on the first dense layer (48 → 40), per input on the readout (40 → 1): DelayDense."""
+    rng = np.random.default_rng(2)
+    layers["4"]["delay"] = rng.integers(0, 5, (40, 48)).astype(np.float32)
+    layers["5"]["delay"] = rng.integers(0, 4, 40).astype(np.float32)
+
+
+def _conv_delay(layers):
+    layers["1"]["delay"] = np.ones(8, np.float32)
+
+
 @pytest.mark.lava
-@pytest.mark.parametrize("input_neurons", [True, False], ids=["bias-driven-input-neurons", "spike-input"])
-def test_fixed_point_equals_netx_on_lava_state_for_state(tmp_path, run_cli, lava_python, input_neurons):
+@pytest.mark.parametrize("input_neurons, extra", [(True, None), (False, None), (True, _dense_delays)],
+                         ids=["bias-driven-input-neurons", "spike-input", "dense-delays"])
+def test_fixed_point_equals_netx_on_lava_state_for_state(tmp_path, run_cli, lava_python, input_neurons, extra):
     """Bias-driven input neurons (lava-dl's PilotNet hardware test drives them so) or spikes into the first
-    synapse, convs, a flatten, denses and a readout that never fires: `simulate --backend lava` (netx's own loading
-    of the file on Lava's CPU backend, a fresh network per sample) saves u, v and spikes of every block after every
-    step, the steps before a block's first input and its LIFReset included, equal to the fixed-point simulator's."""
-    path = _write_pilotnet_like(tmp_path / "net.net", input_neurons=input_neurons)
+    synapse, convs, a flatten, denses (with delays: netx's DelayDense) and a readout that never fires:
+    `simulate --backend lava` (netx's own loading of the file on Lava's CPU backend, a fresh network per sample)
+    saves u, v and spikes of every block after every step, the steps before a block's first input and its LIFReset
+    included, equal to the fixed-point simulator's."""
+    path = _write_pilotnet_like(tmp_path / "net.net", input_neurons=input_neurons, extra=extra)
     rng = np.random.default_rng(1)
     x = rng.integers(1, 60, (2, 3, 10, 12)) if input_neurons else rng.random((2, T, 3, 10, 12)) < 0.3
     np.save(tmp_path / "x.npy", x.astype(np.int64))
@@ -100,9 +113,12 @@ def _graded(layers):
     layers["1"]["neuron"]["messageBits"] = 3
 
 
+
 @pytest.mark.parametrize("case, make, args, message", [
     ("pool", lambda p: _write_pilotnet_like(p, extra=_pool), ["--timesteps", "4"], "layer6 is of type 'pool'"),
     ("graded", lambda p: _write_pilotnet_like(p, extra=_graded), ["--timesteps", "4"], "layer1 sends graded"),
+    ("conv-delay", lambda p: _write_pilotnet_like(p, extra=_conv_delay), ["--timesteps", "4"],
+     "layer1 (conv) has synaptic delays, which netx ignores"),
     ("not-hdf5", lambda p: (p.write_bytes(b"not a network"), p)[1], ["--timesteps", "4"], "not a readable lava-dl"),
     ("no-T", lambda p: _write_pilotnet_like(p), [], "needs --input, --save and --timesteps"),
 ])
