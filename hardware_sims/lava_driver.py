@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .netx_sim import BlockTrace
+from .netx_sim import STATES, BlockTrace
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LAVA_PYTHON = REPO / ".venv-lava" / "bin" / "python"
@@ -229,10 +229,11 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
 def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool = False,
                      limits: LavaLimits = LavaLimits()) -> dict[str, BlockTrace]:
     """A `.net` (`netx_import.NetxNetwork`) as netx itself loads it, on Lava's CPU backend: the same inputs and
-    results as `netx_sim.run_netx` (`x` `[N, C, H, W]` bias of the input neurons, or `[N, T, ...]` spikes; each
-    sample a fresh network of `timesteps` steps), run by `lava_netx_runner.py` in the Lava environment."""
+    results as `netx_sim.run_netx` (`x` `[N, C, H, W]` bias of the LIF input neurons, or `[N, T, ...]` what
+    `net.inp` receives; each sample a fresh network of `timesteps` steps), run by `lava_netx_runner.py` in the Lava
+    environment."""
     attrs = network.attributes
-    if network.input_neurons:
+    if network.input_kind == "bias":
         lava_x = np.stack([sample.transpose(*reversed(range(sample.ndim))) for sample in x])
     else:  # (T, C, H, W) → (W, H, C, T)
         lava_x = np.stack([np.moveaxis(sample, 0, -1).transpose(*reversed(range(sample.ndim - 1)), -1)
@@ -241,7 +242,8 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
     try:
         (workdir / "request.json").write_text(json.dumps({
             "net": str(Path(network.path).resolve()), "steps": timesteps, "samples": len(x),
-            "input_neurons": network.input_neurons, "record_states": record_states,
+            "input": network.input_kind,
+            "states": [list(STATES[b.neuron]) if record_states else [] for b in network.blocks],
             "input_message_bits": int(attrs.get("input_message_bits", 0)),
             "reset_offset": int(attrs.get("reset_offset", 0)), "memory_limit_bytes": limits.memory_bytes}))
         np.savez(workdir / "inputs.npz", x=lava_x.astype(np.int64))
@@ -260,6 +262,7 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
         return value.transpose(0, 1, *range(value.ndim - 1, 1, -1)).astype(np.int64)
     traces = {}
     for j, block in enumerate(network.blocks):
-        states = {var: ours(raw[f"{j}/{var}"], block) for var in ("u", "v") if f"{j}/{var}" in raw}
-        traces[block.name] = BlockTrace(ours(raw[f"{j}/s_out"], block).astype(bool), **states)
+        states = {var: ours(raw[f"{j}/{var}"], block) for var in STATES[block.neuron] if f"{j}/{var}" in raw}
+        s = ours(raw[f"{j}/s_out"], block)
+        traces[block.name] = BlockTrace(s.astype(bool) if block.neuron == "cuba" else s, **states)
     return traces

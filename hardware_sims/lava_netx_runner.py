@@ -6,17 +6,19 @@ the end of stderr on failure, the memory limit and the watch over Lava's process
 
 WORKDIR holds, written by `lava_driver.run_netx_on_lava`:
 
-    request.json   {"net": path, "steps": T, "samples": N, "input_neurons": bool, "record_states": bool,
-                    "input_message_bits": int, "reset_offset": int, "memory_limit_bytes": bytes or null}
-    inputs.npz     `x`: per sample, the input neurons' bias (X, Y, Z) or the spikes `net.inp` receives (X, Y, Z, T),
-                   in Lava's layout
+    request.json   {"net": path, "steps": T, "samples": N, "input": "bias" | "values" | "spikes",
+                    "states": [[Var names] per block], "input_message_bits": int, "reset_offset": int,
+                    "memory_limit_bytes": bytes or null}
+    inputs.npz     `x`: per sample, the LIF input neurons' bias (X, Y, Z), or what the input receives at each step
+                   (X, Y, Z, T), in Lava's layout
 
-and gets back `result.npz`: `<block index>/<s_out|u|v>` `[N, T, *Lava shape]` per block of the network, after every
-step, as Lava reports them.
+and gets back `result.npz`: `<block index>/<s_out or a state Var>` `[N, T, *Lava shape]` per block of the network,
+after every step, as Lava reports them.
 
 Each sample is a fresh `netx.hdf5.Network(net_config, reset_interval=T, reset_offset, input_message_bits)` run for T
 steps, so it starts from reset state and its bias is its own: the input neurons' `bias_mant` is set before the run
-(lava-dl's Loihi 2 hardware test drives PilotNet so), or a source `RingBuffer` feeds `net.inp`. The values are read by
+(lava-dl's Loihi 2 hardware test drives PilotNet so), or a source `RingBuffer` feeds an SDNN input layer's `a_in`
+(lava-dl's PilotNet SDNN test does so) or `net.inp`. The values are read by
 one `Monitor` per block and variable (Lava sends them element by element: slow for large networks, fine for checks).
 """
 import importlib.util
@@ -50,15 +52,14 @@ def run_sample(request: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     net = netx.hdf5.Network(net_config=request["net"], reset_interval=steps,
                             reset_offset=int(request["reset_offset"]),
                             input_message_bits=int(request["input_message_bits"]))
-    if request["input_neurons"]:
+    if request["input"] == "bias":
         net.in_layer.neuron.bias_mant.init = x
     else:
         source = Source(data=x)
-        source.s_out.connect(net.inp)
-    variables = ("s_out", "u", "v") if request["record_states"] else ("s_out",)
+        source.s_out.connect(net.in_layer.neuron.a_in if request["input"] == "values" else net.inp)
     monitors = []
     for j, layer in enumerate(net.layers):
-        for var in variables:
+        for var in ("s_out", *request["states"][j]):
             monitor = Monitor()
             monitor.probe(getattr(layer.neuron, var), steps)
             monitors.append((f"{j}/{var}", var, monitor))

@@ -95,6 +95,12 @@ NETX_BIAS_EXP = 6
 # max_delay 62 (blocks/process.py Dense); Loihi 2 holds 6 delay bits (0..63, lava/proc/dense/models.py
 # PyDelayDenseModelBitAcc). A spike with delay d reaches the neuron d + 1 steps later.
 NETX_MAX_DELAY = 62
+# SDNN (sigma-delta) neurons as netx builds them (hdf5.py get_neuron_params): graded spikes of 16 bits unless the file
+# says otherwise, spike_exp 6 (the Network default) and state_exp 6; Lava scales vth and bias by
+# 2^(spike_exp + state_exp) when it builds the process (lava/proc/sdn/process.py:99, :179-180).
+NETX_SDNN_MESSAGE_BITS = 16
+NETX_SPIKE_EXP = 6
+NETX_STATE_EXP = 6
 
 # --- The chip segment spec (exporters/lava_spec.py): the file both simulators and the netx writer read ---
 CHIP_SPEC_FORMAT = 1

@@ -203,6 +203,47 @@ def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike,
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Sigma-delta neurons (lava/proc/sdn/models.py, fixed_pt models; every Var and port int32, so every sum wraps at 32 bits)
+# ---------------------------------------------------------------------------------------------------------------------
+def _i32(x: np.ndarray) -> np.ndarray:
+    return wrap_signed(x, INT32_BITS)
+
+
+def _delta_encode(act: np.ndarray, act_prev: np.ndarray, residue: np.ndarray, vth: int):
+    """``AbstractDeltaModel.delta_dynamics`` (:72, ``cum_error`` False as netx builds it): delta = act - act_prev +
+    residue; s = delta where |delta| >= vth, else 0; the rest stays as residue. → (s, residue)."""
+    delta = _i32(_i32(act - act_prev) + residue)
+    s = np.where(_i32(np.abs(delta)) >= vth, delta, 0)
+    return s, _i32(delta - s)
+
+
+def delta_step(a_in: np.ndarray, act_prev: np.ndarray, residue: np.ndarray, vth: int, spike_exp: int,
+               state_exp: int):
+    """One step of ``PyDeltaModelFixed`` (:223): the input scaled to the state, ``act = a_in << (spike_exp +
+    state_exp)``, delta-encoded against the last step, sent as ``s >> state_exp``. ``vth`` is the process's, already
+    scaled by ``2^(spike_exp + state_exp)``. → (s_out, act, residue)."""
+    act = _i32(np.left_shift(a_in, spike_exp + state_exp))
+    s, residue = _delta_encode(act, act_prev, residue, vth)
+    return np.right_shift(s, state_exp), act, residue
+
+
+def sigma_delta_step(a_in: np.ndarray, sigma: np.ndarray, act_prev: np.ndarray, residue: np.ndarray, bias: ArrayLike,
+                     vth: int, state_exp: int):
+    """One step of ``PySigmaDeltaModelFixed`` (:279) with netx's ReLU: sigma += a_in; act = max(sigma + bias, 0);
+    delta-encoded against the last step's act, sent as ``s >> state_exp``. ``bias`` and ``vth`` are the process's,
+    scaled by ``2^(spike_exp + state_exp)``. → (s_out, sigma, act, residue)."""
+    sigma = _i32(a_in + sigma)
+    act = np.maximum(_i32(sigma + bias), 0)
+    s, residue = _delta_encode(act, act_prev, residue, vth)
+    return np.right_shift(s, state_exp), sigma, act, residue
+
+
+def sigma_step(a_in: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """One step of ``PySigmaModelFixed`` (:197): sigma += a_in, sent as it is (netx's `sigma_output` layer)."""
+    return _i32(a_in + sigma)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Conv
 # ---------------------------------------------------------------------------------------------------------------------
 def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation=1, groups: int = 1,

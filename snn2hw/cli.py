@@ -116,14 +116,15 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
 
 def _inspect_netx(net, as_json: bool) -> None:
     rows = [{"layer": b.name, "type": b.op, "shape": list(b.shape), "neurons": int(np.prod(b.shape)),
-             "weights": 0 if b.weight is None else int(b.weight.size), "du": b.du, "dv": b.dv, "vth": b.vth}
+             "weights": 0 if b.weight is None else int(b.weight.size), "neuron": b.neuron,
+             "message bits": b.message_bits, "du": b.du, "dv": b.dv, "vth": b.vth}
             for b in net.blocks]
     if as_json:
         print(json.dumps({"file": str(net.path), "input_shape": list(net.input_shape),
-                          "input_neurons": net.input_neurons, "blocks": rows}, indent=2))
+                          "input_neurons": net.input_neurons, "input": net.input_kind, "blocks": rows}, indent=2))
         return
     table = Table(title=f"{net.path.name}: lava-dl netx blocks (input {list(net.input_shape)}, "
-                        f"{'input neurons: --input sets their bias' if net.input_neurons else '--input: spikes'})")
+                        f"--input: {INPUT_KINDS[net.input_kind]})")
     for col in rows[0]:
         table.add_column(col)
     for row in rows:
@@ -148,10 +149,14 @@ def _inspect_deployment(path: Path, as_json: bool) -> None:
     out.print(f"all {len(manifest['file_sha256'])} files match the SHA-256 the manifest records", soft_wrap=True)
 
 
+INPUT_KINDS = {"bias": "the input neurons' bias, one frame per sample", "values": "the SDNN input layer's values "
+               "at each step", "spikes": "spikes into the first synapse at each step"}
+
+
 def _netx_inputs(net, input: Path, timesteps: int, samples: int | None) -> np.ndarray:
-    """A `.net`'s inputs from `--input`: the input neurons' bias per sample `[N, C, H, W]`, or spikes
-    `[N, T, ...]`; integers, as Loihi receives them."""
-    shape = net.input_shape if net.input_neurons else (timesteps, *net.input_shape)
+    """A `.net`'s inputs from `--input` (`NetxNetwork.input_kind`): the LIF input neurons' bias per sample
+    `[N, C, H, W]`, or what `net.inp` receives at each step `[N, T, ...]`; integers, as Loihi receives them."""
+    shape = net.input_shape if net.input_kind == "bias" else (timesteps, *net.input_shape)
     x = load_npy(input, "--input", tuple(shape))[:samples]
     if not np.array_equal(x, np.round(x)):
         raise UserError(f"--input {input} holds non-integers; a .net takes the integers Loihi receives.")
@@ -172,11 +177,10 @@ def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: s
     with out.status(f"{path.name}: {len(x)} samples on {backend}"):
         traces = run_netx(net, x, timesteps, record_states) if backend == "fixed" else \
             run_netx_on_lava(net, x, timesteps, record_states, lava_limits)
-    counts = {k: t.s.reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
+    counts = {k: (t.s != 0).reshape(*t.s.shape[:2], -1).sum(2) for k, t in traces.items()}
     arrays = {"output": traces[net.blocks[-1].name].s, **{f"spike_counts/{k}": c for k, c in counts.items()}}
     if record_states:
-        for key in ("u", "v"):
-            arrays.update({f"{key}/{k}": getattr(t, key) for k, t in traces.items()})
+        arrays.update({f"{key}/{k}": value for k, t in traces.items() for key, value in t.states().items()})
         arrays.update({f"spikes/{k}": t.s for k, t in traces.items()})
     _save_npz(save, arrays)
     where = "fixed point" if backend == "fixed" else "netx on Lava"

@@ -93,7 +93,7 @@ def netx_report(net: NetxNetwork, x: np.ndarray, timesteps: int, preset: Preset,
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
         traces = run_netx(net, batch, timesteps)
-        inputs = np.repeat(batch[None], timesteps, 0) if net.input_neurons else np.moveaxis(batch, 1, 0)
+        inputs = np.repeat(batch[None], timesteps, 0) if net.input_kind == "bias" else np.moveaxis(batch, 1, 0)
         activity.add({"input": inputs, **{k: np.moveaxis(t.s, 1, 0) for k, t in traces.items()}})
     return build_report(graph, graph, activity, preset, mode, system, arch=graph.arch, origin=str(net.path),
                         source_sha256=hashlib.sha256(net.path.read_bytes()).hexdigest(), backend="fixed",

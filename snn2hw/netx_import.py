@@ -2,14 +2,17 @@
 netx builds from it, as the Lava processes' parameters: what `hdf5.Network` would hand to Lava, in snn2hw's layout.
 
 A `.net` is a chain: `layer/<i>` for i = 0, 1, ... holds a `type` (input, conv, flatten, dense) and its parameters.
-Each block is a synapse (none for the input layer) followed by a CUBA neuron, as netx 0.6.0 maps it
+Each block is a synapse (none for the input layer) followed by a neuron, as netx 0.6.0 maps it
 (lava-dl `src/lava/lib/dl/netx/hdf5.py`, `utils.py`, read at lava-nc/lava-dl d825ac5):
 
-    neuron      LIF (LIFReset with a reset interval): vth = vThMant, du = iDecay - 1, dv = vDecay, bias_exp = 6,
-                bias_mant = the layer's `bias` (per channel or per neuron), truncated to an integer
-    input       with a neuron: a neuron without a synapse; `net.inp` feeds its `a_in` directly; its bias is 0 unless
-                the caller sets `bias_mant` (lava-dl's hardware tests put the image there: one frame held for every
-                step). Without a neuron: only the input's shape; `net.inp` feeds the first block's synapse, with
+    neuron      CUBA: LIF (LIFReset with a reset interval): vth = vThMant, du = iDecay - 1, dv = vDecay,
+                bias_exp = 6, bias_mant = the layer's `bias` (per channel or per neuron), truncated to an integer.
+                SDNN: Delta in an input layer, Sigma in a `sigma_output` layer, else SigmaDelta (ReLU, whatever the
+                file's `activation`: netx passes none); vth = vThMant and bias as above, both scaled by Lava by
+                2^(spike_exp + state_exp) = 2^12; graded spikes of `messageBits` (16 if absent); no reset
+    input       with a neuron: a neuron without a synapse; `net.inp` feeds its `a_in` directly; a LIF's bias is 0
+                unless the caller sets `bias_mant` (lava-dl's hardware tests put the image there: one frame held for
+                every step); an SDNN input (Delta) takes values at every step. Without a neuron: only the input's shape; `net.inp` feeds the first block's synapse, with
                 the `input_message_bits` netx is given (0: spikes; snn2hw's own .net files record theirs as a root
                 attribute)
     conv        Lava Conv with the file's (Cout, Cin/g, kH, kW) weights truncated to integers; stride, padding,
@@ -41,7 +44,10 @@ CUBA_TYPES = ("CUBA", "LOIHI")
 
 @dataclass
 class NetxBlock:
-    """One netx block: `op` input | conv | dense, its synapse's parameters and its LIF neuron's."""
+    """One netx block: `op` input | conv | dense, its synapse's parameters and its neuron's. `neuron`: cuba (LIF:
+    du, dv, vth, bias_mant · 2^bias_exp), or an SDNN neuron — delta (an input layer: Delta), sigma_delta
+    (SigmaDelta with ReLU, bias_mant its bias), sigma (a `sigma_output` layer: Sigma) — whose vth and bias Lava scales
+    by 2^(NETX_SPIKE_EXP + NETX_STATE_EXP); `message_bits`: 0 for binary spikes, else the graded payload's bits."""
     name: str
     op: str
     shape: tuple  # the neurons: (C, H, W) or (F,)
@@ -50,6 +56,8 @@ class NetxBlock:
     vth: int
     bias_mant: np.ndarray  # per neuron, `shape`
     bias_exp: int = fmt.NETX_BIAS_EXP
+    neuron: str = "cuba"
+    message_bits: int = 0
     weight: np.ndarray | None = None  # conv: (Cout, Cin/g, kH, kW); dense: (out, in) as netx hands it to Lava
     conv: dict = field(default_factory=dict)  # stride, padding, dilation (H, W), groups
     num_weight_bits: int = fmt.DEFAULT_NUM_WEIGHT_BITS  # dense
@@ -67,8 +75,17 @@ class NetxNetwork:
 
     @property
     def input_neurons(self) -> bool:
-        """Whether the first block is an input neuron layer (then `--input` sets its bias)."""
+        """Whether the first block is an input neuron layer."""
         return self.blocks[0].op == "input"
+
+    @property
+    def input_kind(self) -> str:
+        """What `--input` holds: `bias` of LIF input neurons, one frame per sample (as lava-dl's hardware tests
+        drive PilotNet); `values` an SDNN input layer (Delta) receives at each step; or `spikes` into the first
+        synapse at each step."""
+        if not self.input_neurons:
+            return "spikes"
+        return "bias" if self.blocks[0].neuron == "cuba" else "values"
 
 
 def _text(group, key: str) -> str:
@@ -82,18 +99,25 @@ def _neuron(path: Path, name: str, layer, shape: tuple, input_layer: bool = Fals
         raise UserError(f"{path}: layer {name} has no neuron; snn2hw runs netx blocks with a neuron only.")
     neuron = layer["neuron"]
     kind = _text(neuron, "type")
-    if kind not in CUBA_TYPES:
-        raise UserError(f"{path}: layer {name} has {kind} neurons; snn2hw runs CUBA (LIF) neurons only so far.")
-    if "messageBits" in neuron and int(neuron["messageBits"][()]) != 0:
-        raise UserError(f"{path}: layer {name} sends graded spikes ({int(neuron['messageBits'][()])} message "
-                        "bits); snn2hw runs binary spikes only so far.")
+    bits = int(neuron["messageBits"][()]) if "messageBits" in neuron else None
     bias = np.zeros(shape, np.int64)
     if "bias" in layer and not input_layer:  # an input layer's `bias` is netx's unused input transform
         b = layer["bias"][()].astype(np.int64)  # netx reads it `.astype(int)`: truncation toward zero
         b = b.reshape(-1, *([1] * (len(shape) - 1))) if b.size == shape[0] else b.reshape(shape)
         bias = np.broadcast_to(b, shape).copy()
-    return {"du": int(neuron["iDecay"][()]) - 1, "dv": int(neuron["vDecay"][()]), "vth": int(neuron["vThMant"][()]),
-            "bias_mant": bias}
+    if kind in CUBA_TYPES:
+        if bits:
+            raise UserError(f"{path}: layer {name} sends graded spikes ({bits} message bits) from LIF neurons; "
+                            "snn2hw runs binary LIF spikes and SDNN graded spikes only so far.")
+        return {"du": int(neuron["iDecay"][()]) - 1, "dv": int(neuron["vDecay"][()]),
+                "vth": int(neuron["vThMant"][()]), "bias_mant": bias}
+    if kind == "SDNN":  # netx ignores the file's `activation`: SigmaDelta runs its default, ReLU
+        role = "delta" if input_layer else "sigma" if "sigma_output" in neuron else "sigma_delta"
+        if role == "sigma" and "bias" in layer:
+            raise UserError(f"{path}: layer {name} is a sigma output with a bias, which netx cannot build.")
+        return {"du": 0, "dv": 0, "vth": int(neuron["vThMant"][()]) if role != "sigma" else 0, "bias_mant": bias,
+                "neuron": role, "message_bits": fmt.NETX_SDNN_MESSAGE_BITS if bits is None else bits}
+    raise UserError(f"{path}: layer {name} has {kind} neurons; snn2hw runs CUBA (LIF) and SDNN neurons.")
 
 
 def _dense_delays(path: Path, name: str, delay, weight_shape: tuple) -> np.ndarray:
@@ -180,11 +204,11 @@ def netx_graph(net: NetxNetwork, timesteps: int) -> ir.Graph:
 
     Per block: its synapse `<layer>.conv` / `<layer>.dense` (the integer weights as the chip's, in `quant`), a
     `<layer>.flatten` before a dense that reads a flattened map, and its neurons `<layer>` (the input neurons too).
-    The host writes the input neurons' bias once per sample (cut kind `bias`), or sends spikes every step; the last
-    block's spikes go to the host every step."""
-    kind = "analog" if net.input_neurons else "binary"
+    The host writes the LIF input neurons' bias once per sample (cut kind `bias`), or sends values or spikes every
+    step; the last block's spikes go to the host every step."""
+    kind = {"bias": "analog", "values": "graded", "spikes": "binary"}[net.input_kind]
     nodes = {"input": ir.Input("input", [], tuple(net.input_shape), kind, "host", timesteps=timesteps,
-                               source_kind=kind, repeat_over_t=net.input_neurons)}
+                               source_kind=kind, repeat_over_t=net.input_kind == "bias")}
     prev = "input"
     for b in net.blocks:
         if b.op != "input":
@@ -200,16 +224,17 @@ def netx_graph(net: NetxNetwork, timesteps: int) -> ir.Graph:
                                        dilation=b.conv["dilation"], groups=b.conv["groups"]) \
                 if b.op == "conv" else ir.Linear(**common)
             prev = synapse
-        nodes[b.name] = ir.LIF(b.name, [prev], tuple(b.shape), "binary", "chip")
+        # SDNN neurons are laid out and counted as neurons too; their graded spikes cost MACs downstream
+        nodes[b.name] = ir.LIF(b.name, [prev], tuple(b.shape), "binary" if b.neuron == "cuba" else "graded", "chip")
         prev = b.name
     names = list(nodes)
     first = net.blocks[0].name if net.input_neurons else names[1]
     values = math.prod(net.input_shape)
     cuts = [{"tensor": "input", "to": first, "from_segment": "host0", "to_segment": "chip1",
-             "direction": "host->chip", "shape": list(net.input_shape), "kind": "bias" if net.input_neurons else kind,
+             "direction": "host->chip", "shape": list(net.input_shape), "kind": "bias" if net.input_kind == "bias" else kind,
              "values_per_step": values, "waits_for_window": False},
             {"tensor": prev, "to": "host", "from_segment": "chip1", "to_segment": "host",
-             "direction": "chip->host", "shape": list(nodes[prev].shape), "kind": "binary",
+             "direction": "chip->host", "shape": list(nodes[prev].shape), "kind": nodes[prev].kind,
              "values_per_step": math.prod(nodes[prev].shape), "waits_for_window": False}]
     return ir.Graph(nodes, timesteps, tuple(net.input_shape), arch=net.path.name,
                     segments=[{"name": "host0", "placement": "host", "nodes": ["input"]},
