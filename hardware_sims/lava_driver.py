@@ -245,7 +245,8 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
             "input": network.input_kind,
             "states": [list(STATES[b.neuron]) if record_states else [] for b in network.blocks],
             "input_message_bits": int(attrs.get("input_message_bits", 0)),
-            "reset_offset": int(attrs.get("reset_offset", 0)), "memory_limit_bytes": limits.memory_bytes}))
+            "reset_offset": int(attrs.get("reset_offset", 0)), "skip_layers": int(attrs.get("skip_layers", 0)),
+            "memory_limit_bytes": limits.memory_bytes}))
         np.savez(workdir / "inputs.npz", x=lava_x.astype(np.int64))
         _run_script(Path(__file__).with_name("lava_netx_runner.py"), workdir, str(network.path), limits.timeout_s,
                     limits.memory_bytes)

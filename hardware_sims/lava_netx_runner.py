@@ -8,7 +8,7 @@ WORKDIR holds, written by `lava_driver.run_netx_on_lava`:
 
     request.json   {"net": path, "steps": T, "samples": N, "input": "bias" | "values" | "spikes",
                     "states": [[Var names] per block], "input_message_bits": int, "reset_offset": int,
-                    "memory_limit_bytes": bytes or null}
+                    "skip_layers": int, "memory_limit_bytes": bytes or null}
     inputs.npz     `x`: per sample, the LIF input neurons' bias (X, Y, Z), or what the input receives at each step
                    (X, Y, Z, T), in Lava's layout
 
@@ -51,7 +51,8 @@ def run_sample(request: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     steps = int(request["steps"])
     net = netx.hdf5.Network(net_config=request["net"], reset_interval=steps,
                             reset_offset=int(request["reset_offset"]),
-                            input_message_bits=int(request["input_message_bits"]))
+                            input_message_bits=int(request["input_message_bits"]),
+                            skip_layers=int(request["skip_layers"]))
     if request["input"] == "bias":
         net.in_layer.neuron.bias_mant.init = x
     else:

@@ -31,7 +31,7 @@ from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report, netx_report
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
 from .models.zoo import class_scores, get_arch
-from .netx_import import read_netx
+from .netx_import import as_built, read_netx
 from .hardware_sims.netx_sim import run_netx
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -164,10 +164,11 @@ def _netx_inputs(net, input: Path, timesteps: int, samples: int | None) -> np.nd
 
 
 def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: str, timesteps: int | None,
-                   record_states: bool, samples: int | None, lava_limits: LavaLimits) -> None:
+                   record_states: bool, samples: int | None, lava_limits: LavaLimits, skip: int,
+                   reset_offset: int | None) -> None:
     """A lava-dl `.net` step by step as netx runs it on Lava and Loihi 2: in snn2hw's fixed point, or by netx itself
     on Lava's CPU backend."""
-    net = read_netx(path)
+    net = as_built(read_netx(path), skip, reset_offset)
     if backend not in ("fixed", "lava"):
         raise UserError(f"--backend {backend!r} does not run a .net; use fixed or lava (netx's own loader on "
                         "Lava's CPU backend).")
@@ -211,13 +212,18 @@ def simulate(checkpoint: Path,
              timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
              trust_pickle: bool = TrustOpt,
              timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
-             record_states: bool = typer.Option(False, "--record-states", help="For a .net: also save u/, v/ and "
-                                                "spikes/<layer> after every step [N, T, ...]")):
+             record_states: bool = typer.Option(False, "--record-states", help="For a .net: also save spikes/ and "
+                                                "the states (u/ and v/, or sigma/) of every layer after every step "
+                                                "[N, T, ...]"),
+             skip: int = typer.Option(0, "--skip-layers", min=0, help="For a .net: netx's skip_layers, run without "
+                                      "the file's first N layers; --input then feeds the first kept synapse."),
+             reset_offset: Optional[int] = typer.Option(None, "--reset-offset", min=0, help="For a .net: netx's "
+                                                        "reset_offset (default: the file's, else 0).")):
     """Run a checkpoint, a deployment directory or a lava-dl .net on inputs and save `output` and
     `spike_counts/<layer>` ([N, T]); or, with --ladder, compare float → folded → fixed point on a data set."""
     if checkpoint.suffix == ".net":
         _simulate_netx(checkpoint, input, save, backend or "fixed", timesteps, record_states, samples,
-                       _lava_limits(timeout, memory_limit))
+                       _lava_limits(timeout, memory_limit), skip, reset_offset)
         return
     backend = backend or "torch"
     deployed = checkpoint.is_dir()

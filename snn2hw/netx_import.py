@@ -199,6 +199,27 @@ def read_netx(path) -> NetxNetwork:
     return NetxNetwork(path, blocks, input_shape, attributes)
 
 
+def as_built(net: NetxNetwork, count: int = 0, reset_offset: int | None = None) -> NetxNetwork:
+    """The network as netx builds it with `skip_layers=count` and `reset_offset` (None: the file's, or 0): without
+    the file's first `count` layers, `net.inp` feeding the first kept block's synapse with the skipped layers'
+    message bits (lava-dl's hardware tests run PilotNet so, the input layer's output fed in from outside)."""
+    if reset_offset is not None:
+        net = NetxNetwork(net.path, net.blocks, net.input_shape, {**net.attributes, "reset_offset": reset_offset})
+    if count == 0:
+        return net
+    kept = [b for b in net.blocks if int(b.name.removeprefix("layer")) >= count]
+    skipped = net.blocks[:len(net.blocks) - len(kept)]
+    if not kept or not skipped:
+        raise UserError(f"--skip-layers {count}: {net.path} would run {'no block' if not kept else 'all its blocks'}; "
+                        f"it has {len(net.blocks)} blocks in layer0..{net.blocks[-1].name.removeprefix('layer')}.")
+    if kept[0].flatten_input:
+        raise UserError(f"--skip-layers {count}: {net.path}'s first kept block reads a flattened map; skip up to a "
+                        "conv or a dense after the flatten's input instead.")
+    last = skipped[-1]
+    return NetxNetwork(net.path, kept, tuple(last.shape), {**net.attributes, "skip_layers": count,
+                                                            "input_message_bits": last.message_bits})
+
+
 def netx_graph(net: NetxNetwork, timesteps: int) -> ir.Graph:
     """The network as snn2hw's graph, deployed as netx deploys it: everything on the chip but the input.
 

@@ -180,11 +180,26 @@ def test_pilotnet_lif_reproduces_loihi2_silicon_bit_for_bit(pilotnet_gts):
     assert compared == 3 * len(SILICON_NAMES) - 2
 
 
+def test_pilotnet_lif_spike_input_reproduces_loihi2_silicon_u_every_step(pilotnet_gts, tmp_path, run_cli):
+    """lava-dl's hardware test of PilotNet LIF driven by spike injection (test_hdf5_nx.py::
+    test_pilotnet_lif_spike_input: `skip_layers=1`, `reset_offset=1`, the input layer's recorded spikes fed to the
+    first conv; it asserts one conv's u after 16 steps): through the CLI, the four convs' u equal the ground truth of
+    the full network's run at every one of the 16 steps."""
+    spikes = np.load(pilotnet_gts / "input-s.npy").astype(np.int64)  # (X, Y, C, T)
+    np.save(tmp_path / "x.npy", spikes.transpose(3, 2, 1, 0)[None, :16])
+    res = run_cli("simulate", pilotnet_gts / "network.net", "--skip-layers", 1, "--reset-offset", 1, "--timesteps",
+                  16, "--input", tmp_path / "x.npy", "--record-states", "--save", tmp_path / "o.npz")
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "o.npz") as f:
+        for k in range(4):
+            truth = np.load(pilotnet_gts / f"conv-{k}-u.npy")[..., :16].astype(np.int64).transpose(3, 2, 1, 0)
+            assert np.array_equal(f[f"u/layer{k + 1}"][0], truth), k
+
+
 def test_pilotnet_sdnn_reproduces_lava_dl_reference_output(pilotnet_gts, tmp_path, run_cli):
     """lava-dl's PilotNet SDNN (graded spikes, sigma-delta neurons, a sigma output) and its reference output
     (test_hdf5.py::test_pilotnet_sdnn: netx on Lava's CPU backend, the frame sent to the Delta input every step, the
-    sigma output read for as many steps as the network has blocks), through the CLI: equal, every step. (The gts'
-    silicon arrays for PilotNet SDNN come from a run without the input layer, fed through an adapter: not yet.)"""
+    sigma output read for as many steps as the network has blocks), through the CLI: equal, every step."""
     gts = pilotnet_gts.parent / "pilotnet_sdnn"
     frame = np.load(gts / "input.npy")[..., 0].transpose(2, 1, 0)  # (W, H, C) → (C, H, W)
     steps = 9  # the network's blocks
@@ -196,3 +211,25 @@ def test_pilotnet_sdnn_reproduces_lava_dl_reference_output(pilotnet_gts, tmp_pat
         output = f["output"]
     assert output.shape == (1, steps, 1) and output.any()
     assert np.array_equal(output[0, :, 0], np.load(gts / "output.npy")[0].astype(np.int64))
+
+
+@pytest.mark.parametrize("backend", ["fixed", pytest.param("lava", marks=pytest.mark.lava)])
+def test_pilotnet_sdnn_reproduces_loihi2_silicon_sigma_every_step(pilotnet_gts, tmp_path, run_cli, request, backend):
+    """lava-dl's Loihi 2 hardware test of PilotNet SDNN (test_hdf5_nx.py::test_pilotnet_sdnn_square: the square
+    network without its input layer, `skip_layers=1`, the input layer's recorded output `act0` fed to the first
+    conv; it asserts the four convs' sigma after 5 steps): through the CLI, every conv's sigma equals the ground
+    truth at every one of its 20 steps, in the fixed-point simulator and in netx on Lava's CPU backend."""
+    if backend == "lava":
+        request.getfixturevalue("lava_python")
+    gts = pilotnet_gts.parent / "pilotnet_sdnn"
+    act0 = np.load(gts / "act0.npy")[:33, :33].astype(np.int64)  # (X, Y, C, T), as the hardware test slices it
+    np.save(tmp_path / "x.npy", act0.transpose(3, 2, 1, 0)[None])  # [1, T, C, H, W]
+    steps = act0.shape[-1]
+    res = run_cli("simulate", gts / "square_network.net", "--skip-layers", 1, "--timesteps", steps, "--input",
+                  tmp_path / "x.npy", "--record-states", "--save", tmp_path / "o.npz", "--backend", backend)
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "o.npz") as f:
+        for k in range(1, 5):
+            ours = f[f"sigma/layer{k}"][0]  # [T, C, H, W]
+            truth = np.load(gts / f"sigma{k}_square.npy").astype(np.int64).transpose(3, 2, 1, 0)
+            assert ours.shape == truth.shape and truth.any() and np.array_equal(ours, truth), k
