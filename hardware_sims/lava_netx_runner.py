@@ -23,6 +23,7 @@ one `Monitor` per block and variable (Lava sends them element by element: slow f
 """
 import importlib.util
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -91,4 +92,6 @@ if __name__ == "__main__":
         main(Path(sys.argv[1]))
     except Exception as e:
         traceback.print_exc()
-        sys.exit(f"lava_netx_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        sys.stderr.write(f"lava_netx_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}\n")
+        sys.stderr.flush()
+        os._exit(1)  # at once: a Lava runtime that failed half-built keeps the interpreter waiting for its processes

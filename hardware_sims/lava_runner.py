@@ -330,4 +330,6 @@ if __name__ == "__main__":
     except Exception as e:
         traceback.print_exc()
         # The caller shows the end of stderr: finish with one short line saying what went wrong.
-        sys.exit(f"lava_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        sys.stderr.write(f"lava_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}\n")
+        sys.stderr.flush()
+        os._exit(1)  # at once: a Lava runtime that failed half-built keeps the interpreter waiting for its processes
