@@ -167,6 +167,16 @@ def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_l
         raise LavaError(f"{what}: the Lava run {how}. Last lines of its stderr:\n{tail}")
 
 
+def _result(workdir: Path, what: str, stats: bool = False):
+    """The arrays a Lava-side script left in WORKDIR/result.npz, and with `stats` also its result.json."""
+    try:
+        with np.load(workdir / "result.npz", allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        return (arrays, json.loads((workdir / "result.json").read_text())) if stats else arrays
+    except (OSError, ValueError) as e:
+        raise LavaError(f"{what}: the Lava run left no readable result ({e}).") from None
+
+
 def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
                            probe: list[str] | None = None, timeout: float = 600.0,
                            memory_limit_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
@@ -190,12 +200,7 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
         (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
                                                           "memory_limit_bytes": memory_limit_bytes}))
         _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes)
-        try:
-            stats = json.loads((workdir / "result.json").read_text())
-            with np.load(workdir / "result.npz", allow_pickle=False) as f:
-                raw = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:
-            raise LavaError(f"chip segment {name}: the Lava run left no readable result ({e}).") from None
+        raw, stats = _result(workdir, f"chip segment {name}", stats=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stats["wall_s"] = time.perf_counter() - start
@@ -250,11 +255,7 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
         np.savez(workdir / "inputs.npz", x=lava_x.astype(np.int64))
         _run_script(Path(__file__).with_name("lava_netx_runner.py"), workdir, str(network.path), limits.timeout_s,
                     limits.memory_bytes)
-        try:
-            with np.load(workdir / "result.npz", allow_pickle=False) as f:
-                raw = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:
-            raise LavaError(f"{network.path}: the Lava run left no readable result ({e}).") from None
+        raw = _result(workdir, str(network.path))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -21,11 +21,8 @@ steps, so it starts from reset state and its bias is its own: the input neurons'
 (lava-dl's PilotNet SDNN test does so) or `net.inp`. The values are read by
 one `Monitor` per block and variable (Lava sends them element by element: slow for large networks, fine for checks).
 """
-import importlib.util
 import json
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +32,10 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.monitor.process import Monitor
 
-
-def _load_lava_runner():
-    """`lava_runner` from next to this file (its memory limit and process watch), without the snn2hw package."""
-    path = Path(__file__).with_name("lava_runner.py")
-    spec = importlib.util.spec_from_file_location("snn2hw_lava_runner", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lava_runner = _load_lava_runner()
+# `lava_runner` from next to this file (its memory limit and process watch), as a module of its own: the snn2hw
+# package around it needs torch, which the Lava environment does not have.
+sys.path.append(str(Path(__file__).parent))
+import lava_runner  # noqa: E402
 
 
 def run_sample(request: dict, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,12 +76,4 @@ def main(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: lava_netx_runner.py WORKDIR")
-    try:
-        main(Path(sys.argv[1]))
-    except Exception as e:
-        traceback.print_exc()
-        sys.stderr.write(f"lava_netx_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}\n")
-        sys.stderr.flush()
-        os._exit(1)  # at once: a Lava runtime that failed half-built keeps the interpreter waiting for its processes
+    lava_runner.run_script(main, "lava_netx_runner")

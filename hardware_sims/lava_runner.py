@@ -322,14 +322,20 @@ def main(workdir: Path) -> None:
     (workdir / "result.json").write_text(json.dumps(report, indent=1))
 
 
-if __name__ == "__main__":
+def run_script(run, script: str) -> None:
+    """`script WORKDIR` → `run(WORKDIR)`; on an error, the traceback and then one short line saying what went wrong
+    (the caller shows the end of stderr), and exit 1 at once: a Lava runtime that failed half-built keeps the
+    interpreter waiting for its processes."""
     if len(sys.argv) != 2:
-        sys.exit("usage: lava_runner.py WORKDIR")
+        sys.exit(f"usage: {script}.py WORKDIR")
     try:
-        main(Path(sys.argv[1]))
+        run(Path(sys.argv[1]))
     except Exception as e:
         traceback.print_exc()
-        # The caller shows the end of stderr: finish with one short line saying what went wrong.
-        sys.stderr.write(f"lava_runner: {type(e).__name__}: {' '.join(str(e).split())[:300]}\n")
+        sys.stderr.write(f"{script}: {type(e).__name__}: {' '.join(str(e).split())[:300]}\n")
         sys.stderr.flush()
-        os._exit(1)  # at once: a Lava runtime that failed half-built keeps the interpreter waiting for its processes
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    run_script(main, "lava_runner")

@@ -123,13 +123,18 @@ def _inspect_netx(net, as_json: bool) -> None:
         print(json.dumps({"file": str(net.path), "input_shape": list(net.input_shape),
                           "input_neurons": net.input_neurons, "input": net.input_kind, "blocks": rows}, indent=2))
         return
-    table = Table(title=f"{net.path.name}: lava-dl netx blocks (input {list(net.input_shape)}, "
-                        f"--input: {INPUT_KINDS[net.input_kind]})")
+    out.print(_rows_table(f"{net.path.name}: lava-dl netx blocks (input {list(net.input_shape)}, --input: "
+                          f"{INPUT_KINDS[net.input_kind]})", rows))
+
+
+def _rows_table(title: str, rows: list[dict]) -> Table:
+    """A table of rows that share their keys, the keys as its columns."""
+    table = Table(title=title)
     for col in rows[0]:
         table.add_column(col)
     for row in rows:
         table.add_row(*map(str, row.values()))
-    out.print(table)
+    return table
 
 
 def _inspect_deployment(path: Path, as_json: bool) -> None:
@@ -140,12 +145,7 @@ def _inspect_deployment(path: Path, as_json: bool) -> None:
         print(json.dumps({"path": str(path), "arch": manifest["source"]["arch"], "timesteps": manifest["timesteps"],
                           "files_verified": len(manifest["file_sha256"]), "segments": rows}, indent=2))
         return
-    table = Table(title=f"{path}: {manifest['source']['arch']}, T = {manifest['timesteps']}")
-    for col in rows[0]:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*map(str, row.values()))
-    out.print(table)
+    out.print(_rows_table(f"{path}: {manifest['source']['arch']}, T = {manifest['timesteps']}", rows))
     out.print(f"all {len(manifest['file_sha256'])} files match the SHA-256 the manifest records", soft_wrap=True)
 
 
