@@ -370,6 +370,11 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
               "compiler: see report.md)", soft_wrap=True)
     for message in loihi2["unplaced"]:
         out.print(f"[yellow]not placed:[/yellow] {message}", soft_wrap=True)
+    for segment in manifest["segments"]:
+        if segment.get("without_hardware_evidence"):
+            out.print(f"[yellow]{segment['name']} uses constructs no public Loihi 2 hardware test runs[/yellow] "
+                      f"(Lava's CPU backend runs them): {'; '.join(segment['without_hardware_evidence'])}",
+                      soft_wrap=True)
     out.print(f"wrote {outdir}/ (manifest.json, report.md)")
 
 

@@ -30,6 +30,7 @@ from .deployment import GRAPH_FILE, build_manifest, sha256
 from .energy import DEFAULT_SYSTEM, check_system, chip_model, load_preset, loihi_resources
 from .errors import UserError
 from .exporters.lava_spec import chip_segment_spec
+from .exporters.loihi2_evidence import EVIDENCE, spec_constructs, without_evidence
 from .exporters.netx_export import sequential_problem, write_netx
 from .exporters.nir_export import chip_segment_to_nir, write_nir
 from .exporters.onnx_host import PINNED_OPSET, export_host_segment
@@ -54,7 +55,7 @@ def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
                 "inexact_layers": [layer["neuron"] for layer in written["layers"] if not layer["bit_exact"]]}
     return {"files": files, "latency": max(n["depth"] for n in spec["nodes"]), "steps": spec["steps"],
             "inputs": [i["name"] for i in spec["inputs"]], "outputs": [o["name"] for o in spec["outputs"]],
-            "netx": netx}
+            "netx": netx, "constructs": spec_constructs(spec), "without_hardware_evidence": without_evidence(spec)}
 
 
 def _write_host(compiled: Compiled, segment: dict, host_dir: Path) -> dict:
@@ -163,6 +164,12 @@ def export_report(manifest: dict, compiled) -> str:
         f"{manifest['timesteps']}, TCJA gates: `{manifest['tcja']}`, snn2hw {manifest['snn2hw_version']}.",
         "## Loihi 2 resources",
         _loihi2_summary(manifest["loihi2"]),
+        "## Loihi 2 hardware evidence",
+        "What each chip segment is made of, and the public Loihi 2 hardware use of each construct (a construct without "
+        "one runs on Lava's CPU backend; whether Intel's compiler takes it, nothing public shows):",
+        _table(["segment", "construct", "public hardware use"],
+               [[s["name"], c, EVIDENCE.get(c, "none found")] for s in manifest["segments"]
+                for c in s.get("constructs", [])]),
         "## What the compiler did, in order",
         "\n".join(f"1. {note}" for note in manifest["passes"]),
         "## Segments (execution order)",
