@@ -34,7 +34,8 @@ def _export(checkpoint: Path, calibration: Path, out: Path, options=()) -> tuple
     default Kapoho Point has)."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _LAUNCHER, "-m", "snn2hw.cli", "export", str(checkpoint),
-                           "--target", "loihi", "-o", str(out), "--calibration", str(calibration), "--system", "halapoint", *options],
+                           "--target", "loihi", "-o", str(out), "--calibration", str(calibration),
+                           "--system", "halapoint", *options],
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     code, peak_kb = map(int, done.stdout.split()[-2:])

@@ -203,7 +203,7 @@ def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike,
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Sigma-delta neurons (lava/proc/sdn/models.py, fixed_pt models; every Var and port int32, so every sum wraps at 32 bits)
+# Sigma-delta neurons (lava/proc/sdn/models.py, fixed_pt models; every Var and port is int32: sums wrap at 32 bits)
 # ---------------------------------------------------------------------------------------------------------------------
 def _i32(x: np.ndarray) -> np.ndarray:
     return wrap_signed(x, INT32_BITS)

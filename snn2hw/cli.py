@@ -197,7 +197,8 @@ def simulate(checkpoint: Path,
              arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
              backend: Optional[str] = typer.Option(None, "--backend", help="torch (float model; the default), "
                                                    "folded (BN folded, neurons normalised) or fixed (Loihi fixed "
-                                                   "point; the default for a .net, which also runs on lava: netx on Lava)."),
+                                                   "point; the default for a .net, which also runs on lava: netx on "
+                                                   "Lava)."),
              calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                          "fixed-point scales; default: the first 256 inputs."),
              tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),

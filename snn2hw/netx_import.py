@@ -12,9 +12,9 @@ Each block is a synapse (none for the input layer) followed by a neuron, as netx
                 2^(spike_exp + state_exp) = 2^12; graded spikes of `messageBits` (16 if absent); no reset
     input       with a neuron: a neuron without a synapse; `net.inp` feeds its `a_in` directly; a LIF's bias is 0
                 unless the caller sets `bias_mant` (lava-dl's hardware tests put the image there: one frame held for
-                every step); an SDNN input (Delta) takes values at every step. Without a neuron: only the input's shape; `net.inp` feeds the first block's synapse, with
-                the `input_message_bits` netx is given (0: spikes; snn2hw's own .net files record theirs as a root
-                attribute)
+                every step); an SDNN input (Delta) takes values at every step. Without a neuron: only the input's
+                shape; `net.inp` feeds the first block's synapse, with the `input_message_bits` netx is given (0:
+                spikes; snn2hw's own .net files record theirs as a root attribute)
     conv        Lava Conv with the file's (Cout, Cin/g, kH, kW) weights truncated to integers; stride, padding,
                 dilation in (H, W) order; no weight_exp (Lava's Conv ignores it)
     flatten     the next dense reads the previous block's spikes flattened in (C, H, W) order
@@ -252,7 +252,8 @@ def netx_graph(net: NetxNetwork, timesteps: int) -> ir.Graph:
     first = net.blocks[0].name if net.input_neurons else names[1]
     values = math.prod(net.input_shape)
     cuts = [{"tensor": "input", "to": first, "from_segment": "host0", "to_segment": "chip1",
-             "direction": "host->chip", "shape": list(net.input_shape), "kind": "bias" if net.input_kind == "bias" else kind,
+             "direction": "host->chip", "shape": list(net.input_shape),
+             "kind": "bias" if net.input_kind == "bias" else kind,
              "values_per_step": values, "waits_for_window": False},
             {"tensor": prev, "to": "host", "from_segment": "chip1", "to_segment": "host",
              "direction": "chip->host", "shape": list(nodes[prev].shape), "kind": nodes[prev].kind,

@@ -50,7 +50,8 @@ def test_deployment_directory_has_every_file_the_manifest_names(gac_export):
     chip = next(s for s in manifest["segments"] if s["placement"] == "chip")  # the CPU-only constructs, named
     assert set(chip["without_hardware_evidence"]) == {
         "a host current injected into a neuron's input port", "several synapses summed into one neuron's input port",
-        "a synapse's accumulation delayed by another synapse (DelaySparse)", "a synapse's accumulation read by the host"}
+        "a synapse's accumulation delayed by another synapse (DelaySparse)",
+        "a synapse's accumulation read by the host"}
     assert "chip1 uses constructs no public Loihi 2 hardware test runs" in res.stdout
     assert all("vth" in layer for layer in manifest["layers"] if layer["layer"] != "fc1")
     report = (out / "report.md").read_text()

@@ -38,8 +38,9 @@ class System:
 
 # Loihi 2 systems by the names Intel gives them (document: Intel's system announcements).
 SYSTEMS = {
-    "oheogulch": System("oheogulch", 1, 128, "Oheo Gulch, the single-chip Loihi 2 board lava-dl's PilotNet benchmark "
-                                             "runs on (benchmark.ipynb); 128 cores per chip (Intel Loihi 2 brief, 2021)"),
+    "oheogulch": System("oheogulch", 1, 128, "Oheo Gulch, the single-chip Loihi 2 board lava-dl's PilotNet "
+                                             "benchmark runs on (benchmark.ipynb); 128 cores per chip (Intel Loihi 2 "
+                                             "brief, 2021)"),
     "kapohopoint": System("kapohopoint", 8, 128, "Kapoho Point, 8 Loihi 2 chips on one board (Intel, 2022); 128 cores "
                                                  "per chip (Intel Loihi 2 brief, 2021)"),
     "halapoint": System("halapoint", 1152, 122, "Hala Point, 1,152 Loihi 2 chips with 140,544 neuromorphic cores "
