@@ -19,12 +19,13 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .compile import compile_model
 from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_data, load_inputs, load_npy
 from .demo import run_demo
-from .deployment import load_deployment, verify_deployment
+from .deployment import (NETX_FILE, is_netx_deployment, load_deployment, load_netx_deployment,
+                         verify_deployment)
 from .describe import describe
 from .energy import DEFAULT_SYSTEM, MODES, SYSTEMS, load_preset
 from .energy.render import print_report, write_html
 from .errors import UserError
-from .export import export_deployment
+from .export import export_deployment, export_netx_deployment
 from .files import atomic_path, write_text_atomic
 from .hardware_sims.lava_driver import LavaLimits, run_netx_on_lava
 from .hardware_sims.runner import fixed_chip, lava_chip
@@ -163,17 +164,32 @@ def _netx_inputs(net, input: Path, timesteps: int, samples: int | None) -> np.nd
     return x.astype(np.int64)
 
 
-def _simulate_netx(path: Path, input: Path | None, save: Path | None, backend: str, timesteps: int | None,
-                   record_states: bool, samples: int | None, lava_limits: LavaLimits, skip: int,
-                   reset_offset: int | None) -> None:
+def _netx_to_run(path: Path, timesteps: int | None, skip: int, reset_offset: int | None):
+    """(network as netx builds it, T) from a `.net` and the options, or from a `.net`'s deployment, which records
+    both."""
+    if path.suffix == ".net":
+        if timesteps is None:
+            raise UserError(f"{path} needs --timesteps T (a .net stores no T).")
+        return as_built(read_netx(path), skip, reset_offset), timesteps
+    if skip or reset_offset is not None:
+        raise UserError(f"--skip-layers and --reset-offset are recorded in the deployment {path}; export again to "
+                        "change them.")
+    net, recorded = load_netx_deployment(path)
+    if timesteps not in (None, recorded):
+        raise UserError(f"--timesteps {timesteps}: the deployment {path} runs T = {recorded}.")
+    return net, recorded
+
+
+def _simulate_netx(net, timesteps: int, input: Path | None, save: Path | None, backend: str,
+                   record_states: bool, samples: int | None, lava_limits: LavaLimits) -> None:
     """A lava-dl `.net` step by step as netx runs it on Lava and Loihi 2: in snn2hw's fixed point, or by netx itself
     on Lava's CPU backend."""
-    net = as_built(read_netx(path), skip, reset_offset)
+    path = net.path
     if backend not in ("fixed", "lava"):
         raise UserError(f"--backend {backend!r} does not run a .net; use fixed or lava (netx's own loader on "
                         "Lava's CPU backend).")
-    if input is None or save is None or timesteps is None:
-        raise UserError(f"simulate {path} needs --input, --save and --timesteps (a .net stores no T).")
+    if input is None or save is None:
+        raise UserError(f"simulate {path} needs --input and --save.")
     x = _netx_inputs(net, input, timesteps, samples)
     with out.status(f"{path.name}: {len(x)} samples on {backend}"):
         traces = run_netx(net, x, timesteps, record_states) if backend == "fixed" else \
@@ -222,9 +238,9 @@ def simulate(checkpoint: Path,
                                                         "reset_offset (default: the file's, else 0).")):
     """Run a checkpoint, a deployment directory or a lava-dl .net on inputs and save `output` and
     `spike_counts/<layer>` ([N, T]); or, with --ladder, compare float → folded → fixed point on a data set."""
-    if checkpoint.suffix == ".net":
-        _simulate_netx(checkpoint, input, save, backend or "fixed", timesteps, record_states, samples,
-                       _lava_limits(timeout, memory_limit), skip, reset_offset)
+    if checkpoint.suffix == ".net" or is_netx_deployment(checkpoint):
+        _simulate_netx(*_netx_to_run(checkpoint, timesteps, skip, reset_offset), input, save, backend or "fixed",
+                       record_states, samples, _lava_limits(timeout, memory_limit))
         return
     backend = backend or "torch"
     deployed = checkpoint.is_dir()
@@ -338,12 +354,25 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
            calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                        "fixed-point scales; the demo models default to digits."),
            tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
-           system: str = SystemOpt, trust_pickle: bool = TrustOpt):
+           system: str = SystemOpt, trust_pickle: bool = TrustOpt,
+           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
+           skip: int = typer.Option(0, "--skip-layers", min=0, help="For a .net: netx's skip_layers."),
+           reset_offset: Optional[int] = typer.Option(None, "--reset-offset", min=0, help="For a .net: netx's "
+                                                      "reset_offset.")):
     """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX);
-    refused if its chip part does not fit the Loihi 2 system."""
+    for a lava-dl .net, a deployment holding the file as netx loads it. Refused if the chip part does not fit the
+    Loihi 2 system."""
     if target != "loihi":
         raise UserError(f"--target {target!r} is not supported; use loihi.")
     system_name = _system(system)
+    if checkpoint.suffix == ".net":
+        if timesteps is None:
+            raise UserError(f"export {checkpoint} needs --timesteps T (a .net stores no T).")
+        manifest = export_netx_deployment(as_built(read_netx(checkpoint), skip, reset_offset), outdir, timesteps,
+                                          system_name)
+        _print_fit(manifest)
+        out.print(f"wrote {outdir}/ (manifest.json, report.md, {NETX_FILE})")
+        return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle)
     if calibration is not None:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)[:CALIBRATION_SAMPLES]
@@ -365,18 +394,22 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
     out.print(table)
     out.print(f"{len(manifest['cuts'])} cuts between host and chip; passes: " +
               "; ".join(p.split(":")[0] for p in manifest["passes"]), soft_wrap=True)
-    loihi2 = manifest["loihi2"]
-    fits = "" if loihi2["system"] is None else f", fits {loihi2['system']['name']}"
-    out.print(f"Loihi 2: {loihi2['cores']:,} cores on {loihi2['chips']:,} chip(s){fits} (resource model, not the "
-              "compiler: see report.md)", soft_wrap=True)
-    for message in loihi2["unplaced"]:
-        out.print(f"[yellow]not placed:[/yellow] {message}", soft_wrap=True)
+    _print_fit(manifest)
     for segment in manifest["segments"]:
         if segment.get("without_hardware_evidence"):
             out.print(f"[yellow]{segment['name']} uses constructs no public Loihi 2 hardware test runs[/yellow] "
                       f"(Lava's CPU backend runs them): {'; '.join(segment['without_hardware_evidence'])}",
                       soft_wrap=True)
     out.print(f"wrote {outdir}/ (manifest.json, report.md)")
+
+
+def _print_fit(manifest: dict) -> None:
+    loihi2 = manifest["loihi2"]
+    fits = "" if loihi2["system"] is None else f", fits {loihi2['system']['name']}"
+    out.print(f"Loihi 2: {loihi2['cores']:,} cores on {loihi2['chips']:,} chip(s){fits} (resource model, not the "
+              "compiler: see report.md)", soft_wrap=True)
+    for message in loihi2["unplaced"]:
+        out.print(f"[yellow]not placed:[/yellow] {message}", soft_wrap=True)
 
 
 @app.command()
@@ -405,12 +438,12 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
         raise UserError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
     system_name = _system(system)
     cost = load_preset(preset or ("loihi2" if deploy_dir is not None and mode == "faithful" else "45nm"))
-    if deploy_dir is not None and deploy_dir.suffix == ".net":
+    if deploy_dir is not None and (deploy_dir.suffix == ".net" or is_netx_deployment(deploy_dir)):
         if arch or firing_rate:
             raise UserError("--arch and --firing-rate are for the analytic mode, without a .net.")
-        if input is None or timesteps is None:
-            raise UserError(f"energy {deploy_dir} needs --input X.npy and --timesteps T (a .net stores no T).")
-        net = read_netx(deploy_dir)
+        if input is None:
+            raise UserError(f"energy {deploy_dir} needs --input X.npy.")
+        net, timesteps = _netx_to_run(deploy_dir, timesteps, 0, None)
         x = _netx_inputs(net, input, timesteps, samples)
         with out.status(f"{deploy_dir.name}: fixed point on {len(x)} samples"):
             report = netx_report(net, x, timesteps, cost, mode, system_name, batch_size)

@@ -32,10 +32,13 @@ from .exporters.onnx_host import MODEL_INPUT
 from .ladder import run_in_batches, spiking_nodes
 from .hardware_sims.runner import (ChipSegment, OnnxHostSegment, RunRecord, fixed_chip, run_segments,
                                    segments_runner)
+from .netx_import import NetxNetwork, as_built, read_netx
 from .passes.pipeline import TCJA_STRATEGIES
 
 FORMAT_VERSION = 3  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX
 GRAPH_FILE = "graph.json"
+NETX_KIND = "netx"  # a deployment of a lava-dl .net: the file itself is the chip segment
+NETX_FILE = "chip/network.net"
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -90,10 +93,7 @@ def _relative(file: Path, rel: str) -> str:
     return rel
 
 
-def read_manifest(path) -> dict:
-    """`path/manifest.json`, checked to have every entry that loading and running the deployment read, with its type
-    (file names relative to the deployment, inside it)."""
-    path = Path(path)
+def _manifest_json(path: Path) -> tuple[Path, dict]:
     file = path / "manifest.json"
     if not file.is_file():
         raise UserError(f"{path} is not a deployment directory (no manifest.json).")
@@ -103,6 +103,22 @@ def read_manifest(path) -> dict:
         raise UserError(f"{file} is not valid JSON ({e.__class__.__name__}).") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{file} is not a format-{FORMAT_VERSION} snn2hw manifest (re-export with this snn2hw).")
+    return file, manifest
+
+
+def is_netx_deployment(path) -> bool:
+    """Whether `path` is a deployment of a lava-dl `.net` (`export NET.net`), which the netx simulators run."""
+    try:
+        return json.loads((Path(path) / "manifest.json").read_bytes()).get("kind") == NETX_KIND
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return False
+
+
+def read_manifest(path) -> dict:
+    """`path/manifest.json`, checked to have every entry that loading and running the deployment read, with its type
+    (file names relative to the deployment, inside it)."""
+    path = Path(path)
+    file, manifest = _manifest_json(path)
     source = _field(file, manifest, "source", dict)
     for key in ("copy", "arch"):
         _field(file, source, key, str, "source.")
@@ -313,3 +329,36 @@ def load_deployment(path) -> Deployment:
                 for e in manifest["segments"]]
     _check_dataflow(path, manifest, segments)
     return Deployment(path, manifest, segments)
+
+
+# --------------------------------------------------------------------------------------------- a lava-dl .net
+
+
+def build_netx_manifest(net: NetxNetwork, source: Path, timesteps: int, resources: dict, files: dict) -> dict:
+    """The manifest of a `.net`'s deployment: the file as netx loads it, the netx arguments it runs with (T as the
+    reset interval, `skip_layers`, `reset_offset`), its input and the Loihi 2 resources."""
+    attrs = net.attributes
+    return jsonable({
+        "format_version": FORMAT_VERSION, "kind": NETX_KIND, "snn2hw_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"checkpoint": str(source), "sha256": sha256(source.read_bytes()), "arch": "netx",
+                   "copy": NETX_FILE},
+        "target": "loihi2", "timesteps": timesteps,
+        "netx": {"skip_layers": int(attrs.get("skip_layers", 0)), "reset_offset": int(attrs.get("reset_offset", 0))},
+        "input": {"shape": [None, *net.input_shape], "kind": net.input_kind},
+        "loihi2": {"cores": resources["cores"], "chips": resources["chips"], "system": resources.get("system"),
+                   "unplaced": [v["message"] for v in resources["violations"]]},
+        "file_sha256": files})
+
+
+def load_netx_deployment(path) -> tuple[NetxNetwork, int]:
+    """A `.net`'s deployment, every file checked against its hash → (the network as netx builds it, T)."""
+    path = Path(path)
+    file, manifest = _manifest_json(path)
+    hashes = _field(file, manifest, "file_sha256", dict)
+    timesteps, args = _field(file, manifest, "timesteps", int), _field(file, manifest, "netx", dict)
+    if NETX_FILE not in hashes or timesteps < 1 or not all(isinstance(args.get(k), int) and args[k] >= 0
+                                                           for k in ("skip_layers", "reset_offset")):
+        raise UserError(f"{file} is not the manifest of a .net deployment this snn2hw wrote (edited or corrupt).")
+    read_verified(path, manifest, list(hashes))
+    return as_built(read_netx(path / NETX_FILE), args["skip_layers"], args["reset_offset"]), timesteps

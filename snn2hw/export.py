@@ -26,7 +26,7 @@ import torch
 from . import ir
 from .checkpoint import Loaded, save_checkpoint
 from .compile import Compiled, compile_model
-from .deployment import GRAPH_FILE, build_manifest, sha256
+from .deployment import GRAPH_FILE, NETX_FILE, build_manifest, build_netx_manifest, sha256
 from .energy import DEFAULT_SYSTEM, check_system, chip_model, load_preset, loihi_resources
 from .errors import UserError
 from .exporters.lava_spec import chip_segment_spec
@@ -37,6 +37,7 @@ from .exporters.onnx_host import PINNED_OPSET, export_host_segment
 from .files import jsonable
 from .graph_json import graph_to_json
 from .hardware_sims import loihi_formats as fmt
+from .netx_import import NetxNetwork, netx_graph
 from .passes.quantize import A_SAFE
 from .passes.residual import residual_terms
 
@@ -73,6 +74,63 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
             "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, ir.SYNAPSES))}
 
 
+def _check_outdir(outdir: Path) -> None:
+    if outdir.exists() and not (outdir / "manifest.json").is_file():
+        raise UserError(f"-o {outdir} exists and is not a deployment directory; refusing to replace it.")
+
+
+def _fitted(graph: ir.Graph, system: str | None) -> dict:
+    """The graph's Loihi 2 resources, refused (before anything is written) if they need more chips than `system`."""
+    resources = loihi_resources(graph, chip_model(load_preset("loihi2"))[0], system)
+    if system is not None:
+        check_system(resources, system)
+    return resources
+
+
+def _written(outdir: Path, write) -> None:
+    """`write(tmp)` into a fresh folder beside `outdir`, then swapped in (`_replace`); nothing left on failure."""
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = outdir.parent / f".{outdir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        _replace(tmp, outdir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hashes(tmp: Path) -> dict[str, str]:
+    return {p.relative_to(tmp).as_posix(): sha256(p.read_bytes()) for p in sorted(tmp.rglob("*")) if p.is_file()}
+
+
+def export_netx_deployment(net: NetxNetwork, outdir: Path, timesteps: int,
+                           system: str | None = DEFAULT_SYSTEM) -> dict:
+    """A deployment of a lava-dl `.net` (as netx builds it: `netx_import.as_built`): the file itself as the chip
+    segment, which netx loads and both netx simulators run, with its manifest and report; refused before anything
+    is written if it does not fit `system`. Atomic, as `export_deployment`."""
+    outdir = Path(outdir)
+    _check_outdir(outdir)
+    resources = _fitted(netx_graph(net, timesteps), system)
+    manifest = {}
+
+    def write(tmp: Path) -> None:
+        (tmp / "chip").mkdir(parents=True)
+        shutil.copyfile(net.path, tmp / NETX_FILE)
+        manifest.update(build_netx_manifest(net, Path(net.path), timesteps, resources, _hashes(tmp)))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        src = manifest["source"]
+        (tmp / "report.md").write_text("\n\n".join([
+            f"# Deployment of {Path(src['checkpoint']).name} (lava-dl netx) to Loihi 2",
+            f"Source `{src['checkpoint']}` (sha256 `{src['sha256'][:16]}…`), T = {timesteps} (the reset interval), "
+            f"netx arguments {manifest['netx']}, input {manifest['input']}, snn2hw {manifest['snn2hw_version']}.",
+            f"`{NETX_FILE}` is the file as netx loads it: `snn2hw simulate|energy` on this folder run it in fixed "
+            "point (`--backend fixed`) or by netx on Lava's CPU backend (`--backend lava`).",
+            "## Loihi 2 resources", _loihi2_summary(manifest["loihi2"])]) + "\n")
+
+    _written(outdir, write)
+    return manifest
+
+
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",
                       progress=None, system: str | None = DEFAULT_SYSTEM) -> dict:
     """Compile and write the deployment directory; on any failure nothing is left at `outdir` (an earlier
@@ -80,17 +138,13 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
     check) is refused before anything is written."""
     step = progress or (lambda _: None)
     outdir = Path(outdir)
-    if outdir.exists() and not (outdir / "manifest.json").is_file():
-        raise UserError(f"-o {outdir} exists and is not a deployment directory; refusing to replace it.")
+    _check_outdir(outdir)
     step("compiling")
     compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja)
-    resources = loihi_resources(compiled.fixed, chip_model(load_preset("loihi2"))[0], system)
-    if system is not None:
-        check_system(resources, system)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outdir.parent / f".{outdir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    resources = _fitted(compiled.fixed, system)
+    manifest = {}
+
+    def write(tmp: Path) -> None:
         for sub in ("chip", "host", "source"):
             (tmp / sub).mkdir(parents=True)
         save_checkpoint(tmp / "source" / "checkpoint.pt", loaded.model, loaded.arch, loaded.options)
@@ -100,17 +154,15 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
         segments = []
         for segment in compiled.fixed.segments:
             step(f"writing {segment['name']}")
-            write = _write_chip if segment["placement"] == "chip" else _write_host
-            entry = write(compiled, segment, tmp / segment["placement"])
+            writer = _write_chip if segment["placement"] == "chip" else _write_host
+            entry = writer(compiled, segment, tmp / segment["placement"])
             segments.append({"name": segment["name"], "placement": segment["placement"],
                              "nodes": segment["nodes"], **_counts(compiled.fixed, segment), **entry})
-        files = {p.relative_to(tmp).as_posix(): sha256(p.read_bytes()) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest = build_manifest(loaded, compiled, segments, calibration, files, resources)
+        manifest.update(build_manifest(loaded, compiled, segments, calibration, _hashes(tmp), resources))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (tmp / "report.md").write_text(export_report(manifest, compiled))
-        _replace(tmp, outdir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    _written(outdir, write)
     return manifest
 
 

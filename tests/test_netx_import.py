@@ -136,7 +136,7 @@ def _graded(layers):
     ("conv-delay", lambda p: _write_pilotnet_like(p, extra=_conv_delay), ["--timesteps", "4"],
      "layer1 (conv) has synaptic delays, which netx ignores"),
     ("not-hdf5", lambda p: (p.write_bytes(b"not a network"), p)[1], ["--timesteps", "4"], "not a readable lava-dl"),
-    ("no-T", lambda p: _write_pilotnet_like(p), [], "needs --input, --save and --timesteps"),
+    ("no-T", lambda p: _write_pilotnet_like(p), [], "needs --timesteps T (a .net stores no T)"),
 ])
 def test_bad_net_files_and_options_are_one_sentence(tmp_path, run_cli, case, make, args, message):
     path = make(tmp_path / "net.net")
@@ -233,3 +233,33 @@ def test_pilotnet_sdnn_reproduces_loihi2_silicon_sigma_every_step(pilotnet_gts, 
             ours = f[f"sigma/layer{k}"][0]  # [T, C, H, W]
             truth = np.load(gts / f"sigma{k}_square.npy").astype(np.int64).transpose(3, 2, 1, 0)
             assert ours.shape == truth.shape and truth.any() and np.array_equal(ours, truth), k
+
+
+def test_export_of_a_net_is_a_deployment_that_runs_as_the_file_runs(pilotnet_gts, tmp_path, run_cli):
+    """`export NET.net`: the file as netx loads it, with T and the Loihi 2 resources (PilotNet LIF: 74 cores, one
+    chip); `simulate` and `energy` run the folder as they run the file; an edited file or another T is refused."""
+    np.save(tmp_path / "x.npy", np.load(pilotnet_gts / "image.npy").transpose(2, 1, 0)[None].astype(np.int64))
+    net, deployed = pilotnet_gts / "network.net", tmp_path / "pilotnet"
+    res = run_cli("export", net, "-o", deployed, "--timesteps", 16, "--system", "oheogulch")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((deployed / "manifest.json").read_text())
+    assert (manifest["kind"], manifest["timesteps"], manifest["loihi2"]["cores"]) == ("netx", 16, 74)
+    assert manifest["loihi2"]["system"]["fits"] and "74 cores on 1 chip(s), fits oheogulch" in res.stdout
+    results = {}
+    for name, source, extra in (("file", net, ["--timesteps", 16]), ("folder", deployed, [])):
+        res = run_cli("simulate", source, "--input", tmp_path / "x.npy", "--save", tmp_path / f"{name}.npz", *extra)
+        assert res.returncode == 0, res.stderr
+        res = run_cli("energy", source, "--input", tmp_path / "x.npy", "--json", tmp_path / f"{name}.json", *extra)
+        assert res.returncode == 0, res.stderr
+        with np.load(tmp_path / f"{name}.npz") as f:
+            results[name] = ({k: f[k] for k in f.files}, json.loads((tmp_path / f"{name}.json").read_text()))
+    (arrays, report), (arrays_dir, report_dir) = results["file"], results["folder"]
+    assert arrays.keys() == arrays_dir.keys() and all(np.array_equal(arrays[k], arrays_dir[k]) for k in arrays)
+    assert report["total_energy_mj"] == report_dir["total_energy_mj"] and report_dir["loihi2"]["cores"] == 74
+    res = run_cli("simulate", deployed, "--timesteps", 8, "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")
+    assert res.returncode == 2 and "runs T = 16" in res.stderr
+    data = bytearray((deployed / "chip" / "network.net").read_bytes())
+    data[len(data) // 2] ^= 1
+    (deployed / "chip" / "network.net").write_bytes(bytes(data))
+    res = run_cli("simulate", deployed, "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")
+    assert res.returncode == 2 and "does not match the SHA-256" in res.stderr and not (tmp_path / "o.npz").exists()
