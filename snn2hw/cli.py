@@ -95,6 +95,9 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
     if checkpoint.suffix == ".net":
         _inspect_netx(read_netx(checkpoint), as_json)
         return
+    if is_netx_deployment(checkpoint):  # every file checked against its hash as it is loaded
+        _inspect_netx(load_netx_deployment(checkpoint)[0], as_json)
+        return
     if checkpoint.is_dir():
         _inspect_deployment(checkpoint, as_json)
         return

@@ -256,6 +256,8 @@ def test_export_of_a_net_is_a_deployment_that_runs_as_the_file_runs(pilotnet_gts
     (arrays, report), (arrays_dir, report_dir) = results["file"], results["folder"]
     assert arrays.keys() == arrays_dir.keys() and all(np.array_equal(arrays[k], arrays_dir[k]) for k in arrays)
     assert report["total_energy_mj"] == report_dir["total_energy_mj"] and report_dir["loihi2"]["cores"] == 74
+    res = run_cli("inspect", deployed, "--json")
+    assert res.returncode == 0 and len(json.loads(res.stdout)["blocks"]) == 10, res.stderr
     res = run_cli("simulate", deployed, "--timesteps", 8, "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")
     assert res.returncode == 2 and "runs T = 16" in res.stderr
     data = bytearray((deployed / "chip" / "network.net").read_bytes())
