@@ -167,12 +167,13 @@ def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_l
         raise LavaError(f"{what}: the Lava run {how}. Last lines of its stderr:\n{tail}")
 
 
-def _result(workdir: Path, what: str, stats: bool = False):
-    """The arrays a Lava-side script left in WORKDIR/result.npz, and with `stats` also its result.json."""
+def _result(workdir: Path, what: str) -> tuple[dict[str, np.ndarray], dict | None]:
+    """(the arrays a Lava-side script left in WORKDIR/result.npz, its result.json or None where it writes none)."""
     try:
         with np.load(workdir / "result.npz", allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-        return (arrays, json.loads((workdir / "result.json").read_text())) if stats else arrays
+        stats = workdir / "result.json"
+        return arrays, json.loads(stats.read_text()) if stats.exists() else None
     except (OSError, ValueError) as e:
         raise LavaError(f"{what}: the Lava run left no readable result ({e}).") from None
 
@@ -200,7 +201,7 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
         (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
                                                           "memory_limit_bytes": memory_limit_bytes}))
         _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes)
-        raw, stats = _result(workdir, f"chip segment {name}", stats=True)
+        raw, stats = _result(workdir, f"chip segment {name}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stats["wall_s"] = time.perf_counter() - start
@@ -238,11 +239,10 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
     `net.inp` receives; each sample a fresh network of `timesteps` steps), run by `lava_netx_runner.py` in the Lava
     environment."""
     attrs = network.attributes
-    if network.input_kind == "bias":
-        lava_x = np.stack([sample.transpose(*reversed(range(sample.ndim))) for sample in x])
-    else:  # (T, C, H, W) → (W, H, C, T)
-        lava_x = np.stack([np.moveaxis(sample, 0, -1).transpose(*reversed(range(sample.ndim - 1)), -1)
-                           for sample in x])
+    # Lava's layout: the spatial axes reversed, and the steps last: [N, C, H, W] → [N, W, H, C], or
+    # [N, T, C, H, W] → [N, W, H, C, T]
+    lava_x = x.transpose(0, *reversed(range(1, x.ndim))) if network.input_kind == "bias" else \
+        x.transpose(0, *range(x.ndim - 1, 1, -1), 1)
     workdir = Path(tempfile.mkdtemp(prefix="snn2hw-lava-netx-"))
     try:
         (workdir / "request.json").write_text(json.dumps({
@@ -255,7 +255,7 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
         np.savez(workdir / "inputs.npz", x=lava_x.astype(np.int64))
         _run_script(Path(__file__).with_name("lava_netx_runner.py"), workdir, str(network.path), limits.timeout_s,
                     limits.memory_bytes)
-        raw = _result(workdir, str(network.path))
+        raw, _ = _result(workdir, str(network.path))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -341,7 +341,7 @@ def build_netx_manifest(net: NetxNetwork, source: Path, timesteps: int, resource
     return jsonable({
         "format_version": FORMAT_VERSION, "kind": NETX_KIND, "snn2hw_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"checkpoint": str(source), "sha256": sha256(source.read_bytes()), "arch": "netx",
+        "source": {"checkpoint": str(source), "sha256": files[NETX_FILE], "arch": "netx",  # the copy's bytes
                    "copy": NETX_FILE},
         "target": "loihi2", "timesteps": timesteps,
         "netx": {"skip_layers": int(attrs.get("skip_layers", 0)), "reset_offset": int(attrs.get("reset_offset", 0))},

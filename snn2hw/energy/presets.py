@@ -15,6 +15,7 @@ TIMES = ("synop_ns", "neuron_update_ns", "spike_ns", "host_link_bits_per_us")
 POWER = ("static_w_per_chip",)
 # How a number was obtained: measured on Loihi 2 silicon, published, fitted to silicon measurements, or ours.
 BASES = ("measured on silicon", "document", "calibrated", "estimated")
+NOT_MEASURED = BASES[2:]  # neither measured on silicon nor published
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Cost:
     @property
     def estimated(self) -> bool:
         """Not a published or measured figure: fitted or ours."""
-        return self.basis in ("calibrated", "estimated")
+        return self.basis in NOT_MEASURED
 
 
 @dataclass(frozen=True)

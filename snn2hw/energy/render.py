@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..files import write_text_atomic
+from .presets import NOT_MEASURED
 
 
 def fmt_energy(mj: float) -> str:
@@ -147,7 +148,7 @@ def not_measured(report: dict) -> list[str]:
     tables = [(f"{where} {op}", c) for where in places for op, c in costs[f"{where}_pj"].items()]
     tables += [(f"core {k}", c) for k, c in report["loihi2"]["limits"].items()]
     tables += [(f"time {k}", c) for k, c in report["loihi2"]["times"].items()]
-    return [f"{name} ({c['basis']})" for name, c in tables if c["basis"] in ("calibrated", "estimated")]
+    return [f"{name} ({c['basis']})" for name, c in tables if c["basis"] in NOT_MEASURED]
 
 
 def print_report(report: dict, console: Console) -> None:
