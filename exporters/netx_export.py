@@ -14,9 +14,9 @@ Input: the chip segment spec of `lava_spec.chip_segment_spec` (the exact integer
                       (`input_message_bits`, `reset_interval`, `reset_offset`) and the segment name;
                       layer attributes name the snn2hw nodes of each block
 
-A segment is *sequential* (netx has no branches, sums of synapses or injected currents) when it has one input
-(spikes or graded payloads), every LIF is fed by exactly one synapse with delay 0 and no injected current, each
-node feeds the next one only, and its only output is the last node. netx expresses everything in such a chain
+A segment is *sequential* (netx has no branches or sums of synapses) when it has one input (spikes or graded
+payloads), every synapse is a conv or dense feeding exactly one LIF that no other synapse feeds, each node feeds
+the next one only, and its only output is the last LIF. netx expresses everything in such a chain
 exactly except biases: netx sets `bias_exp = 6`, so our effective bias `bias_mant << bias_exp` is exact only where
 it is a multiple of 64; elsewhere we write the nearest multiple, and :func:`write_netx` reports per layer what
 is exact. Dense weights go through netx's `optimize_weight_bits` and Lava's Dense truncation; we check that this
@@ -42,11 +42,8 @@ Loading and running (Lava environment):
   steps j + 1 + k·T: exactly when its first input of sample k arrives. So every sample starts from reset state,
   as in the simulator, and a neuron with a bias never integrates before its input arrives. (Offset 0 would zero
   each layer one step early; the tests see the difference.)
-* Readout: a chain may end in a synapse without a neuron (the accumulation the host reads). netx has no output
-  port for accumulations, but a block whose neuron is an accumulation register expresses it exactly:
-  iDecay 4096 (u = a << 6 each step, no memory), vDecay 4095, vThMant 131071 (it cannot fire while |a| < 2^17
-  - 32). Read it by probing `net.out_layer.neuron.u`: accumulation = u >> 6, exact while |a| < 2^17 (u is 24 bit),
-  the bound the simulator already reports on. `net.out` then carries no information.
+* Output: the chain's last LIF, `net.out`. A segment that ends in a relay neuron (a readout's graded spikes) or
+  uses identity synapses is not a chain here: netx has no GradedVec neuron and no one-to-one synapse.
 """
 from pathlib import Path
 from typing import Optional
@@ -59,18 +56,13 @@ from ..hardware_sims import loihi_formats as fmt
 from ..hardware_sims.loihi_numerics import effective_bias, effective_dense_weights
 
 NETX_MIXED_MAX, NETX_MIXED_MIN = 127, -128  # optimize_weight_bits scales mixed-sign weights into [-128, 127]
-# The readout register: no current memory, v follows u, a threshold it cannot reach (see the module docstring).
-READOUT_NEURON = {"iDecay": fmt.DECAY_MAX + 1, "vDecay": fmt.DECAY_MAX, "vThMant": fmt.VTH_MAX}
 
 
-def _chain(spec: dict) -> tuple[Optional[str], list[tuple[dict, Optional[dict], bool]]]:
-    """→ (why the segment is not a netx chain or None, [(synapse, its LIF or None for a readout, flatten before)])."""
+def _chain(spec: dict) -> tuple[Optional[str], list[tuple[dict, dict, bool]]]:
+    """→ (why the segment is not a netx chain or None, [(synapse, its LIF, flatten before)])."""
     if spec.get("format") != fmt.CHIP_SPEC_FORMAT:
         return f"unknown chip spec format {spec.get('format')!r}", []
     inputs = spec["inputs"]
-    currents = [i["name"] for i in inputs if i["payload"] == "current"]
-    if currents:
-        return f"{len(currents)} input(s) are injected currents (netx has no current injection): {currents[0]}", []
     if len(inputs) != 1:
         return f"{len(inputs)} inputs (netx has one input port)", []
     nodes = spec["nodes"]
@@ -86,22 +78,17 @@ def _chain(spec: dict) -> tuple[Optional[str], list[tuple[dict, Optional[dict], 
             i += 1
         syn = nodes[i]
         if syn["op"] not in ("conv", "dense"):
-            return f"{syn['name']} ({syn['op']}) is not a synapse where the chain needs one", []
+            return f"{syn['name']} ({syn['op']}) is not a conv or dense synapse where the chain needs one", []
         if syn["input"] != prev:
             return f"{syn['name']} reads {syn['input']}, not the previous layer {prev} (a branch)", []
         if syn["op"] == "dense" and len(syn["shape_in"]) != 1:
             return f"dense {syn['name']} reads a {len(syn['shape_in'])}-d tensor without a flatten", []
         lif = nodes[i + 1] if i + 1 < len(nodes) else None
-        if lif is None:
-            blocks.append((syn, None, flatten))
-            prev = syn["name"]
-            break
-        if lif["op"] != "lif":
-            return f"{syn['name']} feeds {lif['name']} ({lif['op']}), not a neuron", []
-        if lif["synapses"] != [{"name": syn["name"], "delay": 0}]:
-            return f"neuron {lif['name']} sums {len(lif['synapses'])} synapses or delays its input", []
-        if lif["injected"]:
-            return f"neuron {lif['name']} receives injected currents (netx has no current injection)", []
+        if lif is None or lif["op"] != "lif":
+            return f"{syn['name']} feeds {lif['name'] + ' (' + lif['op'] + ')' if lif else 'nothing'}, not a LIF " \
+                   "(netx's CUBA blocks)", []
+        if lif["synapses"] != [syn["name"]]:
+            return f"neuron {lif['name']} sums {len(lif['synapses'])} synapses", []
         blocks.append((syn, lif, flatten))
         prev = lif["name"]
         i += 2
@@ -179,11 +166,10 @@ def _write_neuron(group: h5py.Group, params: dict) -> None:
     group.create_dataset("gradedSpike", data=False)
 
 
-def _write_block(group: h5py.Group, syn: dict, lif: Optional[dict], arrays: dict) -> dict:
+def _write_block(group: h5py.Group, syn: dict, lif: dict, arrays: dict) -> dict:
     """One netx block (synapse + neuron) → its per-layer note."""
     weight = np.asarray(arrays[syn["weight"]], dtype=np.int64)
-    note = {"synapse": syn["name"], "neuron": lif["name"] if lif else None, "type": syn["op"],
-            "depth": (lif or syn)["depth"]}
+    note = {"synapse": syn["name"], "neuron": lif["name"], "type": syn["op"], "depth": lif["depth"]}
     group.create_dataset("type", data=np.array([syn["op"].encode()]))
     group.create_dataset("shape", data=np.array(syn["shape"], dtype=np.int64))
     # float32 like slayer's exports; netx truncates with .astype(int), exact for our 8-bit integers
@@ -195,23 +181,18 @@ def _write_block(group: h5py.Group, syn: dict, lif: Optional[dict], arrays: dict
         note["weights_exact"] = True  # netx hands conv weights to Lava's Conv unchanged
     else:
         note["weights_exact"] = _netx_dense_exact(weight)
-    if lif is None:
-        _write_neuron(group.create_group("neuron"), READOUT_NEURON)
-        note.update(bias_exact=True, readout="probe neuron.u: accumulation = u >> 6 (exact while |a| < 2^17)")
-    else:
-        _write_neuron(group.create_group("neuron"),
-                      {"iDecay": lif["du"] + 1, "vDecay": lif["dv"], "vThMant": lif["vth"]})
-        bias, bias_note = _netx_bias(np.asarray(arrays[lif["bias_mant"]]), lif["bias_exp"])
-        note.update(bias_note)
-        if bias.any():
-            if syn["op"] == "conv":
-                per_channel = bias.reshape(bias.shape[0], -1)
-                # netx broadcasts a (C,) bias over the layer; a per-neuron one must be in its (X, Y, C) order
-                bias = per_channel[:, 0] if (per_channel == per_channel[:, :1]).all() else bias.transpose(2, 1, 0)
-            group.create_dataset("bias", data=bias.astype(np.float32))
+    _write_neuron(group.create_group("neuron"), {"iDecay": lif["du"] + 1, "vDecay": lif["dv"], "vThMant": lif["vth"]})
+    bias, bias_note = _netx_bias(np.asarray(arrays[lif["bias_mant"]]), lif["bias_exp"])
+    note.update(bias_note)
+    if bias.any():
+        if syn["op"] == "conv":
+            per_channel = bias.reshape(bias.shape[0], -1)
+            # netx broadcasts a (C,) bias over the layer; a per-neuron one must be in its (X, Y, C) order
+            bias = per_channel[:, 0] if (per_channel == per_channel[:, :1]).all() else bias.transpose(2, 1, 0)
+        group.create_dataset("bias", data=bias.astype(np.float32))
     note["bit_exact"] = bool(note["weights_exact"] and note["bias_exact"])
     group.attrs["snn2hw_synapse"] = syn["name"]
-    group.attrs["snn2hw_neuron"] = note["neuron"] or ""
+    group.attrs["snn2hw_neuron"] = note["neuron"]
     group.attrs["bit_exact"] = note["bit_exact"]
     return note
 
@@ -246,8 +227,6 @@ def write_netx(spec: dict, arrays: dict[str, np.ndarray], path) -> dict:
         f.attrs["snn2hw_segment"] = spec["segment"]
         for key, value in load.items():
             f.attrs[key] = value
-    output = dict(spec["outputs"][0])
-    output["read"] = ("net.out (spikes)" if output["kind"] == "spikes"
-                      else "probe net.out_layer.neuron.u; accumulation = u >> 6, then / scale + bias on the host")
+    output = {**spec["outputs"][0], "read": "net.out (spikes)"}
     return {"file": str(path), "segment": spec["segment"], "bit_exact": all(n["bit_exact"] for n in notes),
             "load": load, "input": inp, "output": output, "layers": notes}

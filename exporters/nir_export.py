@@ -20,8 +20,8 @@ below θ: identical to v >= θ in float32 arithmetic (metadata keeps θ and the 
 Nodes (names are the IR node names; parameters are float32 numpy arrays, neuron parameters with the layer's full
 shape, no batch dim anywhere):
 
-    Input      one per (host tensor, chip consumer), named `tensor->consumer` as in the Lava spec: the spikes,
-               graded payloads or injected currents the host sends each step, as floats
+    Input      one per (host tensor, chip synapse), named `tensor->synapse` as in the Lava spec: the spikes or
+               graded payloads the host sends each step, as floats
     Conv2d     a Conv2d synapse: the folded weight (Cout, Cin, kH, kW), bias (zeros if none), stride, padding,
                dilation, input_shape (H, W)
     SumPool2d  a depthwise Conv2d of unit weights without bias (the sum-pool of a max-pool turned OR); NIR 1.0.8
@@ -29,26 +29,27 @@ shape, no batch dim anywhere):
     Affine     a Linear synapse with a bias; `Linear` when it has none
     CubaLIF    each LIF, as above
     Flatten    start_dim 0, end_dim -1 over the batch-free type (C, H, W) → (C·H·W,)
-    Output     one per chip node the host reads, named `node->host`: a neuron's spikes, or a readout synapse's
-               value (weights · spikes + bias)
+    Output     one per chip neuron the host reads, named `node->host`: a LIF's spikes, or a relay's value
 Edges: several edges into one node are summed (NIR's rule). An IR `Add` (a neuron's synapse groups, the MS-ResNet
-membrane shortcut) has no node: each summand, chip synapse or injected host current, is an edge into the neuron.
+membrane shortcut) has no node: each summand is an edge into the neuron. A relay neuron (y = x in float: Lava's
+GradedVec) has no node either: its synapses' edges go to what reads it, and its scale is in the metadata of the
+Output that reads it.
 NIR neurons have no bias, so an Add's bias is added to the float bias of its first chip synapse that feeds only
 that Add (metadata `add_bias_of` names the Add); on Loihi all of a neuron's biases are its `bias_mant`.
 
 Metadata (flat: Python scalars, strings and numpy arrays, so nir.write/nir.read keep it). The Loihi 2 fixed-point
 form, as the quantize pass set it and the Lava spec (exporters/lava_spec.py) runs it:
-    synapse    `weight` (the Lava spec's int16 array: round(W · scale / 2^payload_frac_bits) on Lava's 8-bit grid;
-               SumPool2d: its depthwise weights), `weight_exp` 0, `scale` σ (integer units per float unit of the
-               neuron it feeds), `payload_frac_bits`, `num_message_bits`, `depth`, `delay` (extra steps its output
-               waits so that all synapses of a neuron arrive together; absent on readout synapses), `bias_realised_by`
+    synapse    `weight` (the Lava spec's int16 array: round(W · scale / unit) on Lava's 8-bit grid; SumPool2d: its
+               depthwise weights; an identity synapse: its one weight), `weight_exp` (0, or an identity's),
+               `scale` σ (integer units per float unit of the neuron it feeds), `payload_frac_bits`,
+               `num_message_bits`, `depth`, `bias_realised_by`
     neuron     `du`, `dv`, `vth`, `bias_mant` (the Lava spec's int16 array, full shape), `bias_exp`, `scale` σ,
                `depth`; the source semantics `source_decay`, `source_threshold`, `source_input_scale`,
                `source_fires_when`
-    Input      `tensor`, `consumer`, `payload` ("spikes" 0/1 | "graded" round(value · 2^frac_bits) | "current"
-               round(value · scale), into the neuron's input port without a synapse), `frac_bits`, `scale`
-               (currents), `depth`, `kind` (the IR value kind), `waits_for_window` (1: the host needs all T steps first)
-    Output     `tensor`, `kind` ("spikes" | "accumulation": the host computes a / scale + bias), `depth`, `scale`
+    Input      `tensor`, `consumer`, `payload` ("spikes" 0/1 | "graded" round(value · 2^frac_bits)), `frac_bits`,
+               `depth`, `kind` (the IR value kind), `waits_for_window` (1: the host needs all T steps first)
+    Output     `tensor`, `kind` ("spikes" | "graded": the host computes a / scale + the relay's carried bias),
+               `depth`, `scale`
     graph      `format`, `format_version`, `snn2hw_version`, `segment`, `arch`, `timesteps`, `dt`, `time_unit`,
                `discretisation`, `lava_steps` (T + the deepest node's depth)
 `depth`: the Lava step at which the node's logical step 0 appears (every Dense/Conv adds one step of latency).
@@ -148,7 +149,6 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
     spec, arrays = chip_segment_spec(fixed, segment)
     members = set(segment["nodes"])
     spec_nodes = {n["name"]: n for n in spec["nodes"]}
-    delays = {s["name"]: s["delay"] for n in spec["nodes"] if n["op"] == "lif" for s in n["synapses"]}
     carriers = _add_bias_carriers(folded, members)
     waits = {c["tensor"]: c["waits_for_window"] for c in folded.cuts}
     nodes: dict[str, nir.NIRNode] = {}
@@ -158,8 +158,6 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
         meta = {"tensor": inp["tensor"], "consumer": inp["to"], "payload": inp["payload"],
                 "frac_bits": int(inp["frac_bits"]), "depth": int(inp["depth"]),
                 "kind": folded.nodes[inp["tensor"]].kind, "waits_for_window": int(waits[inp["tensor"]])}
-        if inp["payload"] == "current":
-            meta["scale"] = float(inp["scale"])
         nodes[inp["name"]] = nir.Input(input_type={"input": np.array(inp["shape"])}, metadata=meta)
         edges.append((inp["name"], inp["to"]))
 
@@ -170,14 +168,13 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
             if name in carriers:
                 add_bias = folded.nodes[carriers[name]].bias.detach().double().numpy()
                 bias = add_bias if bias is None else bias + add_bias
-            readout = name not in delays
-            meta = {"weight": arrays[spec_nodes[name]["weight"]], "scale": float(q["scale"]),
-                    "payload_frac_bits": int(q["payload_frac_bits"]), "num_message_bits": int(q["num_message_bits"]),
-                    "weight_exp": 0, "depth": int(spec_nodes[name]["depth"]),
-                    "bias_realised_by": "host: a / scale + bias" if readout else
-                    f"neuron {_neuron_fed_by(folded, name)}: bias_mant << bias_exp"}
-            if not readout:
-                meta["delay"] = int(delays[name])
+            entry, reader = spec_nodes[name], _neuron_fed_by(folded, name)
+            meta = {"weight": arrays[entry["weight"]] if entry["op"] != "identity" else np.int16(entry["weight"]),
+                    "scale": float(q["scale"]), "payload_frac_bits": int(q["payload_frac_bits"]),
+                    "num_message_bits": int(q["num_message_bits"]), "weight_exp": int(entry.get("weight_exp", 0)),
+                    "depth": int(entry["depth"]),
+                    "bias_realised_by": f"relay {reader}: carried to what reads it" if isinstance(
+                        folded.nodes[reader], ir.Relay) else f"neuron {reader}: bias_mant << bias_exp"}
             if name in carriers:
                 meta["add_bias_of"] = carriers[name]
             nodes[name] = _synapse(node, folded.nodes[node.inputs[0]].shape, bias)
@@ -185,20 +182,20 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
             if node.inputs[0] in members:  # else the Input `tensor->name` already feeds it
                 edges.append((node.inputs[0], name))
         elif isinstance(node, ir.Add):
-            if not any(isinstance(folded.nodes[r], ir.LIF) for r in folded.consumers(name)):
+            if not any(isinstance(folded.nodes[r], ir.NEURONS) for r in folded.consumers(name)):
                 raise ValueError(f"Add {name} on chip feeds no neuron; NIR could only sum it at a neuron's input")
-        elif isinstance(node, ir.LIF):
-            nodes[name] = _cuba_lif(node)
-            nodes[name].metadata = {
-                "du": int(q["du"]), "dv": int(q["dv"]), "vth": int(q["vth"]),
-                "bias_mant": arrays[spec_nodes[name]["bias_mant"]],
-                "bias_exp": int(q["bias_exp"]), "scale": float(q["scale"]), "depth": int(spec_nodes[name]["depth"]),
-                "source_decay": float(node.decay), "source_threshold": float(node.threshold),
-                "source_input_scale": float(node.input_scale),
-                "source_fires_when": "v >= threshold" if node.fire_at_threshold else "v > threshold"}
-            src = folded.nodes[node.inputs[0]]
-            feeds = [f.name for f in folded.input_port_feeds(name)] if src.name in members else [src.name]
-            edges += [(f, name) for f in feeds if f in members]  # host feeds arrive through their Input nodes
+        elif isinstance(node, ir.NEURONS):
+            if isinstance(node, ir.LIF):
+                nodes[name] = _cuba_lif(node)
+                nodes[name].metadata = {
+                    "du": int(q["du"]), "dv": int(q["dv"]), "vth": int(q["vth"]),
+                    "bias_mant": arrays[spec_nodes[name]["bias_mant"]], "bias_exp": int(q["bias_exp"]),
+                    "scale": float(q["scale"]), "depth": int(spec_nodes[name]["depth"]),
+                    "source_decay": float(node.decay), "source_threshold": float(node.threshold),
+                    "source_input_scale": float(node.input_scale),
+                    "source_fires_when": "v >= threshold" if node.fire_at_threshold else "v > threshold"}
+                edges += [(f.name, name) for f in folded.input_port_feeds(name)]
+            # a relay is y = x in float: no node; its sum's edges go straight to what reads it (below)
         elif isinstance(node, ir.Flatten):
             nodes[name] = nir.Flatten(input_type={"input": np.array(folded.nodes[node.inputs[0]].shape)},
                                       start_dim=0, end_dim=-1, metadata={"depth": int(spec_nodes[name]["depth"])})
@@ -208,10 +205,13 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
 
     for out in spec["outputs"]:
         meta = {"tensor": out["name"], "kind": out["kind"], "depth": int(out["depth"])}
-        if out["kind"] == "accumulation":
-            meta["scale"] = float(out["scale"])
+        if out["kind"] == "graded":
+            meta["scale"] = float(spec_nodes[out["name"]]["scale"])
         nodes[f"{out['name']}->host"] = nir.Output(output_type={"output": np.array(out["shape"])}, metadata=meta)
         edges.append((out["name"], f"{out['name']}->host"))
+    relays = {n["name"]: [f for f in n["synapses"]] for n in spec["nodes"] if n["op"] == "relay"}
+    while any(a in relays for a, _ in edges):  # a relay's readers read its synapses' sum (chains: repeatedly)
+        edges = [(f, b) for a, b in edges for f in (relays[a] if a in relays else [a])]
 
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
                 "segment": segment["name"], "arch": folded.arch, "timesteps": int(folded.timesteps), "dt": DT,

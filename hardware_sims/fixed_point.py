@@ -3,8 +3,8 @@
 It runs one chip segment from its chip spec (`exporters/lava_spec.py`: the JSON structure and integer arrays the
 Lava runner reads too) by Lava's integer equations (`loihi_numerics`), vectorised over samples, steps and neurons.
 Time is logical: a layer's value at step t is what Lava produces at step t + its depth, since every Lava synapse
-delays by one step and the spec's delays make all terms of a sum arrive together; so a neuron at step t integrates
-its synapses' accumulations of their inputs' step t. Its interface is the Lava runner's (`lava_driver`): the
+delays by one step and all synapses of a neuron read sources of one depth; so a neuron at step t integrates its
+synapses' accumulations of their inputs' step t. Its interface is the Lava runner's (`lava_driver`): the
 integers the chip receives per spec input, `[T, N, ...]`, in; each output and each probed layer, `[T, N, ...]`, out.
 """
 from dataclasses import dataclass, field
@@ -32,7 +32,8 @@ def accumulate(node: dict, weight: np.ndarray, s: np.ndarray) -> np.ndarray:
         a = num.conv_accumulate(weight, flat, node["stride"], node["padding"], node["dilation"], node["groups"],
                                 num_message_bits=node["num_message_bits"])
     else:
-        a = num.dense_accumulate(weight, flat, 0, num_message_bits=node["num_message_bits"])
+        a = num.dense_accumulate(num.effective_dense_weights(weight), flat, 0,
+                                 num_message_bits=node["num_message_bits"])
     return a.reshape(*s.shape[:2], *a.shape[1:])
 
 
@@ -89,7 +90,8 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
                      probe: list[str] | None = None, keep_membrane: bool = False,
                      repeats: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, NeuronStats]]:
     """Run one chip segment in fixed point. `inputs`: per spec input name, the integers the chip receives,
-    `[T, N, ...]`. → ({output: spikes (bool) or accumulations (int64); probed layer: spikes}, all `[T, N, ...]`;
+    `[T, N, ...]`. → ({output: spikes (bool) or a relay's graded spikes (int64); probed layer: spikes}, all
+    `[T, N, ...]`;
     {neuron layer: NeuronStats}). `repeats` (`repeated_synapses`), if the caller keeps it, saves recomputing it."""
     repeats = repeated_synapses(spec, arrays) if repeats is None else repeats
     ints: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
@@ -100,11 +102,16 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
             ints[name] = ints[repeats[name]]
         elif op in ("conv", "dense"):
             ints[name] = accumulate(node, arrays[node["weight"]], ints[node["input"]])
+        elif op == "identity":
+            ints[name] = num.identity_accumulate(node["weight"], node["weight_exp"], ints[node["input"]],
+                                                 node["num_message_bits"])
         elif op == "flatten":
             ints[name] = ints[node["input"]].reshape(*ints[node["input"]].shape[:2], -1)
         elif op == "lif":
-            a = num.inport_sum(*[ints[s["name"]] for s in node["synapses"]], *[ints[k] for k in node["injected"]])
-            ints[name], stats[name] = _run_lif(node, arrays, a, keep_membrane)
+            ints[name], stats[name] = _run_lif(node, arrays, num.inport_sum(*[ints[s] for s in node["synapses"]]),
+                                               keep_membrane)
+        elif op == "relay":
+            ints[name] = num.graded_vec_step(num.inport_sum(*[ints[s] for s in node["synapses"]]))
         else:
             raise ValueError(f"chip segment {spec['segment']}: node {name} has op {op!r}, which has no fixed-point "
                              "execution")

@@ -185,12 +185,12 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
     seconds (`build_s`, `compile_and_first_step_s`, `run_s` and `per_step_ms` for the other steps, streaming the
     probed values back included, and `wall_s` for the whole call)."""
     name = spec["segment"]
-    spiking = set(spec["spiking_layers"])
+    layers = [n["name"] for n in spec["nodes"] if n["op"] in ("lif", "relay")]
     probe = list(probe or [])
-    unknown = sorted(set(probe) - spiking)
+    unknown = sorted(set(probe) - set(layers))
     if unknown:
-        raise LavaError(f"chip segment {name} has no spiking layer {', '.join(unknown)} "
-                        f"(it has {', '.join(spec['spiking_layers'])}).")
+        raise LavaError(f"chip segment {name} has no neuron layer {', '.join(unknown)} "
+                        f"(it has {', '.join(layers)}).")
     batch_first, samples = _batch_first_inputs(spec, inputs)
     start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix=f"snn2hw-lava-{name}-"))
@@ -205,7 +205,7 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stats["wall_s"] = time.perf_counter() - start
-    spike_keys = set(probe) | {o["name"] for o in spec["outputs"] if o["kind"] == "spikes"}
+    spike_keys = set(spec["spiking_layers"])
     results = {}
     for key, value in raw.items():
         value = np.swapaxes(value, 0, 1)
@@ -222,8 +222,9 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     runner's `RunRecord.cut_inputs`). The N samples run back to back in one Lava run. → `[T, N, ...]` arrays,
     aligned to logical steps (each layer's latency removed):
 
-    * every segment output: spikes (bool), or a readout synapse's integer accumulations (int64);
-    * every layer in `probe` (spiking layers of the segment): its spikes (bool).
+    * every segment output: a LIF's spikes (bool), or a relay's graded spikes (int64: the sum of its synapses'
+      integer accumulations at each step, as the chip sends it);
+    * every layer in `probe` (neuron layers of the segment): a LIF's spikes (bool), a relay's graded spikes.
 
     Raises LavaError naming the segment if the Lava environment is missing, the run fails (with the last lines of
     its stderr), runs out of `memory_limit_bytes` (address space per process, if given) or takes longer than

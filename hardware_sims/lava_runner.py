@@ -2,21 +2,21 @@
 
     python hardware_sims/lava_runner.py WORKDIR
 
-A standalone script: it imports numpy, scipy and lava only (plus `loihi_formats` next to it, by path, for the
-message widths and the conv layout conversion; that module needs numpy only), never torch or the snn2hw package, which the Lava environment
-does not have. Everything goes through files; stdout is not used (slayer and Lava print there). On an error it exits
-with status 1 and ends stderr with one line `lava_runner: <error>`.
+A standalone script: it imports numpy, scipy and lava only (plus `loihi_formats` next to it, by path, for the spec
+format version and the conv layout conversion; that module needs numpy only), never torch or the snn2hw package,
+which the Lava environment does not have. Everything goes through files; stdout is not used (slayer and Lava print
+there). On an error it exits with status 1 and ends stderr with one line `lava_runner: <error>`.
 
 WORKDIR holds, written by `lava_driver` (next to this file):
 
     spec.json, arrays.npz   the segment, as `snn2hw.exporters.lava_spec.chip_segment_spec` makes it
     inputs.npz              one integer array `[N, T, *shape]` per spec input name (batch first, torch layout)
-    request.json            {"samples": N, "probe": [spiking layers], "memory_limit_bytes": bytes or null}
+    request.json            {"samples": N, "probe": [neuron layers], "memory_limit_bytes": bytes or null}
 
 and gets back
 
-    result.npz              `<layer>`: spikes `[N, T, *shape]` (uint8) of every probed layer and every spike output;
-                            `<output>`: the int64 accumulations `[N, T, *shape]` of every accumulation output
+    result.npz              `<layer>`: spikes `[N, T, *shape]` (uint8) of every probed LIF layer and "spikes" output;
+                            the int64 graded spikes `[N, T, *shape]` of every probed relay and "graded" output
     result.json             samples, Lava steps, timings (seconds) and the Lava processes built
 
 Everything is aligned to logical steps: logical step t of node X is Lava step t + depth(X) of its sample.
@@ -26,24 +26,28 @@ How the segment becomes Lava processes
 * Layouts: Lava tensors are (X, Y, Z) = (W, H, C), torch's (C, H, W) reversed. Every array goes in with its axes
   reversed and comes back reversed again; conv weights and (H, W) parameters are converted as lava-dl netx does
   (`loihi_formats.torch_to_lava_conv_weight`, `torch_to_lava_conv_params`).
-* input: a source `RingBuffer` holding all samples back to back, the data shifted to the input's depth. A "current"
-  input connects straight to the LIF's `a_in` (no synapse, no delay); "spikes" and "graded" inputs feed their
-  Conv/Dense, which the spec gives `num_message_bits` > 0 for graded payloads.
+* input: a source `RingBuffer` holding all samples back to back, the data shifted to the input's depth (the step
+  before its synapse's neuron needs it). It feeds exactly one synapse, its `to`: 0/1 for "spikes" payloads, the
+  integers round(value · 2^q) for "graded" ones, which that synapse reads with `num_message_bits` > 0.
 * conv: `Conv` (fixed: no weight_exp, 24-bit wrap); dense: `Dense` (weight_exp 0).
+* identity: a one-to-one `Sparse` (n × n, `weight` on the diagonal, the spec's `weight_exp` and `num_message_bits`),
+  its ports reshaped to and from the n = prod(shape) neurons it connects.
 * flatten: a virtual port, `transpose` to (C, H, W) then `flatten`, so the order is torch's C, H, W flatten.
-* lif: `LIFReset` with the spec's du, dv, vth, per-neuron bias_mant and bias_exp. Its synapses and injected inputs
-  are summed by its `a_in` port (in int32, as Lava does).
-* delays: a synapse term with `delay` d > 0 goes through an identity `DelaySparse` (graded messages, extra delay
-  d - 1, plus the one step every Lava synapse adds): one process per delayed term, exact for any int32 value
-  (Conv accumulations are 24 bit). Lava's Conv has no delay of its own.
+* lif: `LIFReset` with the spec's du, dv, vth, per-neuron bias_mant and bias_exp. Its synapses' `a_out`s are
+  summed by its `a_in` port (in int32, as Lava does); they all arrive at the same step, so no synapse is delayed.
+* relay: `GradedVec` with vth 0 and exp 0: each step it sends the sum of its synapses' `a_out`s (summed at its
+  `a_in` like a LIF's) as a graded spike, int32, and keeps nothing (v is zeroed after every step).
 * samples: one run of N·T + max depth steps. Each LIF resets u and v at its depth in every window of T steps
   (`reset_interval` T, `reset_offset` depth + 1: Lava counts steps from 1), so it starts each sample from zero state
   and integrates bias only from its first input on. This is exact with no gap between samples: the network is a
   feed-forward pipeline in which node X works on sample s during Lava steps [sT + depth(X), (s+1)T + depth(X)).
   Whatever a node emits outside its window (bias-driven spikes before its depth, the tail after its last step)
   reaches each consumer strictly before that consumer's own reset, because every path adds exactly the depth
-  difference in steps; and the one-step buffers of Conv/Dense/DelaySparse in flight at a boundary carry the
-  previous sample's last steps to the consumer's previous-sample window, where they belong.
+  difference in steps; and the one-step buffers of Conv/Dense/Sparse in flight at a boundary carry the previous
+  sample's last steps to the consumer's previous-sample window, where they belong. Relays need no reset: a relay
+  keeps no state and emits at each step exactly what it received at that step, so it moves values along the pipeline
+  with the same depth shift as any neuron and carries nothing across a window boundary; what it passes on from
+  outside its window is what the LIF argument above already places before the next reset (or outside the steps read).
 * probing: an `Extractor` per probed layer and per output, whose channel passes each step's values to this process
   (received after every run of `EXTRACT_BUFFER` steps). A `Var` read after the run (`Monitor`, sink `RingBuffer`)
   would cost ~15 µs to 70 µs per value, since Lava sends Vars element by element: minutes for a few hundred samples.
@@ -67,10 +71,11 @@ from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
+from lava.proc.graded.process import GradedVec
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIFReset
-from lava.proc.sparse.process import DelaySparse, Sparse
+from lava.proc.sparse.process import Sparse
 from scipy import sparse
 
 
@@ -148,9 +153,10 @@ class Segment:
     """The Lava processes of one spec, wired; `run()` runs them and collects the probed values."""
 
     def __init__(self, spec: dict, arrays, inputs: dict[str, np.ndarray], samples: int, probe: list[str]):
-        unknown = sorted(set(probe) - set(spec["spiking_layers"]))
+        relays = {n["name"] for n in spec["nodes"] if n["op"] == "relay"}
+        unknown = sorted(set(probe) - set(spec["spiking_layers"]) - relays)
         if unknown:
-            raise ValueError(f"segment {spec['segment']} has no spiking layer {', '.join(unknown)}")
+            raise ValueError(f"segment {spec['segment']} has no neuron layer {', '.join(unknown)}")
         self.arrays, self.samples = arrays, samples
         self.T = int(spec["timesteps"])
         self.depth = {n["name"]: int(n["depth"]) for n in spec["nodes"]}
@@ -162,15 +168,14 @@ class Segment:
         for i in spec["inputs"]:
             self._source(i, inputs[i["name"]])
         for node in spec["nodes"]:
-            if node["op"] not in ("conv", "dense", "flatten", "lif"):
+            if node["op"] not in ("conv", "dense", "identity", "flatten", "lif", "relay"):
                 raise ValueError(f"node {node['name']}: op {node['op']!r} has no Lava form in this runner")
             getattr(self, "_" + node["op"])(node)
-        spike_outputs = [o["name"] for o in spec["outputs"] if o["kind"] == "spikes"]
-        for name in dict.fromkeys([*probe, *spike_outputs]):
-            self._extract(name, np.uint8)
         for o in spec["outputs"]:
-            if o["kind"] == "accumulation":
-                self._extract(o["name"], np.int64)
+            if o["kind"] not in ("spikes", "graded"):
+                raise ValueError(f"output {o['name']}: kind {o['kind']!r} has no Lava form in this runner")
+        for name in dict.fromkeys([*probe, *(o["name"] for o in spec["outputs"])]):
+            self._extract(name, np.int64 if name in relays else np.uint8)
 
     def _add(self, proc):
         self.procs.append(proc)
@@ -211,38 +216,43 @@ class Segment:
         self.ports[node["input"]].connect(dense.s_in)
         self.ports[node["name"]] = dense.a_out
 
+    def _identity(self, node):
+        """A one-to-one `Sparse`: every neuron's input times `weight`, shifted by `weight_exp`."""
+        shape = lava_shape(node["shape"])
+        n = int(np.prod(shape))
+        proc = self._add(Sparse(weights=sparse.identity(n, dtype=np.int32, format="csr") * int(node["weight"]),
+                                weight_exp=int(node["weight_exp"]), num_message_bits=int(node["num_message_bits"]),
+                                name=node["name"]))
+        self.ports[node["input"]].reshape((n,)).connect(proc.s_in)
+        self.ports[node["name"]] = proc.a_out.reshape(shape)
+
     def _flatten(self, node):
         src = node["input"]
         self.ports[node["name"]] = torch_order(self.ports[src], len(self.shape[src]))
 
     def _lif(self, node):
-        shape = lava_shape(node["shape"])
-        lif = self._add(LIFReset(shape=shape, du=int(node["du"]), dv=int(node["dv"]), vth=int(node["vth"]),
+        lif = self._add(LIFReset(shape=lava_shape(node["shape"]), du=int(node["du"]), dv=int(node["dv"]),
+                                 vth=int(node["vth"]),
                                  bias_mant=to_lava(np.asarray(self.arrays[node["bias_mant"]], np.int64)),
                                  bias_exp=int(node["bias_exp"]), reset_interval=self.T,
                                  reset_offset=(int(node["depth"]) + 1) % self.T, name=node["name"]))
-        for syn in node["synapses"]:
-            port = self.ports[syn["name"]]
-            if syn["delay"] > 0:
-                port = self._delay(port, shape, int(syn["delay"]), f"{node['name']}.delay.{syn['name']}")
-            port.connect(lif.a_in)
-        for key in node["injected"]:
-            self.ports[key].connect(lif.a_in)
+        self._sum_into(node, lif.a_in)
         self.ports[node["name"]] = lif.s_out
 
-    def _delay(self, port, shape: tuple, delay: int, name: str):
-        """`port`'s values `delay` steps later: identity synapses with graded messages (1 step each, plus
-        DelaySparse's own extra delay)."""
-        n = int(np.prod(shape))
-        eye = sparse.identity(n, dtype=np.int32, format="csr")
-        if delay == 1:
-            proc = Sparse(weights=eye, num_message_bits=formats.GRADED_MESSAGE_BITS, name=name)
-        else:
-            proc = DelaySparse(weights=eye, delays=(eye * (delay - 1)).astype(int), max_delay=delay - 1,
-                               num_message_bits=formats.GRADED_MESSAGE_BITS, name=name)
-        self._add(proc)
-        port.reshape((n,)).connect(proc.s_in)
-        return proc.a_out.reshape(shape)
+    def _relay(self, node):
+        relay = self._add(GradedVec(shape=lava_shape(node["shape"]), vth=0, exp=0))
+        relay.name = node["name"]
+        self._sum_into(node, relay.a_in)
+        self.ports[node["name"]] = relay.s_out
+
+    def _sum_into(self, node, a_in):
+        """Connect every synapse of neuron `node` to its `a_in`, which sums them (they arrive at the same step)."""
+        for syn in node["synapses"]:
+            port = self.ports[syn]
+            if tuple(port.shape) != tuple(a_in.shape):
+                raise ValueError(f"neuron {node['name']}: synapse {syn} sends shape {port.shape}, it receives "
+                                 f"{a_in.shape} (Lava layout)")
+            port.connect(a_in)
 
     # -- probing and running ---------------------------------------------------------------------------------------
     def _extract(self, name: str, dtype):

@@ -88,6 +88,16 @@ WEIGHT_GRID_MAX = WEIGHT_MAX - 1
 # Graded spikes (num_message_bits > 0) carry 24-bit payloads: Loihi 2's graded-spike message width as Lava's Dense
 # and Sparse models take it (their num_message_bits Var; documented, lava/proc/dense/process.py docstring)
 GRADED_MESSAGE_BITS = 24
+# Host → chip graded payloads: the widest a public Loihi 2 hardware run sends (lava-dl test_hdf5_nx.py:228-229, PilotNet
+# SDNN's PyToN3ConvAdapter with num_message_bits=16); taken from the document, signed.
+HOST_MESSAGE_BITS = 16
+# A relay neuron (Lava's GradedVec with vth 0: v = a_in, sent as is) holds v in 24 bits (its fixed_pt model's declared
+# precision, lava/proc/graded/models.py:51; the CPU model computes in int32), so its input sum must stay below 2^23.
+RELAY_BITS = 24
+# The most an identity synapse (a one-to-one Sparse) divides by: weight_exp down to -7, as lava_va's GradedSparse runs
+# on Loihi 2 (lava-nc/lava 6a98a524, src/lava/networks/gradedvecnetwork.py:275-278, tutorial01 cell 34); documented
+# by that public run, not the hardware's limit.
+IDENTITY_WEIGHT_EXP_MIN = -7
 
 # --- lava-dl netx 0.6.0 (lava/lib/dl/netx/hdf5.py, get_neuron_params): the bias exponent of every CUBA neuron ---
 NETX_BIAS_EXP = 6
@@ -103,7 +113,7 @@ NETX_SPIKE_EXP = 6
 NETX_STATE_EXP = 6
 
 # --- The chip segment spec (exporters/lava_spec.py): the file both simulators and the netx writer read ---
-CHIP_SPEC_FORMAT = 1
+CHIP_SPEC_FORMAT = 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -179,6 +179,17 @@ def dense_accumulate(w_eff: ArrayLike, s_in: ArrayLike, weight_exp: int = DEFAUL
     return wrap_signed(acc, DENSE_OUT_BITS)
 
 
+def identity_accumulate(weight: int, weight_exp: int, s_in: ArrayLike, num_message_bits: int = 0) -> np.ndarray:
+    """One step of a one-to-one ``Sparse`` (weights ``weight`` on the diagonal; ``PySparseModelBitAcc``,
+    lava/proc/sparse/models.py:77-107), as the next process receives it (one step later): ``w · s`` per neuron
+    (binary: ``w · [s != 0]``; graded: in int32), then ``<< weight_exp`` or arithmetic ``>> -weight_exp``, sent
+    through an int32 channel. ``w`` is rewritten as Dense rewrites its weights (:func:`effective_dense_weights`)."""
+    w = int(effective_dense_weights(np.asarray([[weight]]))[0, 0])
+    s = _as_int(s_in, "s_in")
+    acc = wrap_signed(w * wrap_signed(s, INT32_BITS), INT32_BITS) if num_message_bits > 0 else w * (s != 0)
+    return wrap_signed(_shift(acc, int(weight_exp)), INT32_BITS)
+
+
 def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike, max_delay: int,
                            weight_exp: int = DEFAULT_WEIGHT_EXP, num_message_bits: int = 0) -> np.ndarray:
     """One step of ``PyDelayDenseModelBitAcc``'s accumulation per delay (lava/proc/dense/models.py, ``calc_act`` and
@@ -241,6 +252,13 @@ def sigma_delta_step(a_in: np.ndarray, sigma: np.ndarray, act_prev: np.ndarray, 
 def sigma_step(a_in: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """One step of ``PySigmaModelFixed`` (:197): sigma += a_in, sent as it is (netx's `sigma_output` layer)."""
     return _i32(a_in + sigma)
+
+
+def graded_vec_step(a_in: np.ndarray, vth: int = 0) -> np.ndarray:
+    """One step of ``PyGradedVecModelFixed`` (lava/proc/graded/models.py:27): v = 0 + a_in (v is zeroed after
+    every step), sent as ``v`` where ``|v| > vth``, else 0; int32 throughout. With vth 0 it sends its input sum."""
+    v = _i32(a_in)
+    return np.where(np.abs(v) > vth, v, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

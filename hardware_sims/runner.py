@@ -21,21 +21,25 @@ from .host_runner import OnnxHostSession
 
 
 def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
-    """A host value as the integers the chip receives at spec input `entry`: round(value · 2^q) for spikes and graded
-    payloads (q = 0 for spikes and event counts), round(value · σ) for a current injected into a neuron."""
-    factor = entry["scale"] if entry["payload"] == "current" else 2 ** entry["frac_bits"]
-    return np.rint(value.double().numpy() * factor).astype(np.int64)
+    """A host value as the integers the chip receives at spec input `entry`: round(value · 2^q) (q = 0 for spikes
+    and event counts)."""
+    return np.rint(value.double().numpy() * 2 ** entry["frac_bits"]).astype(np.int64)
 
 
-def from_chip(entry: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
-    """A chip output as the host reads it, float32: spikes as 0/1 (an `entry` of kind "spikes", or None for a probed
-    layer); a readout synapse's accumulations back in float units, a / σ + bias (its bias is the host's)."""
-    if entry is None or entry["kind"] == "spikes":
+def from_chip(node: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
+    """A chip neuron layer's values as the host reads them, float32: a LIF's spikes as 0/1; a relay's graded spikes
+    back in float units, a / σ + the bias it does not send (`node`: the layer's spec entry)."""
+    if node["op"] != "relay":
         return torch.as_tensor(value.astype(np.float32))
-    out = value / entry["scale"]
-    if entry["bias"] is not None:
-        out = out + arrays[entry["bias"]].reshape(-1, *([1] * (out.ndim - 3)))
+    out = value / node["scale"]
+    if node["bias"] is not None:
+        out = out + arrays[node["bias"]]
     return torch.as_tensor(out.astype(np.float32))
+
+
+def neuron_layers(spec: dict) -> list[str]:
+    """Every neuron layer of a chip spec, LIFs and relays: what a run probes (the energy counts read them all)."""
+    return [n["name"] for n in spec["nodes"] if n["op"] in ("lif", "relay")]
 
 
 @dataclass
@@ -86,8 +90,8 @@ class OnnxHostSegment:
 @dataclass
 class RunRecord:
     """What a run observed: every value `[T, N, ...]` the host holds (host nodes, chip outputs, the spikes of every
-    chip neuron layer as 0/1), the integers each chip input received, and the chip neurons' fixed-point statistics
-    (empty for Lava runs)."""
+    chip LIF layer as 0/1, every relay's values in float units), the integers each chip input received, and the chip
+    LIFs' fixed-point statistics (empty for Lava runs)."""
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     # (host tensor, chip node it feeds) → the integers the chip receives, [T, N, ...]: spikes, payloads or currents
     cut_inputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
@@ -129,8 +133,8 @@ def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None)
     value, RunRecord)."""
     values: dict[str, torch.Tensor] = {MODEL_INPUT: torch.as_tensor(x)}
     act = RunRecord()
-    sent: dict[tuple, np.ndarray] = {}  # (tensor, payload, factor) → its integers: the unroll feeds one host value
-    # to many synapses of a sum, each its own spec input
+    sent: dict[tuple, np.ndarray] = {}  # (tensor, frac bits) → its integers: one host value may feed several
+    # synapses, each its own spec input
     for segment in segments:
         if progress:
             progress(f"{segment.name} ({'chip' if isinstance(segment, ChipSegment) else 'host'})")
@@ -143,17 +147,18 @@ def run_segments(segments: list, output: str, x, chip=fixed_chip, progress=None)
             if list(value.shape[2:]) != list(entry["shape"]):
                 raise UserError(f"chip segment {segment.name}: its input {entry['name']} is {list(entry['shape'])} "
                                 f"per step, but {entry['tensor']} holds {list(value.shape[2:])}.")
-            key = (entry["tensor"], entry["payload"], entry.get("scale"), entry["frac_bits"])
+            key = (entry["tensor"], entry["frac_bits"])
             if key not in sent:
                 sent[key] = to_chip(entry, value)
             inputs[entry["name"]] = act.cut_inputs[(entry["tensor"], entry["to"])] = sent[key]
+        layers = neuron_layers(spec)
         try:
-            results, stats = chip(segment, inputs, spec["spiking_layers"])
+            results, stats = chip(segment, inputs, layers)
         except OverflowError as e:  # sums Lava's arithmetic leaves undefined (conv_accumulate)
             raise UserError(f"chip segment {segment.name}: {e}.") from None
-        outputs = {o["name"]: o for o in spec["outputs"]}
-        values.update({n: from_chip(outputs.get(n), segment.arrays, results[n])
-                       for n in dict.fromkeys([*spec["spiking_layers"], *outputs])})  # each value converted once
+        nodes = {n["name"]: n for n in spec["nodes"]}
+        values.update({n: from_chip(nodes[n], segment.arrays, results[n])
+                       for n in dict.fromkeys([*layers, *(o["name"] for o in spec["outputs"])])})
         act.neurons.update(stats)
     del values[MODEL_INPUT]
     act.values = values

@@ -17,10 +17,12 @@ class Compiled:
     folded: ir.Graph  # folded float, partitioned (level 2): the graph before the last pass, `quantize`
     fixed: ir.Graph  # quantized (level 3)
     tcja: str
+    residual: str
 
 
-def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: str = "host") -> Compiled:
+def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: str = "host",
+                  residual: str = "relay") -> Compiled:
     source = convert(model, arch)
-    *float_passes, quantize = pipeline(calibration, tcja)
+    *float_passes, quantize = pipeline(calibration, tcja, residual)
     folded = run_passes(source, float_passes)
-    return Compiled(arch, model, source, folded, run_passes(folded, [quantize]), tcja)
+    return Compiled(arch, model, source, folded, run_passes(folded, [quantize]), tcja, residual)

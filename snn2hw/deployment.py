@@ -30,12 +30,13 @@ from .graph_json import graph_from_json
 from .exporters.lava_spec import chip_segment_spec, spec_problem
 from .exporters.onnx_host import MODEL_INPUT
 from .ladder import run_in_batches, spiking_nodes
-from .hardware_sims.runner import (ChipSegment, OnnxHostSegment, RunRecord, fixed_chip, run_segments,
+from .hardware_sims.runner import (ChipSegment, OnnxHostSegment, RunRecord, fixed_chip, neuron_layers, run_segments,
                                    segments_runner)
 from .netx_import import NetxNetwork, as_built, read_netx
-from .passes.pipeline import TCJA_STRATEGIES
+from .passes.pipeline import RESIDUAL_FORMS, TCJA_STRATEGIES
 
-FORMAT_VERSION = 3  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX
+FORMAT_VERSION = 4  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX;
+# 4: chip specs of format 2 (relay neurons, inputs through synapses, no injected currents or delays)
 GRAPH_FILE = "graph.json"
 NETX_KIND = "netx"  # a deployment of a lava-dl .net: the file itself is the chip segment
 NETX_FILE = "chip/network.net"
@@ -64,6 +65,7 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path.read_bytes()), "arch": loaded.arch,
                    "options": loaded.options, "copy": "source/checkpoint.pt"},
         "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
+        "residual": compiled.residual,
         "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
                   "repeat_over_t": getattr(first, "repeat_over_t", False)},
         "output": {"shape": _with_batch_axis(last), "readout": getattr(last, "mode", None), "tensor": graph.output},
@@ -127,6 +129,8 @@ def read_manifest(path) -> dict:
     _relative(file, _field(file, manifest, "graph", str))
     if _field(file, manifest, "tcja", str) not in TCJA_STRATEGIES:
         raise UserError(f"{file}: 'tcja' is {manifest['tcja']!r}, not one of {', '.join(TCJA_STRATEGIES)}.")
+    if _field(file, manifest, "residual", str) not in RESIDUAL_FORMS:
+        raise UserError(f"{file}: 'residual' is {manifest['residual']!r}, not one of {', '.join(RESIDUAL_FORMS)}.")
     _field(file, _field(file, manifest, "output", dict), "tensor", str, "output.")
     inputs = _field(file, manifest, "input", dict)
     _field(file, inputs, "kind", str, "input.")
@@ -220,7 +224,7 @@ def _check_dataflow(path: Path, manifest: dict, segments: list) -> None:
     for segment in segments:
         if isinstance(segment, ChipSegment):
             reads = [i["tensor"] for i in segment.spec["inputs"]]
-            writes = [o["name"] for o in segment.spec["outputs"]] + segment.spec["spiking_layers"]
+            writes = [o["name"] for o in segment.spec["outputs"]] + neuron_layers(segment.spec)
         else:
             reads, writes = segment.session.input_names, segment.session.output_names
         missing = sorted(set(reads) - produced)
@@ -232,6 +236,14 @@ def _check_dataflow(path: Path, manifest: dict, segments: list) -> None:
     if unknown:
         raise UserError(f"{path}/manifest.json: it names {unknown[0]} as an output or spiking layer, which no "
                         "segment produces (edited or corrupt).")
+
+
+def _synapse_weight(node: dict, arrays: dict) -> np.ndarray:
+    """A chip spec synapse's integer weights in the IR's layout; an identity's: its weight on the diagonal."""
+    if node["op"] != "identity":
+        return arrays[node["weight"]]
+    eye = np.eye(node["shape"][0], dtype=np.int64) * node["weight"]
+    return eye if len(node["shape"]) == 1 else eye[:, :, None, None]
 
 
 @dataclass
@@ -277,7 +289,7 @@ class Deployment:
     def graphs(self) -> tuple[ir.Graph, ir.Graph]:
         """(source, deployed): the graphs' structure from `graph.json`, tensors shape-only except the chip synapses'
         weights, the integers of the chip files (what the energy accounting counts on)."""
-        weights = {n["name"]: s.arrays[n["weight"]] for s in self.segments if isinstance(s, ChipSegment)
+        weights = {n["name"]: _synapse_weight(n, s.arrays) for s in self.segments if isinstance(s, ChipSegment)
                    for n in s.spec["nodes"] if "weight" in n}  # checked at load (`spec_problem`)
         file = self.path / self.manifest["graph"]
         text = read_verified(self.path, self.manifest, [self.manifest["graph"]])[self.manifest["graph"]]
@@ -301,7 +313,8 @@ class Deployment:
         loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
         calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
                                   loaded.arch)
-        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"])
+        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"],
+                                 manifest["residual"])
         layout = [(s["name"], s["placement"], s["nodes"]) for s in compiled.fixed.segments]
         if [(e["name"], e["placement"], e["nodes"]) for e in manifest["segments"]] != layout:
             raise UserError(f"{path}/manifest.json: its segments do not match what its source checkpoint compiles to.")

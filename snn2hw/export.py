@@ -30,7 +30,7 @@ from .deployment import GRAPH_FILE, NETX_FILE, build_manifest, build_netx_manife
 from .energy import DEFAULT_SYSTEM, check_system, chip_model, load_preset, loihi_resources
 from .errors import UserError
 from .exporters.lava_spec import chip_segment_spec
-from .exporters.loihi2_evidence import EVIDENCE, spec_constructs, without_evidence
+from .exporters.loihi2_evidence import EVIDENCE, hardware_problem, spec_constructs
 from .exporters.netx_export import sequential_problem, write_netx
 from .exporters.nir_export import chip_segment_to_nir, write_nir
 from .exporters.onnx_host import PINNED_OPSET, export_host_segment
@@ -38,11 +38,22 @@ from .files import jsonable
 from .graph_json import graph_to_json
 from .hardware_sims import loihi_formats as fmt
 from .netx_import import NetxNetwork, netx_graph
-from .passes.quantize import A_SAFE
+from .passes.quantize import A_SAFE, weight_summary
 from .passes.residual import residual_terms
 
-def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
-    spec, arrays = chip_segment_spec(compiled.fixed, segment)
+def _chip_specs(compiled: Compiled) -> dict[str, tuple[dict, dict]]:
+    """Every chip segment's spec and arrays, refused (before anything is written) where one uses a construct no
+    public Loihi 2 run shows (`loihi2_evidence.hardware_problem`)."""
+    specs = {s["name"]: chip_segment_spec(compiled.fixed, s) for s in compiled.fixed.segments
+             if s["placement"] == "chip"}
+    for spec, _ in specs.values():
+        problem = hardware_problem(spec)
+        if problem is not None:
+            raise UserError(f"{problem[0].upper()}{problem[1:]}; nothing was written.")
+    return specs
+
+
+def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path, spec: dict, arrays: dict) -> dict:
     name = segment["name"]
     (chip_dir / f"{name}.json").write_text(json.dumps(jsonable(spec), indent=1))
     np.savez(chip_dir / f"{name}.npz", **arrays)
@@ -56,7 +67,7 @@ def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path) -> dict:
                 "inexact_layers": [layer["neuron"] for layer in written["layers"] if not layer["bit_exact"]]}
     return {"files": files, "latency": max(n["depth"] for n in spec["nodes"]), "steps": spec["steps"],
             "inputs": [i["name"] for i in spec["inputs"]], "outputs": [o["name"] for o in spec["outputs"]],
-            "netx": netx, "constructs": spec_constructs(spec), "without_hardware_evidence": without_evidence(spec)}
+            "netx": netx, "constructs": spec_constructs(spec)}
 
 
 def _write_host(compiled: Compiled, segment: dict, host_dir: Path) -> dict:
@@ -71,7 +82,8 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
     nodes = [graph.nodes[n] for n in segment["nodes"]]
     return {"layers": len(nodes),
             "neurons": sum(math.prod(n.shape) for n in nodes if isinstance(n, ir.LIF)),
-            "synapse_weights": sum(n.weight.numel() for n in nodes if isinstance(n, ir.SYNAPSES))}
+            "synapse_weights": sum(math.prod(n.shape) if n.quant.get("identity") else n.weight.numel()
+                                   for n in nodes if isinstance(n, ir.SYNAPSES))}
 
 
 def _check_outdir(outdir: Path) -> None:
@@ -132,16 +144,17 @@ def export_netx_deployment(net: NetxNetwork, outdir: Path, timesteps: int,
 
 
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",
-                      progress=None, system: str | None = DEFAULT_SYSTEM) -> dict:
+                      progress=None, system: str | None = DEFAULT_SYSTEM, residual: str = "relay") -> dict:
     """Compile and write the deployment directory; on any failure nothing is left at `outdir` (an earlier
     deployment there stays as it was). A deployment whose chip part does not fit the Loihi 2 `system` (None: no
-    check) is refused before anything is written."""
+    check), or uses a construct no public Loihi 2 run shows, is refused before anything is written."""
     step = progress or (lambda _: None)
     outdir = Path(outdir)
     _check_outdir(outdir)
     step("compiling")
-    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja)
+    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja, residual)
     resources = _fitted(compiled.fixed, system)
+    specs = _chip_specs(compiled)
     manifest = {}
 
     def write(tmp: Path) -> None:
@@ -154,8 +167,8 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
         segments = []
         for segment in compiled.fixed.segments:
             step(f"writing {segment['name']}")
-            writer = _write_chip if segment["placement"] == "chip" else _write_host
-            entry = writer(compiled, segment, tmp / segment["placement"])
+            entry = _write_chip(compiled, segment, tmp / "chip", *specs[segment["name"]]) \
+                if segment["placement"] == "chip" else _write_host(compiled, segment, tmp / "host")
             segments.append({"name": segment["name"], "placement": segment["placement"],
                              "nodes": segment["nodes"], **_counts(compiled.fixed, segment), **entry})
         manifest.update(build_manifest(loaded, compiled, segments, calibration, _hashes(tmp), resources))
@@ -217,8 +230,8 @@ def export_report(manifest: dict, compiled) -> str:
         "## Loihi 2 resources",
         _loihi2_summary(manifest["loihi2"]),
         "## Loihi 2 hardware evidence",
-        "What each chip segment is made of, and the public Loihi 2 hardware use of each construct (a construct without "
-        "one runs on Lava's CPU backend; whether Intel's compiler takes it, nothing public shows):",
+        "What each chip segment is made of, and the public Loihi 2 run that uses each construct (export refuses a "
+        "construct without one):",
         _table(["segment", "construct", "public hardware use"],
                [[s["name"], c, EVIDENCE.get(c, "none found")] for s in manifest["segments"]
                 for c in s.get("constructs", [])]),
@@ -246,22 +259,27 @@ def export_report(manifest: dict, compiled) -> str:
         f"decay), du = {fmt.DECAY_MAX}. σ is the largest the {fmt.WEIGHT_CLIP_BITS}-bit weights allow unless the "
         f"input port's headroom (|a| < 2^{int(math.log2(A_SAFE))} on the calibration data) or the "
         f"{fmt.VTH_BITS}-bit threshold caps it.",
-        _table(["layer", "σ", "vth", "dv", "bias exp", "weight SQNR dB", "per-channel scale cost dB",
+        "Identity synapses (one-to-one Sparse) hold one weight w and a weight exponent -k: they multiply by "
+        "w / 2^k exactly, and the scale of the layer they feed is chosen to be that multiple of their source's.",
+        _table(["layer", "σ", "vth", "dv", "bias exp", "weight SQNR dB (identity: w/2^k)", "per-channel scale cost dB",
                 "payload bits", "notes"],
                [[r["layer"], f"{r['scale']:.1f}", r.get("vth"), r.get("dv"), r.get("bias_exp"),
-                 " ".join(str(s["weight_sqnr_db"]) for s in r["synapses"]),
-                 " ".join(str(s["per_channel_scale_cost_db"]) for s in r["synapses"]),
+                 " ".join(weight_summary(s) for s in r["synapses"]),
+                 " ".join(str(s.get("per_channel_scale_cost_db", "-")) for s in r["synapses"]),
                  " ".join(str(s["payload_frac_bits"]) for s in r["synapses"]), "; ".join(r["notes"])]
                 for r in manifest["layers"]]),
     ]
     sums = residual_terms(compiled.fixed)
     if sums:
+        how = ("relayed (`--residual relay`): relay neurons (GradedVec) carry it block to block; the shortcut is an "
+               "identity synapse, the downsample its 1x1 conv into a relay of its own" if manifest["residual"] ==
+               "relay" else "unrolled (`--residual unroll`): every sum reads one synapse group from each earlier "
+               "block's spiking layer (composed with the 1x1 downsample convs on the way) and the encoder's output")
         parts += ["## The MS-ResNet membrane shortcut",
-                  "The residual stream is real-valued and Loihi neurons only receive synaptic input, so it is "
-                  "unrolled: every neuron that reads the stream gets one synapse group from each earlier block's "
-                  "spiking layer (composed with the 1x1 downsample convs on the way) plus the encoder's share, "
-                  "which the host computes and injects as a graded current. In Lava each synapse adds one step, "
-                  "so older terms wait (relay neurons) until all terms of a sum arrive together.",
+                  f"The residual stream is real-valued and Loihi neurons only receive synaptic input, so it is {how}. "
+                  "Each sum is a relay neuron, which the neurons reading the stream read through an identity "
+                  "synapse. In Lava each synapse adds one step, so an earlier term waits in a chain of relays "
+                  "(no public Loihi 2 run uses a synaptic delay) until all terms of a sum arrive together.",
                   _table(["sum", "depth", "terms (source + delay)"],
                          [[s.add, s.depth, ", ".join(f"{t.source}+{t.delay}" for t in s.terms)] for s in sums])]
     host_gates = [n for n in compiled.fixed.nodes.values() if isinstance(n, ir.HostModule)]

@@ -16,8 +16,9 @@ from torch import nn
 from . import ir
 from .files import jsonable, whole_numbers
 
-NODE_TYPES = {cls.__name__: cls for cls in (ir.Input, ir.Conv2d, ir.Linear, ir.BatchNorm, ir.LIF, ir.MaxPool2d,
-                                            ir.AvgPool2d, ir.Flatten, ir.Add, ir.HostModule, ir.Readout)}
+NODE_TYPES = {cls.__name__: cls for cls in (ir.Input, ir.Conv2d, ir.Linear, ir.BatchNorm, ir.LIF, ir.Relay,
+                                            ir.MaxPool2d, ir.AvgPool2d, ir.Flatten, ir.Add, ir.HostModule,
+                                            ir.Readout)}
 _NOT_STORED = ("quant",)  # the chip integers live in the chip files
 
 

@@ -208,6 +208,22 @@ class Add(Node):
 
 
 @dataclass(eq=False)
+class Relay(Node):
+    """y[t] = x[t]: a graded-spike neuron that sends, every step, the sum its input port received that step.
+
+    On Loihi 2 this is Lava's `GradedVec` with threshold 0 (v = a_in, s = v, no state kept between steps; signed,
+    24-bit payloads). It carries a real value that no LIF can hold (MS-ResNet's residual stream, a sum of synapses,
+    a readout's accumulation) from synapses to synapses or to the host, and, chained, delays a value by one step
+    per relay."""
+
+    def run(self, x):
+        return x
+
+    def out_kind(self, kind):
+        return "graded"
+
+
+@dataclass(eq=False)
 class HostModule(Node):
     """A non-causal attention block run by its torch module on the whole window: output step t depends on all T
     steps, so it can only run on the host, after the window is complete. `time_dim` is where the module expects
@@ -256,6 +272,9 @@ class Readout(Node):
 
 
 SYNAPSES = (Conv2d, Linear)
+NEURONS = (LIF, Relay)
+# One Lava synapse each on chip, so one step of latency each (pooling runs as a sum-pool synapse).
+HOPS = (Conv2d, Linear, AvgPool2d, MaxPool2d)
 # Nodes that reorganise values without computing new ones, so a value keeps its kind (spikes stay spikes) through
 # them. On chip a pooling is a synapse; for the energy counts and the host-side views they are pass-throughs.
 POOLING_AND_RESHAPE = (MaxPool2d, AvgPool2d, Flatten)

@@ -32,14 +32,16 @@ def record_activity(graph: ir.Graph, backend: str, x: np.ndarray, batch_size: in
     reports what the counts read: each neuron layer's spikes and each value crossing host↔chip."""
     activity = RecordedActivity(graph)
     if backend == "lava":
-        activity.add(deployment.run(x, partial(lava_chip, limits=lava_limits))[1].values)
+        record = deployment.run(x, partial(lava_chip, limits=lava_limits))[1]
+        activity.add(record.values, record.cut_inputs)
         return activity
     for start in range(0, len(x), batch_size):
         batch = torch.as_tensor(x[start:start + batch_size])
         if backend == "folded":
             activity.add(graph.run(batch, record=True)[1])
         else:
-            activity.add((deployment.run(batch) if deployment is not None else run_fixed(graph, batch))[1].values)
+            record = (deployment.run(batch) if deployment is not None else run_fixed(graph, batch))[1]
+            activity.add(record.values, record.cut_inputs)
     return activity
 
 

@@ -108,7 +108,7 @@ def test_official_gac18_deployment_runs_from_its_files_as_the_recompiled_graph(o
         if isinstance(m, nn.BatchNorm2d):
             m.running_var.clamp_(min=1e-3)
     save_checkpoint(tmp_path / "m.pt", model, "gac-msresnet18-cifar", {"timesteps": 4})
-    export_deployment(load_checkpoint(tmp_path / "m.pt"), calib.numpy(), tmp_path / "deploy")
+    export_deployment(load_checkpoint(tmp_path / "m.pt"), calib.numpy(), tmp_path / "deploy", system=None)
     dep = load_deployment(tmp_path / "deploy")
     x = calib[:2].numpy()
     from_files, files_counts = dep.simulate(x)

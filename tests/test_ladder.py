@@ -32,7 +32,8 @@ def test_cli_ladder_and_fixed_backend(run_cli, tmp_path):
     assert set(report["accuracy"]) == {"torch", "folded", "fixed"} and report["samples"] == 120
     neurons = [r for r in report["quantization"] if "vth" in r]
     assert len(neurons) == 5 and all(r["membrane_sqnr_db"] > 10 and r["u_wraps"] == 0 for r in neurons)
-    assert all(s["weight_sqnr_db"] > 30 for r in report["quantization"] for s in r["synapses"])
+    assert all(s["weight_sqnr_db"] > 30 for r in report["quantization"] for s in r["synapses"] if "weight_sqnr_db" in s)
+    assert any("identity_weight" in s for r in report["quantization"] for s in r["synapses"])
     x = evaluation_data("digits", "gac-msresnet-tiny")[0][:10]
     np.save(tmp_path / "x.npy", x)
     res = run_cli("simulate", ckpt, "--backend", "fixed", "--input", tmp_path / "x.npy", "--save", tmp_path / "o.npz")

@@ -1,7 +1,7 @@
-"""The Lava backend (semantics contract level 4): every chip segment of both demo models, run on Lava's CPU backend
-with several samples back to back, equals the fixed-point simulator spike for spike at every layer, and its readout
-accumulations integer for integer. A failing or hanging Lava run is reported naming the segment, and leaves no
-process behind."""
+"""The Lava backend (semantics contract level 4): every chip segment of both demo models, and a small hand-written
+segment with identity synapses and a relay, run on Lava's CPU backend with several samples back to back, equals the
+fixed-point simulator spike for spike at every layer, and its relays' graded outputs integer for integer. A failing or
+hanging Lava run is reported naming the segment, and leaves no process behind."""
 import re
 import time
 from pathlib import Path
@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from snn2hw import ir
 from snn2hw.checkpoint import load_checkpoint
 from snn2hw.compile import compile_model
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
-from snn2hw.exporters.lava_spec import chip_segment_spec
-from snn2hw.hardware_sims.fixed_point import accumulate
-from snn2hw.hardware_sims.runner import run_fixed
+from snn2hw.exporters.lava_spec import chip_segment_spec, spec_problem
+from snn2hw.hardware_sims import fixed_point
+from snn2hw.hardware_sims.runner import from_chip, run_fixed
 from snn2hw.hardware_sims.lava_driver import LavaError, run_chip_segment, run_chip_segment_timed
 
 DIGITS = 3  # test digits run back to back in one Lava run per segment
@@ -45,17 +44,6 @@ def _chip_inputs(spec, act) -> dict[str, np.ndarray]:
     return {i["name"]: act.cut_inputs[(i["tensor"], i["to"])] for i in spec["inputs"]}
 
 
-def _fixed_ints(graph, act, consumer: str, name: str) -> np.ndarray:
-    """What the fixed simulator fed `consumer` from `name` as integers: cut inputs, spikes, flattened spikes."""
-    if (name, consumer) in act.cut_inputs:
-        return act.cut_inputs[(name, consumer)]
-    node = graph.nodes[name]
-    if isinstance(node, ir.Flatten):
-        v = _fixed_ints(graph, act, name, node.inputs[0])
-        return v.reshape(*v.shape[:2], -1)
-    return act.values[name].numpy().astype(np.int64)
-
-
 @pytest.mark.lava
 @pytest.mark.parametrize("arch", list(CHIP_SEGMENTS))
 def test_every_chip_segment_equals_the_fixed_point_simulator(arch, fixed_runs, lava_python):
@@ -64,7 +52,8 @@ def test_every_chip_segment_equals_the_fixed_point_simulator(arch, fixed_runs, l
     assert len(segments) == CHIP_SEGMENTS[arch]
     for name in segments:
         spec, arrays = _segment(graph, name)
-        out, stats = run_chip_segment_timed(spec, arrays, _chip_inputs(spec, act), spec["spiking_layers"], 300)
+        inputs = _chip_inputs(spec, act)
+        out, stats = run_chip_segment_timed(spec, arrays, inputs, spec["spiking_layers"], 300)
         assert stats["samples"] == DIGITS and stats["lava_steps"] >= DIGITS * spec["timesteps"]
         for layer in spec["spiking_layers"]:
             want = act.values[layer].numpy().astype(bool)
@@ -73,14 +62,88 @@ def test_every_chip_segment_equals_the_fixed_point_simulator(arch, fixed_runs, l
             diff = np.argwhere(got != want)
             assert len(diff) == 0, f"{arch} {name} {layer}: {len(diff)} spikes differ, first at [t, n, ...] {diff[0]}"
             assert want.any(), f"{arch} {layer} is silent: the comparison would prove nothing"
-        for o in spec["outputs"]:
-            if o["kind"] == "accumulation":
-                node = graph.nodes[o["name"]]
-                synapse = next(n for n in spec["nodes"] if n["name"] == node.name)
-                want = accumulate(synapse, arrays[synapse["weight"]],
-                                  _fixed_ints(graph, act, node.name, node.inputs[0]))
-                assert np.array_equal(out[o["name"]], want), f"{arch} {name}: accumulations of {o['name']} differ"
-                assert np.abs(want).max() > 0
+        graded = [o for o in spec["outputs"] if o["kind"] == "graded"]
+        if graded:
+            want_ints = fixed_point.run_chip_segment(spec, arrays, inputs)[0]
+        for o in graded:
+            want, got = want_ints[o["name"]], out[o["name"]]
+            # the integers the whole-model fixed-point run read back from this relay
+            relay = next(n for n in spec["nodes"] if n["name"] == o["name"])
+            assert torch.equal(from_chip(relay, arrays, want), act.values[o["name"]]), (name, o["name"])
+            assert got.dtype == np.int64 and got.shape == want.shape, (name, o["name"], got.dtype, got.shape)
+            diff = np.argwhere(got != want)
+            assert len(diff) == 0, f"{arch} {name}: {len(diff)} graded values of {o['name']} differ, first at {diff[0]}"
+            assert (want > 0).any() and (want < 0).any(), f"{arch} {o['name']}: too little to compare"
+
+
+RELAY_T, RELAY_SAMPLES = 6, 4
+RELAY_CIN, RELAY_C, RELAY_H, RELAY_W = 2, 4, 5, 5
+
+
+def _relay_segment(second: str, seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    """A hand-written format-2 segment: binary input spikes → conv → lif1; lif1 → identity (3, >> 1) and a second
+    synapse on lif1 (`second`: a conv, or a dense behind a flatten), both summed by a relay; relay → identity
+    (255, >> 7, 24-bit graded messages) → lif2. Outputs: the relay's graded values and lif2's spikes. Mixed-sign
+    weights, so the relay sends both signs; both LIFs have a bias, so they would integrate before their depth."""
+    rng = np.random.default_rng(seed)
+    C, H, W, n = RELAY_C, RELAY_H, RELAY_W, RELAY_C * RELAY_H * RELAY_W
+    flat = second == "dense"
+    shape = [n] if flat else [C, H, W]
+    arrays = {"c1/weight": rng.integers(-50, 60, (C, RELAY_CIN, 3, 3)).astype(np.int16),
+              "lif1/bias_mant": rng.integers(-300, 300, (C, H, W)).astype(np.int16),
+              "lif2/bias_mant": rng.integers(-100, 200, shape).astype(np.int16),
+              # a mixed-sign Dense keeps even weights only: the quantizer's grid
+              "s2/weight": (2 * rng.integers(-10, 10, (n, n)) if flat
+                            else rng.integers(-60, 50, (C, C, 3, 3))).astype(np.int16)}
+    conv = {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}
+    src = "flat" if flat else "lif1"
+    second_node = {"name": "s2", "op": "dense", "input": "flat", "num_message_bits": 0, "shape_in": [n],
+                   "shape": [n], "weight": "s2/weight", "depth": 2} if flat else \
+        {"name": "s2", "op": "conv", "input": "lif1", "num_message_bits": 0, "shape_in": [C, H, W],
+         "shape": [C, H, W], "weight": "s2/weight", "depth": 2, **conv}
+    nodes = [
+        {"name": "c1", "op": "conv", "input": "x->c1", "num_message_bits": 0, "shape_in": [RELAY_CIN, H, W],
+         "shape": [C, H, W], "weight": "c1/weight", "depth": 1, **conv},
+        {"name": "lif1", "op": "lif", "shape": [C, H, W], "synapses": ["c1"], "du": 1024, "dv": 512, "vth": 300,
+         "bias_mant": "lif1/bias_mant", "bias_exp": 2, "depth": 1},
+        *([{"name": "flat", "op": "flatten", "input": "lif1", "shape": [n], "depth": 1}] if flat else []),
+        {"name": "id1", "op": "identity", "input": src, "num_message_bits": 0, "shape_in": shape, "shape": shape,
+         "weight": 3, "weight_exp": -1, "depth": 2},
+        second_node,
+        {"name": "relay", "op": "relay", "shape": shape, "synapses": ["id1", "s2"], "depth": 2, "scale": 1.0,
+         "bias": None},
+        {"name": "id2", "op": "identity", "input": "relay", "num_message_bits": 24, "shape_in": shape,
+         "shape": shape, "weight": 255, "weight_exp": -7, "depth": 3},
+        {"name": "lif2", "op": "lif", "shape": shape, "synapses": ["id2"], "du": 2048, "dv": 256, "vth": 30,
+         "bias_mant": "lif2/bias_mant", "bias_exp": 1, "depth": 3}]
+    spec = {"format": 2, "segment": f"relay-{second}", "timesteps": RELAY_T,
+            "inputs": [{"name": "x->c1", "tensor": "x", "to": "c1", "payload": "spikes", "frac_bits": 0,
+                        "shape": [RELAY_CIN, H, W], "depth": 0}],
+            "nodes": nodes,
+            "outputs": [{"name": "relay", "depth": 2, "shape": shape, "kind": "graded"},
+                        {"name": "lif2", "depth": 3, "shape": shape, "kind": "spikes"}],
+            "spiking_layers": ["lif1", "lif2"], "steps": RELAY_T + 3}
+    return spec, arrays
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("second", ["conv", "dense"])
+def test_identity_synapses_and_a_relay_equal_the_fixed_point_simulator(second, lava_python):
+    spec, arrays = _relay_segment(second)
+    assert spec_problem(spec, arrays) is None
+    x = np.random.default_rng(1).random((RELAY_T, RELAY_SAMPLES, RELAY_CIN, RELAY_H, RELAY_W)) < 0.3
+    inputs = {"x->c1": x.astype(np.int64)}
+    want, _ = fixed_point.run_chip_segment(spec, arrays, inputs, spec["spiking_layers"])
+    got = run_chip_segment(spec, arrays, inputs, spec["spiking_layers"], 300)
+    assert set(got) == {"relay", "lif1", "lif2"}
+    relay = want["relay"]
+    assert (relay > 0).mean() > 0.1 and (relay < 0).mean() > 0.1, "the relay should send both signs"
+    assert 0.05 < want["lif1"].mean() < 0.5 and 0.05 < want["lif2"].mean() < 0.5, "the LIFs should spike, not always"
+    assert got["relay"].dtype == np.int64 and np.array_equal(got["relay"], relay), \
+        f"{np.count_nonzero(got['relay'] != relay)} graded values of the relay differ"
+    for layer in ("lif1", "lif2"):
+        assert got[layer].dtype == bool and np.array_equal(got[layer], want[layer]), \
+            f"{layer}: {np.count_nonzero(got[layer] != want[layer])} spikes differ"
 
 
 @pytest.mark.lava
@@ -209,7 +272,7 @@ def test_inputs_are_checked_before_lava_starts(fixed_runs, monkeypatch):
         run_chip_segment(spec, arrays, {**inputs, key: inputs[key].astype(np.float32)}, None, 10)
     with pytest.raises(LavaError, match=f"no values for its input {spec['inputs'][1]['name']}"):
         run_chip_segment(spec, arrays, {key: inputs[key]}, None, 10)
-    with pytest.raises(LavaError, match="has no spiking layer nope"):
+    with pytest.raises(LavaError, match="has no neuron layer nope"):
         run_chip_segment(spec, arrays, inputs, ["nope"], 10)
 
 

@@ -19,7 +19,6 @@ from snn2hw.exporters.lava_spec import chip_segment_spec
 from snn2hw.exporters.netx_export import is_sequential, sequential_problem, write_netx
 from snn2hw.netx_import import read_netx
 from snn2hw.hardware_sims import loihi_formats as lf
-from snn2hw.hardware_sims import loihi_numerics as ln
 from snn2hw.hardware_sims.fixed_point import run_chip_segment
 from snn2hw.hardware_sims.netx_sim import run_netx_chain
 from snn2hw.hardware_sims.runner import run_fixed
@@ -28,7 +27,7 @@ SAMPLES = 2
 
 # Runs in the Lava env. argv: cases.json results.npz. Each case: a .net file, its input (X, Y, C | F, steps) in
 # an .npy, the number of steps. The Network is built with the keyword arguments the file's root attributes name;
-# every block's neuron is probed (spikes, or u for a readout register).
+# every block's neuron's spikes are probed.
 LAVA_SCRIPT = r"""
 import json, sys
 import h5py
@@ -48,7 +47,7 @@ for case in json.load(open(sys.argv[1])):
     src.s_out.connect(net.inp)
     probes = []
     for j, layer in enumerate(net.layers):
-        target = layer.neuron.u if case["readout"] and j == len(net.layers) - 1 else layer.neuron.s_out
+        target = layer.neuron.s_out
         monitor = Monitor()
         monitor.probe(target, case["steps"])
         probes.append((monitor, target))
@@ -85,16 +84,6 @@ def _from_lava_order(probe: np.ndarray, depth: int, t: int, n: int) -> np.ndarra
     return got.transpose(1, 0, *range(got.ndim - 1, 1, -1))                 # [T, N, C, H, W | F]
 
 
-def _readout_spec(spec: dict) -> dict:
-    """tcja-tiny's chip5 cut after its last synapse: the host would read fc.5.0's accumulations."""
-    last = spec["nodes"][-1]
-    syn = spec["nodes"][-2]
-    assert last["op"] == "lif" and syn["op"] == "dense"
-    return {**spec, "nodes": spec["nodes"][:-1], "spiking_layers": spec["spiking_layers"][:-1],
-            "outputs": [{"name": syn["name"], "depth": syn["depth"], "shape": syn["shape"], "kind": "accumulation",
-                         "scale": 1.0, "bias": None}]}
-
-
 def _with_netx_biases(spec: dict, arrays: dict, report: dict):
     """A copy of the chip segment whose neurons carry the biases the .net file holds (netx: bias_exp 6): the model
     netx really runs, so the fixed-point simulator of it must equal netx exactly. (Its mantissas may exceed Loihi's
@@ -104,8 +93,6 @@ def _with_netx_biases(spec: dict, arrays: dict, report: dict):
     with h5py.File(report["file"], "r") as f:
         blocks = [f["layer"][str(i)] for i in range(len(f["layer"])) if "neuron" in f["layer"][str(i)]]
         for layer, block in zip(report["layers"], blocks):
-            if layer["neuron"] is None:
-                continue
             node = lifs[layer["neuron"]]
             shape = arrays[node["bias_mant"]].shape
             if "bias" not in block:
@@ -138,14 +125,6 @@ def cases(tmp_path_factory):
             expected = [[act.values[n].numpy().astype(np.int64) for n in lifs],
                         [as_netx[n].astype(np.int64) for n in lifs]]
             out[name] = (report, data, *expected)
-            if tcja == "host" and spec["segment"] == "chip5":
-                readout = _readout_spec(spec)
-                syn = readout["nodes"][-1]
-                spikes = expected[0][-2]
-                acc = ln.dense_accumulate(arrays[syn["weight"]], spikes.reshape(-1, spikes.shape[-1]))
-                acc = acc.reshape(*spikes.shape[:2], -1)
-                out["host-chip5-readout"] = (write_netx(readout, arrays, tmp / "readout.net"), data,
-                                             expected[0][:-1] + [acc], expected[0][:-1] + [acc])
     return out
 
 
@@ -158,8 +137,7 @@ def netx_results(cases, lava_python, tmp_path_factory):
         t = data.shape[0]
         np.save(tmp / f"{name}.npy", _to_lava_order(data))
         steps = SAMPLES * t + report["layers"][-1]["depth"]
-        jobs.append({"name": name, "net": report["file"], "input": str(tmp / f"{name}.npy"), "steps": steps,
-                     "readout": report["output"]["kind"] == "accumulation"})
+        jobs.append({"name": name, "net": report["file"], "input": str(tmp / f"{name}.npy"), "steps": steps})
     (tmp / "cases.json").write_text(json.dumps(jobs))
     (tmp / "run.py").write_text(LAVA_SCRIPT)
     res = subprocess.run([str(lava_python), str(tmp / "run.py"), str(tmp / "cases.json"), str(tmp / "out.npz")],
@@ -180,13 +158,13 @@ def test_chains_are_recognised_and_other_segments_refused(tmp_path):
     assert [is_sequential(s) for s, _ in specs] == [True, True, True]
     spec, _ = specs[2]                                         # graded → fc.2.0 → fc.3 → fc.5.0 → fc.6
     fc2, fc3, fc5, fc6 = spec["nodes"]
-    summed = {**fc6, "synapses": fc6["synapses"] + [{"name": "fc.2.0", "delay": 1}]}
+    summed = {**fc6, "synapses": fc6["synapses"] + ["fc.2.0"]}
     assert "sums 2 synapses" in sequential_problem({**spec, "nodes": [fc2, fc3, fc5, summed]})
     branch = {**fc5, "input": spec["inputs"][0]["name"]}
     assert "a branch" in sequential_problem({**spec, "nodes": [fc2, fc3, branch, fc6]})
     compiled, _ = _compiled("gac-msresnet-tiny")
-    (spec, arrays), = _chip_specs(compiled)                  # injected currents and the shortcut's synapse sum
-    assert not is_sequential(spec) and "injected currents" in sequential_problem(spec)
+    (spec, arrays), = _chip_specs(compiled)                  # two inputs, relays and the shortcut's sums
+    assert not is_sequential(spec) and "2 inputs" in sequential_problem(spec)
     with pytest.raises(ValueError, match="not expressible in netx"):
         write_netx(spec, arrays, tmp_path / "gac.net")
     assert list(tmp_path.iterdir()) == []
@@ -204,7 +182,7 @@ def test_file_layout_is_what_netx_reads(cases):
         neuron = layers["1"]["neuron"]
         assert neuron["iDecay"][()] == 4096 and neuron["vDecay"][()] == 2048 and neuron["type"][0] == b"CUBA"
         assert layers["1"].attrs["snn2hw_neuron"] == "conv.1"
-        assert dict(f.attrs) == {"snn2hw_segment": "chip1", "input_message_bits": 24, "reset_interval": 8,
+        assert dict(f.attrs) == {"snn2hw_segment": "chip1", "input_message_bits": 16, "reset_interval": 8,
                                  "reset_offset": 1}
     assert [layer["depth"] for layer in report["layers"]] == [1, 2, 3, 4, 5, 6]
 
@@ -219,7 +197,7 @@ def test_exactness_report_follows_the_bias_rule(cases):
     # conv.1 (bias_exp 1) and the fold strategy's conv.5 (bias_exp 3) are not; conv.5 with the gates on the host
     # has bias_exp 7 (its netx bias mantissa then exceeds 13 bits, which the report says too)
     assert exact == {"host-chip1": [False], "host-chip3": [True], "host-chip5": [True, True],
-                     "host-chip5-readout": [True, True], "fold-chip1": [False, True, False, True, True, True]}
+                     "fold-chip1": [False, True, False, True, True, True]}
     assert cases["host-chip3"][0]["layers"][0]["bias_outside_13_bits"][1] > lf.BIAS_MANT_MAX
 
 
@@ -235,21 +213,18 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("name", ["host-chip1", "host-chip3", "host-chip5", "host-chip5-readout", "fold-chip1"])
+@pytest.mark.parametrize("name", ["host-chip1", "host-chip3", "host-chip5", "fold-chip1"])
 def test_netx_equals_the_fixed_point_simulator(name, cases, netx_results, record_property):
-    """netx runs exactly the model the file holds: spike for spike (a readout: accumulation for accumulation)
-    equal to the simulator given the file's biases, at every layer. Against our model, that is equality while
+    """netx runs exactly the model the file holds: spike for spike equal to the simulator given the file's biases, at every layer. Against our model, that is equality while
     every layer up to this one is exact; after a rounded bias, the differing spikes are counted and reported."""
     report, _, expected, as_netx = cases[name]
     upstream_exact = True
     for layer, want, want_netx, got in zip(report["layers"], expected, as_netx, netx_results[name]):
-        label = layer["neuron"] or layer["synapse"]
-        if layer["neuron"] is None:
-            got = got >> 6  # the readout register holds a << 6
+        label = layer["neuron"]
         assert np.array_equal(got, want_netx), f"{name}: {label} differs at {np.argwhere(got != want_netx)[:5]}"
         upstream_exact &= layer["bit_exact"]
         differ = int((got != want).sum())
-        total = f"{want.size} accumulations" if layer["neuron"] is None else f"{int(want.sum())} spikes"
+        total = f"{int(want.sum())} spikes"
         record_property(f"{name}/{label}", f"{differ} differ of {total}")
         print(f"{name} {label}: {total}, {differ} differ ({'exact' if upstream_exact else 'after a rounded bias'})")
         if upstream_exact:

@@ -108,10 +108,23 @@ def _nonzero_sum(weight: torch.Tensor, shape: tuple, dim: int) -> np.ndarray:
     return torch.count_nonzero(weight.detach().reshape(shape), dim=dim).double().numpy()
 
 
+def one_to_one(node: ir.Node) -> bool:
+    """Whether a synapse connects input i to output i only (an identity synapse, which the chip holds as a
+    one-to-one Sparse: one weight per neuron): a square Linear or a 1x1, stride-1 conv with diagonal weights."""
+    w = stored_weight(node)
+    if isinstance(node, ir.Conv2d):
+        if tuple(w.shape[2:]) != (1, 1) or tuple(node.stride) != (1, 1) or node.groups != 1:
+            return False
+        w = w[:, :, 0, 0]
+    return w.shape[0] == w.shape[1] and not torch.count_nonzero(w - torch.diag(torch.diagonal(w)))
+
+
 def stored_weight(node: ir.Node) -> torch.Tensor:
     """The weights a synapse really holds: once quantized, the chip's integers (a weight that rounds to 0 is no
     synapse), as a deployment's files hold them; before, its float weights."""
     weight = node.quant.get("weight")
+    if node.quant.get("identity"):  # one weight on the diagonal
+        return node.weight * weight
     return node.weight if weight is None else torch.as_tensor(weight)
 
 
@@ -174,19 +187,27 @@ class RecordedActivity:
         self.sums: dict[str, np.ndarray] = {}
         self.samples = 0
 
-    def add(self, values: dict) -> None:
+    def add(self, values: dict, chip_inputs: dict | None = None) -> None:
         """One batch of recorded values `[T, N, ...]` (tensors or arrays; every value of the batch has the same N):
-        sums[t, p] += #{n: value[t, n, p] ≠ 0} per node of the graph (not the readout), samples += N."""
+        sums[t, p] += #{n: value[t, n, p] ≠ 0} per node of the graph (not the readout), samples += N. `chip_inputs`
+        ((host tensor, chip synapse) → the integers the chip received, `RunRecord.cut_inputs`), if given, count the
+        events a chip synapse on a host value receives: a value that rounds to a zero payload sends none."""
         batch = None
-        for name, node in self.graph.nodes.items():
-            if name not in values or isinstance(node, ir.Readout):
-                continue
-            value = torch.as_tensor(values[name])
+        recorded = [(name, values[name]) for name, node in self.graph.nodes.items()
+                    if name in values and not isinstance(node, ir.Readout)]
+        for name, value in recorded + list((chip_inputs or {}).items()):
+            value = torch.as_tensor(value)
             batch = value.shape[1]
             nonzero = (value != 0).sum(1).double().numpy()
             self.sums[name] = self.sums[name] + nonzero if name in self.sums else nonzero
         if batch is not None:
             self.samples += batch
+
+    def chip_input_density(self, tensor: str, synapse: str) -> np.ndarray:
+        """The density of the payloads host tensor `tensor` sends chip synapse `synapse`, where recorded; else of the
+        tensor's values."""
+        key = (tensor, synapse)
+        return self.sums[key] / self.samples if key in self.sums else self.density(tensor)
 
     def density(self, name: str) -> np.ndarray:
         if name in self.sums:
@@ -216,9 +237,15 @@ class RateActivity:
         node = self.graph.nodes[name]
         return np.reshape(self._rate(node), (-1,) + (1,) * len(node.shape))
 
+    def chip_input_density(self, tensor: str, synapse: str) -> np.ndarray:
+        """Assumed: a host tensor's payloads are as dense as its values."""
+        return self.density(tensor)
+
     def _rate(self, node: ir.Node) -> np.ndarray:
         if isinstance(node, ir.LIF):
             return self.rates[node.name]
+        if isinstance(node, ir.Relay):  # a real value: dense
+            return np.ones(self.timesteps)
         if isinstance(node, ir.Input):
             return np.full(self.timesteps, self.input_rate)
         if isinstance(node, ir.HostModule):  # gate · spikes: non-zero where the spikes are
@@ -315,7 +342,9 @@ def _faithful_synapse(graph: ir.Graph, node: ir.Node, activity) -> Count:
     extra = dict(dense=dense, flops=float(paper_flops(node)))
     if node.placement == "host":
         return _count(node, "host", category, timesteps, macs=np.full(timesteps, dense), **extra)
-    events = (activity.density(src.name) * fanout_map(node, src.shape)).reshape(timesteps, -1).sum(1)
+    density = activity.chip_input_density(src.name, node.name) if src.placement == "host" else \
+        activity.density(src.name)
+    events = (density * fanout_map(node, src.shape)).reshape(timesteps, -1).sum(1)
     key = "acs" if src.kind == "binary" else "macs"
     return _count(node, "chip", category, timesteps, **{key: events}, **extra)
 
@@ -324,7 +353,7 @@ def _faithful_other(graph: ir.Graph, node: ir.Node, activity) -> Count | None:
     """Neurons, host modules, pooling, sums and the readout (formulas in each branch)."""
     timesteps, place = activity.timesteps, node.placement
     size = math.prod(node.shape)
-    if isinstance(node, ir.LIF):  # every neuron updates every step; spikes as recorded
+    if isinstance(node, ir.NEURONS):  # every neuron updates every step; spikes (a relay's: non-zero sends) as recorded
         return _count(node, place, "neurons", timesteps, neuron_updates=np.full(timesteps, float(size)),
                       spikes=_per_step_sum(activity.density(node.name), node.shape), neurons=size)
     if isinstance(node, ir.HostModule):  # the whole window's (MACs, ACs), spread evenly over the steps

@@ -24,7 +24,7 @@ import torch
 
 from .. import ir
 from ..errors import UserError
-from .counts import fanout_map, max_fan_in, stored_weight
+from .counts import fanout_map, max_fan_in, one_to_one, stored_weight
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,16 @@ SYSTEMS = {
 DEFAULT_SYSTEM = "kapohopoint"
 
 
-def _synapse_groups(graph: ir.Graph, neuron: ir.LIF) -> list[ir.Node]:
+def _synapse_groups(graph: ir.Graph, neuron: ir.Node) -> list[ir.Node]:
     """The chip synapses feeding a chip neuron layer, directly or through its input port's sum."""
     return [f for f in graph.input_port_feeds(neuron.name) if isinstance(f, ir.SYNAPSES) and f.placement == "chip"]
 
 
 def _chip_layers(graph: ir.Graph) -> list[tuple[str, tuple, list]]:
-    """(name, neuron shape, synapse groups) per chip neuron layer, and per chip synapse read by the host (its
-    accumulators laid out as neurons)."""
+    """(name, neuron shape, synapse groups) per chip neuron layer (LIFs and relays), and per chip synapse no neuron
+    reads (a `.net`'s readout: its accumulators laid out as neurons)."""
     layers = [(n.name, n.shape, _synapse_groups(graph, n)) for n in graph.nodes.values()
-              if isinstance(n, ir.LIF) and n.placement == "chip"]
+              if isinstance(n, ir.NEURONS) and n.placement == "chip"]
     fed = {s.name for _, _, groups in layers for s in groups}
     return layers + [(n.name, n.shape, [n]) for n in graph.nodes.values()
                      if isinstance(n, ir.SYNAPSES) and n.placement == "chip" and n.name not in fed]
@@ -123,8 +123,11 @@ def _layer_row(graph, name, shape, groups, limits) -> dict:
     for s in groups:
         src = graph.nodes[s.inputs[0]]
         synapses += int(fanout_map(s, src.shape).sum())
-        weights += int(torch.count_nonzero(stored_weight(s)))
         fan_in += max_fan_in(s, src.shape)
+        if one_to_one(s):  # a one-to-one Sparse: one stored weight per neuron, never a core's limit
+            weights += math.prod(shape)
+            continue
+        weights += int(torch.count_nonzero(stored_weight(s)))
         if isinstance(s, ir.Conv2d):
             kernel += s.weight.numel()
         else:

@@ -1,7 +1,7 @@
 """Partition host/chip: which nodes Loihi runs, and what crosses between host and chip.
 
-Chip = spike-driven and causal: synapses fed by spikes (binary or graded), LIF neurons fed by chip synapses, sums
-of chip synapses, pooling and reshaping of chip values. Host = everything else: the first synapse on raw input
+Chip = spike-driven and causal: synapses fed by spikes (binary or graded), LIF and relay neurons fed by chip
+synapses, sums of chip synapses, pooling and reshaping of chip values. Host = everything else: the first synapse on raw input
 pixels and what it feeds (the GAC encoder's conv, BN and LIF), non-causal attention (GAC's TA/SCA, TCJA's gates),
 and the readout (per-step output, mean over T, voting).
 """
@@ -15,22 +15,26 @@ def _placement(node: ir.Node, graph: ir.Graph, placed: dict[str, str]) -> str:
         return "host"
     sources = [graph.nodes[i] for i in node.inputs]
     if isinstance(node, ir.SYNAPSES):
-        # Analog pixels straight from the input stay on the host. A synapse on a host value that joins other
-        # synapses at a neuron stays on the host too: its result enters the neuron as a graded current, because
-        # one neuron's synapses share one integer scale and a graded payload would cost that scale its precision.
-        # Any other value the host sends becomes a graded spike payload at the cut.
-        if isinstance(sources[0], ir.Input) and sources[0].kind == "analog":
-            return "host"
-        joins = any(isinstance(graph.nodes[r], ir.Add) for r in graph.consumers(node.name))
-        return "host" if joins and placed[sources[0].name] == "host" else "chip"
-    if isinstance(node, ir.LIF):
-        # Fed by chip synapses, or by graded values the host injects as current (GAC's encoder output); a neuron
-        # on the host's own analog synapse output (GAC's encoder LIF) is part of the host encoder.
+        # Analog pixels straight from the input stay on the host; any other value the host sends becomes a graded
+        # spike payload at the cut, entering the chip through this synapse.
+        return "host" if isinstance(sources[0], ir.Input) and sources[0].kind == "analog" else "chip"
+    if isinstance(node, ir.NEURONS):
+        # Fed by chip synapses, or by graded values the host sends (GAC's encoder output, read through an identity
+        # synapse once `relay_sums` has run); a neuron on the host's own analog synapse output (GAC's encoder
+        # LIF) is part of the host encoder.
         src = sources[0]
         return "chip" if placed[src.name] == "chip" or src.kind == "graded" else "host"
-    if isinstance(node, ir.Add):  # a neuron's synapse groups: chip if any is (host ones inject graded currents)
+    if isinstance(node, ir.Add):  # a neuron's synapse groups
         return "chip" if any(placed[s.name] == "chip" for s in sources) else "host"
     return placed[node.inputs[0]]  # pooling, flatten, unfolded BN: where their input is
+
+
+def placements(graph: ir.Graph) -> dict[str, str]:
+    """Node → "host" or "chip", in execution order."""
+    placed: dict[str, str] = {}
+    for name, node in graph.nodes.items():
+        placed[name] = _placement(node, graph, placed)
+    return placed
 
 
 def _waits_for_window(graph: ir.Graph, name: str, memo: dict) -> bool:
@@ -44,11 +48,8 @@ def _waits_for_window(graph: ir.Graph, name: str, memo: dict) -> bool:
 def partition_host_chip(graph: ir.Graph) -> ir.Graph:
     """Set every node's `placement`; record segments (maximal runs of one placement in execution order) and cuts
     (every edge between host and chip: shape, kind, values per step and whether it waits for the whole window)."""
-    placed: dict[str, str] = {}
-    nodes = {}
-    for name, node in graph.nodes.items():
-        placed[name] = _placement(node, graph, placed)
-        nodes[name] = node.copy(placement=placed[name])
+    placed = placements(graph)
+    nodes = {name: node.copy(placement=placed[name]) for name, node in graph.nodes.items()}
 
     # A node's stage counts the host/chip crossings on the way to it; a segment is one stage's nodes, so host work
     # that only needs earlier host values (e.g. the encoder's share of every residual sum) joins the host segment.

@@ -1,7 +1,8 @@
 """THE ordered list of passes from the converted model to the deployable graph (compile and the tests use it).
 
-    fold_batchnorm → normalise_neurons → [fold_tcja_gates, with --tcja fold] → unroll_residual_stream
-        → fold_avgpool_linear → fold_avgpool_conv → maxpool_to_or → partition_host_chip → quantize
+    fold_batchnorm → normalise_neurons → [fold_tcja_gates, with --tcja fold] → [unroll_residual_stream, with
+        --residual unroll] → fold_avgpool_linear → fold_avgpool_conv → maxpool_to_or → relay_sums → balance_delays
+        → partition_host_chip → quantize
 
 Every pass before `quantize` keeps the graph in float (the ladder's "folded" rung is the graph just before it);
 `quantize` sets the Loihi integers. Each pass is a function from graph to graph; `run_passes` re-infers shapes and
@@ -17,22 +18,29 @@ from .fold import fold_batchnorm, fold_tcja_gates, normalise_neurons
 from .partition import partition_host_chip
 from .pooling import fold_avgpool_conv, fold_avgpool_linear, maxpool_to_or
 from .quantize import quantize
+from .relay import balance_delays, relay_sums
 from .residual import unroll_residual_stream
 
 TCJA_STRATEGIES = ("host", "fold")
+# relay: MS-ResNet's residual stream carried block to block by relay neurons; unroll: every stream value rewritten
+# as a sum of synapses on the spikes of every earlier block (`unroll_residual_stream`)
+RESIDUAL_FORMS = ("relay", "unroll")
 
 
-def pipeline(calibration: torch.Tensor | None, tcja: str = "host") -> list:
+def pipeline(calibration: torch.Tensor | None, tcja: str = "host", residual: str = "relay") -> list:
     """The passes in order. `calibration` (inputs `[N, ...]`) feeds the gate statistics of `--tcja fold` and the
     quantizer; without it (None) the list ends at the partition: a float graph with the deployment's structure."""
     if tcja not in TCJA_STRATEGIES:
         raise UserError(f"--tcja {tcja!r} is not a strategy; use one of {', '.join(TCJA_STRATEGIES)}.")
+    if residual not in RESIDUAL_FORMS:
+        raise UserError(f"--residual {residual!r} is not a form; use one of {', '.join(RESIDUAL_FORMS)}.")
     if calibration is None and tcja == "fold":
         raise ValueError("--tcja fold needs calibration inputs for the gate statistics")
     gates = [partial(fold_tcja_gates, calibration=calibration)] if tcja == "fold" else []
     quantizing = [partial(quantize, calibration=calibration)] if calibration is not None else []
-    return [fold_batchnorm, normalise_neurons, *gates, unroll_residual_stream, fold_avgpool_linear, fold_avgpool_conv,
-            maxpool_to_or, partition_host_chip, *quantizing]
+    unroll = [unroll_residual_stream] if residual == "unroll" else []
+    return [fold_batchnorm, normalise_neurons, *gates, *unroll, fold_avgpool_linear, fold_avgpool_conv, maxpool_to_or,
+            relay_sums, balance_delays, partition_host_chip, *quantizing]
 
 
 def run_passes(graph: ir.Graph, passes: list) -> ir.Graph:

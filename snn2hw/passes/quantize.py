@@ -1,17 +1,17 @@
 """Quantize the chip nodes to Loihi 2's fixed-point formats (the `quantize` pass).
 
-Every chip neuron layer gets one integer scale σ (integer activation units per float unit) shared by all the
-synapses that feed it, because Lava sums their outputs at the neuron's input port:
+Every chip neuron layer (LIF or relay) gets one integer scale σ (integer activation units per float unit) shared by
+all the synapses that feed it, because Lava sums their outputs at the neuron's input port:
 
-    W_int = round_to_even(W · σ / 2^q)        8-bit weights on the even grid Lava's mixed-sign Dense keeps
-    payload = round(value · 2^q)              q = 0 for binary spikes and integer event counts
+    W_int = round_to_even(W · σ / u)          8-bit weights on the even grid Lava's mixed-sign Dense keeps; u is
+                                              the source's payload unit: 1 for spikes and integer event counts,
+                                              2^q for a host value sent as round(value · 2^q) in 16 bits, the
+                                              relay's σ for a relay's graded spikes (24 bits)
     vth = round(θ · σ)                        Lava fires when v > vth << 6 and v counts activations << 6
     bias: b · σ · 64 = bias_mant << bias_exp  (13-bit mantissa, 3-bit exponent)
     dv = 4096 · (1 - decay), du = 4095        u = a every step: the source models have no synaptic current memory
-Graded values a host synapse computes for a neuron that also has chip synapses (the GAC encoder's share of the
-MS-ResNet stream) enter as currents round(value · σ). A chip synapse feeding the readout keeps its own σ; the host
-divides its accumulations by σ and adds the bias. The numeric formats themselves live in
-`snn2hw.hardware_sims.loihi_formats`.
+A relay sends round-free integers: its sum a = σ · (value - carried bias); the host divides a relay's graded spikes
+by σ and adds the carried bias. The numeric formats themselves live in `snn2hw.hardware_sims.loihi_formats`.
 """
 import math
 from dataclasses import dataclass
@@ -23,11 +23,14 @@ from .. import ir
 from ..errors import UserError
 from ..hardware_sims import loihi_formats as fmt
 from ..hardware_sims.loihi_formats import WEIGHT_GRID_MAX
+from .relay import is_identity
 
 PAYLOAD_FRAC_BITS_MAX = 8  # fractional bits of graded spike payloads (gates in (0, 1))
 # Largest |a| per step the calibration may reach: u = a << 6 wraps at 2^23, so |a| < 2^17; one bit is kept as
 # headroom for inputs stronger than the calibration samples.
 A_SAFE = 2 ** (fmt.UV_BITS - 1 - fmt.ACT_SHIFT - 1)
+# The largest bias a LIF holds, in activation units: the largest mantissa at the largest exponent, in v's units (1/64)
+BIAS_MAX = fmt.BIAS_MANT_MAX * 2 ** fmt.BIAS_EXP_MAX / 2 ** fmt.ACT_SHIFT
 
 
 def _to_grid(x: np.ndarray) -> np.ndarray:
@@ -87,30 +90,17 @@ def _bias_format(b_v: np.ndarray) -> tuple[np.ndarray, int, int]:
     return mant.astype(np.int64), exp, int((mant != exact).sum())
 
 
-def _channel_bias(node, shape) -> torch.Tensor:
-    b = node.bias if node.bias is not None else torch.zeros(shape[0])
-    return b.double().view(-1, *([1] * (len(shape) - 1))).expand(shape)
-
-
 @dataclass
 class _Group:
-    """A chip neuron layer (or the readout synapse, `neuron` None) with the nodes that feed its input port: chip
-    `synapses` and host values `injected` as currents. An Add joining them contributes its bias (`extra_bias`)."""
-    neuron: ir.LIF | None
+    """A chip neuron layer (LIF or relay) with the chip synapses its input port sums; an Add joining them contributes
+    its bias (`extra_bias`)."""
+    neuron: ir.Node
     synapses: list
-    injected: list
     extra_bias: ir.Add | None = None
 
     @property
     def name(self) -> str:
-        return self.neuron.name if self.neuron is not None else self.synapses[0].name
-
-    @property
-    def shape(self) -> tuple:
-        return (self.neuron or self.synapses[0]).shape
-
-    def synapse_bias(self) -> torch.Tensor:
-        return sum((_channel_bias(s, self.shape) for s in self.synapses), torch.zeros(self.shape, dtype=torch.float64))
+        return self.neuron.name
 
 
 def _groups(graph: ir.Graph) -> list[_Group]:
@@ -118,45 +108,76 @@ def _groups(graph: ir.Graph) -> list[_Group]:
     for name, node in graph.nodes.items():
         if node.placement != "chip":
             continue
-        if isinstance(node, ir.LIF):
+        if isinstance(node, ir.NEURONS):
+            feeds = graph.input_port_feeds(name)
+            stray = next((f.name for f in feeds if not isinstance(f, ir.SYNAPSES) or f.placement != "chip"), None)
+            if stray is not None:
+                raise UserError(f"layer {name}: its input port reads {stray}, which is not a chip synapse; the "
+                                "relay_sums pass must put a synapse in front of it.")
             src = graph.nodes[node.inputs[0]]
-            feeds = graph.input_port_feeds(name) if src.placement == "chip" else [src]
-            groups.append(_Group(node, [f for f in feeds if isinstance(f, ir.SYNAPSES) and f.placement == "chip"],
-                                 [f for f in feeds if f.placement == "host"],
-                                 src if isinstance(src, ir.Add) else None))
-        elif isinstance(node, ir.SYNAPSES) and any(isinstance(graph.nodes[r], ir.Readout) for r in graph.consumers(name)):
-            groups.append(_Group(None, [node], []))
+            groups.append(_Group(node, feeds, src if isinstance(src, ir.Add) else None))
         elif isinstance(node, (ir.AvgPool2d, ir.BatchNorm)):
             raise UserError(f"layer {name} ({type(node).__name__}) is on chip but Loihi has no such operation; "
                             "it should have been folded.")
     return groups
 
 
-class _Calibration:
-    """The statistics the quantizer needs, reduced batch by batch while the float graph runs (so memory does not
-    grow with the number of calibration samples): per group, max |a| in float units, where a = sum of its
-    synapses' outputs without their biases plus its injected host values (what the input port receives per
-    step); per graded synapse source, whether every value is an integer (event counts need no fractional bits)."""
+class _Biases:
+    """What every chip neuron's input lacks in float units, as per-neuron maps. A relay (GradedVec) has no bias, so
+    it sends its sum without the biases of its synapses and Add: that share is `carried` to the synapses reading
+    it, each adding its weights applied to it (exact at the image edges too: the synapse is run on the map).
+
+        beta_s = s(carried[source of s])   (s's bias included; carried = 0 for a source that is not a relay)
+        carried[relay] = sum_s beta_s + Add bias;   a LIF's bias = sum_s beta_s + Add bias"""
 
     def __init__(self, graph: ir.Graph, groups: list[_Group]):
+        self.carried: dict[str, torch.Tensor] = {}
+        self.synapse: dict[str, torch.Tensor] = {}
+        self.total: dict[str, torch.Tensor] = {}
+        for g in groups:
+            for s in g.synapses:
+                self.synapse[s.name] = self._beta(graph, s)
+            total = sum(self.synapse[s.name] for s in g.synapses)
+            if g.extra_bias is not None and g.extra_bias.bias is not None:
+                total = total + g.extra_bias.bias.double().view(-1, *([1] * (len(g.neuron.shape) - 1)))
+            self.total[g.name] = total.expand(g.neuron.shape)
+            if isinstance(g.neuron, ir.Relay):
+                self.carried[g.name] = self.total[g.name]
+
+    def _beta(self, graph: ir.Graph, s) -> torch.Tensor:
+        source = graph.nodes[s.inputs[0]]
+        carried = self.carried.get(source.name)
+        x = torch.zeros(source.shape, dtype=s.weight.dtype) if carried is None else carried.to(s.weight.dtype)
+        return s.run(x[None, None])[0, 0].double()
+
+
+class _Calibration:
+    """The statistics the quantizer needs, reduced batch by batch while the float graph runs (so memory does not
+    grow with the number of calibration samples): per group, max |a| in float units, where a = the sum of its
+    synapses' outputs less their biases and carried biases (what the input port receives per step); per host
+    value a chip synapse reads as graded payloads, max |value| and whether every value is an integer (event counts
+    need no fractional bits)."""
+
+    def __init__(self, graph: ir.Graph, groups: list[_Group], biases: _Biases):
         self.peak = {g.name: 0.0 for g in groups}
-        self.integer = {s.inputs[0]: True for g in groups for s in g.synapses
-                        if graph.nodes[s.inputs[0]].kind != "binary"}
+        sources = {s.inputs[0] for g in groups for s in g.synapses}
+        self.integer = {i: True for i in sources if graph.nodes[i].kind != "binary"}
+        self.source_peak = {i: 0.0 for i in self.integer}
         self.readers: dict[str, list[_Group]] = {}  # node → the groups whose input port it feeds
         for g in groups:
-            for f in g.synapses + g.injected:
-                self.readers.setdefault(f.name, []).append(g)
-        # a = (sum of the feeds' values) - (sum of the synapses' biases)
-        self.bias = {g.name: g.synapse_bias() for g in groups}
+            for s in g.synapses:
+                self.readers.setdefault(s.name, []).append(g)
+        self.bias = {g.name: sum(biases.synapse[s.name] for s in g.synapses) for g in groups}
         self.partial: dict[str, tuple[int, torch.Tensor]] = {}  # group → (feeds seen, their sum) in this batch
 
     def observe(self, name: str, value: torch.Tensor) -> None:
         if name in self.integer:
             self.integer[name] &= bool(torch.equal(value, value.round()))
+            self.source_peak[name] = max(self.source_peak[name], _peak(value))
         for g in self.readers.get(name, ()):
             seen, total = self.partial.pop(g.name, (0, None))
             total = value.to(torch.float64, copy=True) if total is None else total.add_(value)
-            if seen + 1 < len(g.synapses) + len(g.injected):
+            if seen + 1 < len(g.synapses):
                 self.partial[g.name] = (seen + 1, total)
             else:
                 self.peak[g.name] = max(self.peak[g.name], _peak(total.sub_(self.bias[g.name])))
@@ -168,61 +189,155 @@ def _peak(x: torch.Tensor) -> float:
     return max(-float(low), float(high))
 
 
-def _scale(neuron, synapses, graded: dict, a_peak: float, notes: list) -> tuple[float, dict]:
-    """σ and each synapse's payload fractional bits q. σ is as large as the 8-bit weights allow, unless the input
-    port's headroom (|a| < A_SAFE, so u never wraps) or the 17-bit threshold caps it; graded inputs then spend on
-    payload precision (up to PAYLOAD_FRAC_BITS_MAX bits) what the weights do not need."""
-    peak = {s.name: _peak(s.weight) for s in synapses}
-    live = [s for s in synapses if peak[s.name] > 0]  # an all-zero synapse (pruned, or MS-ResNet's
-    # zero-initialised last BN) constrains nothing
-    caps = {"8-bit weights": min(WEIGHT_GRID_MAX * 2 ** (PAYLOAD_FRAC_BITS_MAX if graded[s.name] else 0)
-                                 / peak[s.name] for s in live)} if live else {}
+@dataclass
+class _Source:
+    """How a synapse's input arrives: `unit` integer payload units per float unit, or None where the synapse chooses
+    it (a host value sent as graded payloads: 2^q, q <= `max_frac_bits`); its message width."""
+    unit: float | None
+    message_bits: int
+    max_frac_bits: int = 0
+    relay: str | None = None
+
+
+def _source(graph: ir.Graph, s, stats: _Calibration, scales: dict[str, float]) -> _Source:
+    src = graph.nodes[s.inputs[0]]
+    if isinstance(src, ir.Relay):
+        return _Source(scales[src.name], fmt.GRADED_MESSAGE_BITS, relay=src.name)
+    if src.kind == "binary":
+        return _Source(1.0, 0)
+    bits = fmt.HOST_MESSAGE_BITS if src.placement == "host" else fmt.GRADED_MESSAGE_BITS
+    if stats.integer.get(src.name, True):
+        return _Source(1.0, bits)
+    # payload = round(value · 2^q) within the message's signed range
+    fit = math.floor(math.log2((2 ** (bits - 1) - 1) / stats.source_peak[src.name])) if stats.source_peak[src.name] \
+        else PAYLOAD_FRAC_BITS_MAX
+    return _Source(None, bits, max(0, min(PAYLOAD_FRAC_BITS_MAX, fit)))
+
+
+def _caps(group: _Group, sources: dict, a_peak: float, bias: torch.Tensor) -> dict[str, float]:
+    """The upper bounds on σ that do not depend on a relay's scale, by what sets them: 8-bit weights on spikes and
+    host values (a chosen payload unit may grow to 2^max_frac_bits), the input port's headroom (a LIF's u must not
+    wrap: |a| < A_SAFE; a relay's v must fit RELAY_BITS), a LIF's 17-bit threshold and its bias (mantissa << exponent
+    at most). Synapses on relays are bounded in `quantize`, once the relay's scale is known."""
+    caps = {}
+    weights = [WEIGHT_GRID_MAX * (2 ** src.max_frac_bits if src.unit is None else src.unit) / _peak(s.weight)
+               for s, src in sources.items() if _peak(s.weight) > 0 and not src.relay and not is_identity(s)]
+    if weights:
+        caps["8-bit weights"] = min(weights)
     if a_peak > 0:
-        caps["input headroom"] = A_SAFE / a_peak
-    if neuron is not None and neuron.threshold > 0:
-        caps[f"{fmt.VTH_BITS}-bit threshold"] = fmt.VTH_MAX / neuron.threshold
-    if not caps:
-        raise UserError(f"layer {neuron.name if neuron is not None else synapses[0].name}: no weight, input or "
-                        "threshold sets a fixed-point scale (all synapses are zero and the threshold is 0).")
-    binding = min(caps, key=caps.get)
-    sigma = caps[binding]
-    if binding != "8-bit weights":
+        headroom = A_SAFE if isinstance(group.neuron, ir.LIF) else 2 ** (fmt.RELAY_BITS - 2)
+        caps["input headroom"] = headroom / a_peak
+    if isinstance(group.neuron, ir.LIF):
+        if group.neuron.threshold > 0:
+            caps[f"{fmt.VTH_BITS}-bit threshold"] = fmt.VTH_MAX / group.neuron.threshold
+        if _peak(bias) > 0:
+            caps[f"{fmt.BIAS_MANT_BITS}-bit bias"] = BIAS_MAX / _peak(bias)
+    return caps
+
+
+def _identity_weight(factor: float) -> tuple[int, int]:
+    """(w, k) with w / 2^k the largest value <= `factor` an identity synapse holds (8-bit w, weight_exp -k down to
+    IDENTITY_WEIGHT_EXP_MIN): the synapse multiplies exactly by w / 2^k, so the reader's scale becomes that."""
+    k = min(-fmt.IDENTITY_WEIGHT_EXP_MIN, max(0, math.floor(math.log2(fmt.WEIGHT_MAX / factor))))
+    return max(1, min(fmt.WEIGHT_MAX, math.floor(factor * 2 ** k))), k
+
+
+def _relay_limits(graph: ir.Graph, groups: list[_Group], base: dict) -> dict[str, float]:
+    """Backwards over the groups: the largest scale each relay may have so that every identity synapse reading it
+    still reaches its reader's bound (it divides by at most 2^-IDENTITY_WEIGHT_EXP_MIN). Real weights on a relay
+    bind their reader instead (`_scale`): `balance_delays` gives such a term a relay of its own."""
+    limit = {g.name: math.inf for g in groups if isinstance(g.neuron, ir.Relay)}
+    for g in reversed(groups):
+        bound = min([*base[g.name].values(), limit.get(g.name, math.inf)], default=math.inf)
+        for s in g.synapses:
+            if s.inputs[0] in limit and is_identity(s):
+                limit[s.inputs[0]] = min(limit[s.inputs[0]], bound * 2 ** -fmt.IDENTITY_WEIGHT_EXP_MIN)
+    return limit
+
+
+def _scale(group: _Group, sources: dict, caps: dict, limit: float, notes: list) -> float:
+    """σ: the smallest bound in `caps`, in `limit` (a relay's readers, `_relay_limits`) and, for a relay that copies
+    one value (a delay link), the copied value's unit, which a copy cannot refine. Where an identity synapse reads a
+    value, σ then becomes exactly that value's unit times the identity's weight w / 2^k."""
+    bounds = dict(caps)
+    if math.isfinite(limit):
+        bounds["relay readers"] = limit
+    for s, src in sources.items():
+        if src.relay and not is_identity(s) and _peak(s.weight) > 0:
+            bounds["8-bit weights"] = min(bounds.get("8-bit weights", math.inf),
+                                          WEIGHT_GRID_MAX * src.unit / _peak(s.weight))
+    copied = [_unit(src) for s, src in sources.items() if is_identity(s)]
+    if isinstance(group.neuron, ir.Relay) and len(group.synapses) == 1 and copied:
+        bounds["copied value"] = copied[0]
+    if not bounds:
+        raise UserError(f"layer {group.name}: no weight, input or threshold sets a fixed-point scale (all synapses "
+                        "are zero and the threshold is 0).")
+    binding = min(bounds, key=bounds.get)
+    sigma = bounds[binding]
+    if binding not in ("8-bit weights", "copied value"):
         notes.append(f"scale set by the {binding}")
-    q = {}
-    for s in synapses:
-        need = peak[s.name] * sigma / WEIGHT_GRID_MAX  # 2^q must be at least this for W_int to fit
-        q[s.name] = max(0, math.ceil(math.log2(need))) if graded[s.name] and need > 1 else 0
-    return sigma, q
+    if copied:
+        w, k = _identity_weight(sigma / copied[0])
+        sigma = copied[0] * w / 2 ** k
+    return sigma
 
 
-def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict:
-    """One neuron layer (or the readout) and the chip synapses feeding it."""
-    neuron, synapses, name = group.neuron, group.synapses, group.name
-    if neuron is not None and neuron.input_scale != 1.0:
+def _weight_filling_frac_bits(w_peak: float, sigma: float, src: _Source) -> int:
+    """The payload's fractional bits q for a synapse with real weights: the fewest that let W_int fill its 8 bits
+    (2^q >= peak · σ / 254), so the weights keep their precision."""
+    need = w_peak * sigma / WEIGHT_GRID_MAX
+    return min(src.max_frac_bits, max(0, math.ceil(math.log2(need)))) if need > 1 else 0
+
+
+def weight_summary(synapse: dict) -> str:
+    """A synapse's entry of the quantization report in a few characters: its weight SQNR in dB, or an identity's
+    exact factor w/2^k."""
+    if "weight_sqnr_db" in synapse:
+        return str(synapse["weight_sqnr_db"])
+    return f"{synapse['identity_weight']}/2^{-synapse['weight_exp']}"
+
+
+def _unit(src: _Source) -> float:
+    """The payload unit a source arrives in; a host value read by an identity synapse takes every fractional bit
+    its message holds (the identity's w / 2^k then rescales it)."""
+    return 2 ** src.max_frac_bits if src.unit is None else src.unit
+
+
+def _quantize_identity(s, src: _Source, sigma: float) -> dict:
+    """An identity synapse: one weight w and a weight_exp -k, σ = unit · w / 2^k (exact: `_scale` made σ so)."""
+    w, k = _identity_weight(sigma / _unit(src))
+    q = src.max_frac_bits if src.unit is None else 0
+    s.quant = {"identity": True, "weight": w, "weight_exp": -k, "payload_frac_bits": q, "scale": sigma,
+               "num_message_bits": src.message_bits}
+    return {"name": s.name, "payload_frac_bits": q, "identity_weight": w, "weight_exp": -k,
+            "scale_error": round(_unit(src) * w / 2 ** k / sigma - 1, 9)}
+
+
+def _quantize_group(graph: ir.Graph, group: _Group, sources: dict, sigma: float, a_peak: float, bias: torch.Tensor,
+                    notes: list) -> dict:
+    """One neuron layer and the chip synapses feeding it, at scale σ."""
+    neuron, name = group.neuron, group.name
+    if isinstance(neuron, ir.LIF) and neuron.input_scale != 1.0:
         raise UserError(f"layer {name}: a chip neuron with an input scale ({neuron.input_scale}) is not supported; "
                         "normalise_neurons must move it into the synapses first.")
-    # q = 0 where the payload is already an integer (spikes, event counts)
-    graded = {s.name: not stats.integer.get(s.inputs[0], True) for s in synapses}
-    notes = []
-    a_peak = stats.peak[name]
-    sigma, q = _scale(neuron, synapses, graded, a_peak, notes)
     entry = {"layer": name, "scale": sigma, "calibration_peak_input": a_peak, "synapses": [], "notes": notes}
-    for s in synapses:
-        factor = sigma / 2 ** q[s.name]
+    for s, src in sources.items():
+        if is_identity(s):
+            entry["synapses"].append(_quantize_identity(s, src, sigma))
+            continue
         w = s.weight.double().numpy()
+        q = 0 if src.unit is not None else _weight_filling_frac_bits(_peak(s.weight), sigma, src)
+        factor = sigma / (2 ** q if src.unit is None else src.unit)
         w_int = _weights_to_grid(w, factor)
-        s.quant = {"weight": w_int, "payload_frac_bits": q[s.name], "scale": sigma,
-                   "num_message_bits": 0 if graph.nodes[s.inputs[0]].kind == "binary" else fmt.GRADED_MESSAGE_BITS}
+        s.quant = {"weight": w_int, "payload_frac_bits": q, "scale": sigma, "num_message_bits": src.message_bits}
         entry["synapses"].append({
-            "name": s.name, "payload_frac_bits": q[s.name], "weight_bits": fmt.DEFAULT_NUM_WEIGHT_BITS,
+            "name": s.name, "payload_frac_bits": q, "weight_bits": fmt.DEFAULT_NUM_WEIGHT_BITS,
             "weight_sqnr_db": round(float(_sqnr_db(w, w_int / factor)), 2),
             "clipped_weights": int((np.abs(w * factor) > WEIGHT_GRID_MAX + 1).sum()),
             "per_channel_scale_cost_db": round(_per_channel_cost_db(w, factor), 2)})
-    if neuron is None:
+    if isinstance(neuron, ir.Relay):
+        neuron.quant = {"scale": sigma, "carried_bias": bias.numpy()}
         return entry
-    bias = group.synapse_bias()
-    if group.extra_bias is not None:
-        bias = bias + _channel_bias(group.extra_bias, neuron.shape)
     # In v's own units (1/64 of an activation unit): rounding the bias to whole activation units, the most lava-dl
     # netx can hold (it fixes bias_exp at 6), cost the TCJA demo 0.5-1.4 points; a .net then says where it is inexact.
     mant, exp, saturated = _bias_format(bias.numpy() * sigma * 2 ** fmt.ACT_SHIFT)
@@ -232,8 +347,7 @@ def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict
     dv = min(fmt.DECAY_MAX, int(round(fmt.DECAY_UNITY * (1 - neuron.decay))))
     if not math.isclose(1 - dv / fmt.DECAY_UNITY, neuron.decay, abs_tol=1 / fmt.DECAY_UNITY) and neuron.decay != 0:
         notes.append(f"decay {neuron.decay} is {1 - dv / fmt.DECAY_UNITY} in 12 bits")
-    neuron.quant = {"du": fmt.DECAY_MAX, "dv": dv, "vth": vth, "bias_mant": mant, "bias_exp": exp, "scale": sigma,
-                    "injected": [i.name for i in group.injected]}
+    neuron.quant = {"du": fmt.DECAY_MAX, "dv": dv, "vth": vth, "bias_mant": mant, "bias_exp": exp, "scale": sigma}
     entry.update({"vth": vth, "dv": dv, "du": fmt.DECAY_MAX, "bias_exp": exp,
                   "fires_at": "v > vth<<6" + (" (source fires at v >= threshold: differs at exact ties only)"
                                               if neuron.fire_at_threshold else "")})
@@ -244,6 +358,9 @@ def _quantize_group(graph: ir.Graph, group: _Group, stats: _Calibration) -> dict
 def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
     """Set `quant` on every chip synapse and neuron; the per-layer report goes to `graph.quant_layers`.
 
+    Scales are chosen in two sweeps: backwards, how large each relay's scale may be (`_relay_limits`); forwards,
+    each group's σ (`_scale`).
+
     Preserves: nothing exactly, by design: the fixed-point simulator's spikes differ from the folded float graph's
     by quantization only (the ladder measures how much)."""
     if not graph.segments:
@@ -251,7 +368,18 @@ def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
     nodes = {k: v.copy(quant={}) for k, v in graph.nodes.items()}
     graph = graph.replace(nodes)
     groups = _groups(graph)
-    stats = _Calibration(graph, groups)
+    biases = _Biases(graph, groups)
+    stats = _Calibration(graph, groups, biases)
     graph.observe_in_batches(calibration, stats.observe)
-    report = [_quantize_group(graph, g, stats) for g in groups]
+    placeholder = {g.name: 1.0 for g in groups if isinstance(g.neuron, ir.Relay)}  # `_caps` reads no relay's unit
+    base = {g.name: _caps(g, {s: _source(graph, s, stats, placeholder) for s in g.synapses}, stats.peak[g.name],
+                          biases.total[g.name]) for g in groups}
+    limit = _relay_limits(graph, groups, base)
+    scales, report = {}, []
+    for g in groups:
+        sources = {s: _source(graph, s, stats, scales) for s in g.synapses}
+        notes = []
+        scales[g.name] = _scale(g, sources, base[g.name], limit.get(g.name, math.inf), notes)
+        report.append(_quantize_group(graph, g, sources, scales[g.name], stats.peak[g.name], biases.total[g.name],
+                                      notes))
     return graph.replace(graph.nodes, f"quantize: {len(report)} chip layers", quant_layers=report)

@@ -22,9 +22,8 @@ import torch
 
 from .. import ir
 from ..errors import UserError
+from .relay import identity_synapse
 
-# Pooling runs on chip as a sum-pool synapse, so it is a hop too.
-HOPS = (ir.Conv2d, ir.Linear, ir.AvgPool2d, ir.MaxPool2d)
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def synapse_depths(graph: ir.Graph) -> dict[str, int]:
     """depth(node) = number of synapse hops on the longest path from the input to the node's output."""
     depth: dict[str, int] = {}
     for node in graph.nodes.values():
-        depth[node.name] = max((depth[i] for i in node.inputs), default=0) + isinstance(node, HOPS)
+        depth[node.name] = max((depth[i] for i in node.inputs), default=0) + isinstance(node, ir.HOPS)
     return depth
 
 
@@ -158,13 +157,8 @@ def _expand_once(nodes, stream, name, memo):
         terms, bias = _expand(nodes, stream, node.inputs[0], memo)
         unbiased = dataclasses.replace(node, bias=None)
         return [compose_convs(t, unbiased) for t in terms], _through(node, bias)
-    return [_identity(node)], None  # x_0 itself (GAC's encoding, or the stem conv), read one-to-one
-
-
-def _identity(node: ir.Node) -> ir.Conv2d:
-    channels = node.shape[0]
-    weight = torch.eye(channels).view(channels, channels, 1, 1)
-    return ir.Conv2d(node.name, [node.name], node.shape, "analog", weight=weight, stride=(1, 1), padding=(0, 0))
+    return [identity_synapse(node.name, node.name, node.shape)], None  # x_0 itself (GAC's encoding, or the stem
+    # conv), read one-to-one
 
 
 def _unrolled_sum(nodes, stream, value: str, add_name: str, memo: dict) -> list[ir.Node]:
