@@ -196,9 +196,13 @@ class Segment:
         self.ports[entry["name"]] = self._add(Source(data=data)).s_out
 
     def _conv(self, node):
-        kw = formats.torch_to_lava_conv_params(node["stride"], node["padding"], node["dilation"])
-        conv = self._add(Conv(weight=formats.torch_to_lava_conv_weight(self.arrays[node["weight"]]).astype(np.int32),
-                              input_shape=lava_shape(node["shape_in"]), groups=int(node["groups"]),
+        self._add_conv(node, self.arrays[node["weight"]], node, int(node["groups"]))
+
+    def _add_conv(self, node, weight, geometry, groups: int):
+        """A Lava `Conv` of torch-layout `weight` and `geometry`'s stride, padding and dilation (H, W)."""
+        kw = formats.torch_to_lava_conv_params(geometry["stride"], geometry["padding"], geometry["dilation"])
+        conv = self._add(Conv(weight=formats.torch_to_lava_conv_weight(weight).astype(np.int32),
+                              input_shape=lava_shape(node["shape_in"]), groups=groups,
                               num_message_bits=int(node["num_message_bits"]), name=node["name"],
                               **{k: tuple(int(a) for a in v) for k, v in kw.items()}))
         if tuple(conv.a_out.shape) != lava_shape(node["shape"]):
@@ -217,7 +221,12 @@ class Segment:
         self.ports[node["name"]] = dense.a_out
 
     def _identity(self, node):
-        """A one-to-one `Sparse`: every neuron's input times `weight`, shifted by `weight_exp`."""
+        """A one-to-one `Sparse`: every neuron's input times `weight`, shifted by `weight_exp`; or, where
+        `loihi_formats.identity_as_conv` says so (no exponent, fewer weights), a 1x1 `Conv` of kernel weight·I."""
+        if formats.identity_as_conv(node["shape"], int(node["weight_exp"])):
+            self._add_conv(node, formats.identity_kernel(int(node["weight"]), int(node["shape"][0])),
+                           dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1)), 1)
+            return
         shape = lava_shape(node["shape"])
         n = int(np.prod(shape))
         proc = self._add(Sparse(weights=sparse.identity(n, dtype=np.int32, format="csr") * int(node["weight"]),

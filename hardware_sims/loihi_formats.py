@@ -99,6 +99,18 @@ RELAY_BITS = 24
 # by that public run, not the hardware's limit.
 IDENTITY_WEIGHT_EXP_MIN = -7
 
+
+def identity_as_conv(shape, weight_exp: int) -> bool:
+    """Whether an identity synapse onto neurons of `shape` runs as a 1x1 Conv (kernel w·I: C² weights shared over
+    the map) rather than a one-to-one Sparse (one weight per neuron): where it needs no weight exponent (Loihi 2's
+    Conv ignores weight_exp, lava#803) and the kernel is the smaller."""
+    return weight_exp == 0 and len(shape) == 3 and shape[0] ** 2 < shape[0] * shape[1] * shape[2]
+
+
+def identity_kernel(weight: int, channels: int) -> np.ndarray:
+    """The 1x1 conv kernel `(C, C, 1, 1)` (torch layout) of an identity synapse of weight `weight`."""
+    return (np.eye(channels, dtype=np.int64) * weight)[:, :, None, None]
+
 # --- lava-dl netx 0.6.0 (lava/lib/dl/netx/hdf5.py, get_neuron_params): the bias exponent of every CUBA neuron ---
 NETX_BIAS_EXP = 6
 # A dense layer's synaptic delays: netx clamps them to 0..62 (hdf5.py create_dense) and builds a DelayDense with

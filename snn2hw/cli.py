@@ -51,9 +51,10 @@ MemoryLimitOpt = typer.Option(None, "--memory-limit", min=1, help="MiB of addres
                                                                     "use (default: no limit).")
 TrustOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling Python objects from the checkpoint "
                                                       "(runs code from the file: only for files you trust).")
-ResidualOpt = typer.Option("relay", "--residual", help="MS-ResNet's residual stream on chip: relay (carried block to "
-                                                       "block by relay neurons) or unroll (a sum of synapses on "
-                                                       "every earlier block's spikes).")
+ResidualOpt = typer.Option("auto", "--residual", help="MS-ResNet's residual stream on chip: relay (carried block to "
+                                                      "block by relay neurons), unroll (a sum of synapses on every "
+                                                      "earlier block's spikes) or auto (whichever the Loihi 2 "
+                                                      "resource model gives fewer cores).")
 
 
 SystemOpt = typer.Option(DEFAULT_SYSTEM, "--system", help=f"The Loihi 2 system the deployment must fit: "

@@ -1,12 +1,19 @@
-"""The compiler flow: torch model → graph IR → the ordered passes (`passes.pipeline`) → partitioned, quantized graph."""
-from dataclasses import dataclass
+"""The compiler flow: torch model → graph IR → the ordered passes (`passes.pipeline`) → partitioned, quantized graph.
+
+MS-ResNet's residual stream has two chip forms (`--residual relay|unroll`); `auto` compiles both up to the
+partition and keeps the one the Loihi 2 resource model gives fewer cores (relay on a tie), recording both forms'
+costs (`energy.chip_costs`, on the float graphs: before quantization rounds small weights to zero)."""
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from . import ir
 from .convert import convert
-from .passes.pipeline import pipeline, run_passes
+from .energy import chip_costs, chip_model, load_preset
+from .passes.pipeline import RESIDUAL_FORMS, pipeline, run_passes
+
+AUTO = "auto"
 
 
 @dataclass
@@ -17,12 +24,23 @@ class Compiled:
     folded: ir.Graph  # folded float, partitioned (level 2): the graph before the last pass, `quantize`
     fixed: ir.Graph  # quantized (level 3)
     tcja: str
-    residual: str
+    residual: str  # the form compiled: relay or unroll
+    residual_forms: dict = field(default_factory=dict)  # form → its chip costs, where `auto` compared both
 
 
 def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: str = "host",
-                  residual: str = "relay") -> Compiled:
+                  residual: str = AUTO) -> Compiled:
     source = convert(model, arch)
-    *float_passes, quantize = pipeline(calibration, tcja, residual)
-    folded = run_passes(source, float_passes)
-    return Compiled(arch, model, source, folded, run_passes(folded, [quantize]), tcja, residual)
+    streams = any(isinstance(n, ir.Add) for n in source.nodes.values())
+    forms = RESIDUAL_FORMS if residual == AUTO and streams else ("relay",) if residual == AUTO else (residual,)
+    folded, quantize = {}, None
+    for form in forms:
+        *float_passes, quantize = pipeline(calibration, tcja, form)
+        folded[form] = run_passes(source, float_passes)
+    costs = {}
+    if len(forms) > 1:
+        limits = chip_model(load_preset("loihi2"))[0]
+        costs = {form: chip_costs(graph, limits) for form, graph in folded.items()}
+    chosen = min(forms, key=lambda form: costs[form]["cores"]) if costs else forms[0]
+    return Compiled(arch, model, source, folded[chosen], run_passes(folded[chosen], [quantize]), tcja, chosen,
+                    costs)

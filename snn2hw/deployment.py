@@ -30,6 +30,7 @@ from .graph_json import graph_from_json
 from .exporters.lava_spec import chip_segment_spec, spec_problem
 from .exporters.onnx_host import MODEL_INPUT
 from .ladder import run_in_batches, spiking_nodes
+from .hardware_sims.loihi_formats import identity_kernel
 from .hardware_sims.runner import (ChipSegment, OnnxHostSegment, RunRecord, fixed_chip, neuron_layers, run_segments,
                                    segments_runner)
 from .netx_import import NetxNetwork, as_built, read_netx
@@ -65,7 +66,7 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path.read_bytes()), "arch": loaded.arch,
                    "options": loaded.options, "copy": "source/checkpoint.pt"},
         "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
-        "residual": compiled.residual,
+        "residual": compiled.residual, "residual_forms": compiled.residual_forms,
         "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
                   "repeat_over_t": getattr(first, "repeat_over_t", False)},
         "output": {"shape": _with_batch_axis(last), "readout": getattr(last, "mode", None), "tensor": graph.output},
@@ -242,8 +243,8 @@ def _synapse_weight(node: dict, arrays: dict) -> np.ndarray:
     """A chip spec synapse's integer weights in the IR's layout; an identity's: its weight on the diagonal."""
     if node["op"] != "identity":
         return arrays[node["weight"]]
-    eye = np.eye(node["shape"][0], dtype=np.int64) * node["weight"]
-    return eye if len(node["shape"]) == 1 else eye[:, :, None, None]
+    kernel = identity_kernel(node["weight"], node["shape"][0])
+    return kernel if len(node["shape"]) == 3 else kernel[:, :, 0, 0]
 
 
 @dataclass
@@ -296,6 +297,10 @@ class Deployment:
         try:
             data = json.loads(text)
             source, deployed = graph_from_json(data["source"]), graph_from_json(data["deployed"], weights)
+            for node in (n for s in self.segments if isinstance(s, ChipSegment) for n in s.spec["nodes"]):
+                if node["op"] == "identity":  # what the resource model reads: its form
+                    deployed.nodes[node["name"]].quant = {k: node[k] for k in ("weight", "weight_exp")} | \
+                        {"identity": True}
             same = [(s["name"], s["nodes"]) for s in deployed.segments] == \
                 [(s["name"], s["nodes"]) for s in self.manifest["segments"]]
         except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, RecursionError, IndexError) as e:

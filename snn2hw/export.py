@@ -37,6 +37,7 @@ from .exporters.onnx_host import PINNED_OPSET, export_host_segment
 from .files import jsonable
 from .graph_json import graph_to_json
 from .hardware_sims import loihi_formats as fmt
+from .hardware_sims.loihi_formats import identity_as_conv
 from .netx_import import NetxNetwork, netx_graph
 from .passes.quantize import A_SAFE, weight_summary
 from .passes.residual import residual_terms
@@ -82,7 +83,8 @@ def _counts(graph: ir.Graph, segment: dict) -> dict:
     nodes = [graph.nodes[n] for n in segment["nodes"]]
     return {"layers": len(nodes),
             "neurons": sum(math.prod(n.shape) for n in nodes if isinstance(n, ir.LIF)),
-            "synapse_weights": sum(math.prod(n.shape) if n.quant.get("identity") else n.weight.numel()
+            "synapse_weights": sum(math.prod(n.shape) if n.quant.get("identity")
+                                   and not identity_as_conv(n.shape, n.quant["weight_exp"]) else n.weight.numel()
                                    for n in nodes if isinstance(n, ir.SYNAPSES))}
 
 
@@ -144,7 +146,7 @@ def export_netx_deployment(net: NetxNetwork, outdir: Path, timesteps: int,
 
 
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",
-                      progress=None, system: str | None = DEFAULT_SYSTEM, residual: str = "relay") -> dict:
+                      progress=None, system: str | None = DEFAULT_SYSTEM, residual: str = "auto") -> dict:
     """Compile and write the deployment directory; on any failure nothing is left at `outdir` (an earlier
     deployment there stays as it was). A deployment whose chip part does not fit the Loihi 2 `system` (None: no
     check), or uses a construct no public Loihi 2 run shows, is refused before anything is written."""
@@ -282,6 +284,17 @@ def export_report(manifest: dict, compiled) -> str:
                   "(no public Loihi 2 run uses a synaptic delay) until all terms of a sum arrive together.",
                   _table(["sum", "depth", "terms (source + delay)"],
                          [[s.add, s.depth, ", ".join(f"{t.source}+{t.delay}" for t in s.terms)] for s in sums])]
+    forms = manifest.get("residual_forms") or {}
+    if forms:
+        parts += ["## Relay or unroll",
+                  f"`--residual auto` compiled both forms of the stream and kept `{manifest['residual']}`, which the "
+                  "Loihi 2 resource model gives fewer cores. Counted on the float graphs, before quantization rounds "
+                  "small weights to zero; the energy of the form not kept is not computed (it would need a run).",
+                  _table(["form", "cores", "chips", "chip weights", "max fan-in", "relay neurons",
+                          "host→chip tensors", "host→chip values per step"],
+                         [[form, f"{c['cores']:,}", c["chips"], f"{c['chip_weights']:,}", f"{c['max_fan_in']:,}",
+                           f"{c['relay_neurons']:,}", c["host_to_chip_tensors"],
+                           f"{c['host_to_chip_values_per_step']:,}"] for form, c in forms.items()])]
     host_gates = [n for n in compiled.fixed.nodes.values() if isinstance(n, ir.HostModule)]
     if manifest["tcja"] == "fold":
         parts += ["## TCJA gates", "Folded into static per-channel scales (`--tcja fold`): the backbone runs on "

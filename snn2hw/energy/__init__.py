@@ -14,9 +14,10 @@ from .counts import (CATEGORIES, MODES, Count, RateActivity, RecordedActivity, f
                      layer_rates, max_fan_in, paper_counts, paper_flops, transfers)
 from .presets import BASES, Cost, Preset, builtin_presets, chip_model, load_preset
 from .report import build_report, comparison, paper_report, parse_rates
-from .resources import DEFAULT_SYSTEM, SYSTEMS, check_system, loihi_resources
+from .resources import DEFAULT_SYSTEM, SYSTEMS, check_system, chip_costs, loihi_resources
 
 __all__ = ["BASES", "CATEGORIES", "DEFAULT_SYSTEM", "MODES", "SYSTEMS", "Cost", "Count", "Preset", "RateActivity",
-           "RecordedActivity", "build_report", "builtin_presets", "check_system", "chip_model", "comparison",
+           "RecordedActivity", "build_report", "builtin_presets", "check_system", "chip_costs", "chip_model",
+           "comparison",
            "faithful_counts", "fanout_map", "layer_rates", "load_preset", "loihi_resources", "max_fan_in",
            "paper_counts", "paper_flops", "paper_report", "parse_rates", "transfers"]

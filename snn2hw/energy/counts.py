@@ -48,7 +48,7 @@ import torch
 
 from .. import ir
 from ..errors import UserError
-from ..hardware_sims.loihi_formats import BIAS_STORAGE_BITS, DENSE_OUT_BITS, GRADED_MESSAGE_BITS
+from ..hardware_sims.loihi_formats import BIAS_STORAGE_BITS, GRADED_MESSAGE_BITS, HOST_MESSAGE_BITS
 from .presets import Preset
 
 MODES = ("paper", "faithful")
@@ -76,8 +76,8 @@ CATEGORIES = {
     "pooling, sums, readout": "Left out by the paper: pooling, BatchNorm (folded away in the deployment), host sums "
                               "and the readout.",
     "host-chip transfers": "Left out by the paper (it has no chip). Every step, each cut moves a frame of values: "
-                           "1 bit per spike, 24 bits per graded payload or injected current, 32 bits per accumulation "
-                           "read back.",
+                           "1 bit per spike, 16 bits per graded payload the host sends, 24 bits per graded spike a "
+                           "relay sends back.",
     "chip static power": "Left out by the paper (it has no chip). Loihi 2's static power, per chip the deployment "
                          "occupies, over the time the chip takes for the sample (time per step x T).",
 }
@@ -108,23 +108,12 @@ def _nonzero_sum(weight: torch.Tensor, shape: tuple, dim: int) -> np.ndarray:
     return torch.count_nonzero(weight.detach().reshape(shape), dim=dim).double().numpy()
 
 
-def one_to_one(node: ir.Node) -> bool:
-    """Whether a synapse connects input i to output i only (an identity synapse, which the chip holds as a
-    one-to-one Sparse: one weight per neuron): a square Linear or a 1x1, stride-1 conv with diagonal weights."""
-    w = stored_weight(node)
-    if isinstance(node, ir.Conv2d):
-        if tuple(w.shape[2:]) != (1, 1) or tuple(node.stride) != (1, 1) or node.groups != 1:
-            return False
-        w = w[:, :, 0, 0]
-    return w.shape[0] == w.shape[1] and not torch.count_nonzero(w - torch.diag(torch.diagonal(w)))
-
-
 def stored_weight(node: ir.Node) -> torch.Tensor:
     """The weights a synapse really holds: once quantized, the chip's integers (a weight that rounds to 0 is no
     synapse), as a deployment's files hold them; before, its float weights."""
     weight = node.quant.get("weight")
     if node.quant.get("identity"):  # one weight on the diagonal
-        return node.weight * weight
+        return (node.weight != 0).to(torch.int64) * weight
     return node.weight if weight is None else torch.as_tensor(weight)
 
 
@@ -459,14 +448,14 @@ def _paper_synapse(graph: ir.Graph, node: ir.Node, rates: dict, repeat: bool) ->
 
 def transfers(graph: ir.Graph, activity) -> list[dict]:
     """Per cut: values per step, non-zero values per step (measured or assumed), bits per value and T·values·bits.
-    Bits: 1 per binary spike; host→chip payloads and injected currents travel as graded messages
-    (GRADED_MESSAGE_BITS); chip→host accumulations as Lava's 32-bit output words (DENSE_OUT_BITS); an input
-    neuron layer's bias (a `.net`'s input image) is written once per sample, as Lava's int16 Var (BIAS_STORAGE_BITS)."""
+    Bits: 1 per binary spike; host→chip graded payloads HOST_MESSAGE_BITS (16, as public Loihi 2 runs send them);
+    chip→host graded spikes of a relay GRADED_MESSAGE_BITS (24); an input neuron layer's bias (a `.net`'s input
+    image) is written once per sample, as Lava's int16 Var (BIAS_STORAGE_BITS)."""
     rows = []
     for cut in graph.cuts:
         src = graph.nodes[cut["tensor"]]
         bits = BIAS_STORAGE_BITS if cut["kind"] == "bias" else 1 if src.kind == "binary" else \
-            GRADED_MESSAGE_BITS if cut["direction"] == "host->chip" else DENSE_OUT_BITS
+            HOST_MESSAGE_BITS if cut["direction"] == "host->chip" else GRADED_MESSAGE_BITS
         steps = 1 if cut["kind"] == "bias" else activity.timesteps
         nonzero = _per_step_sum(activity.density(src.name), src.shape) \
             if not isinstance(src, ir.SYNAPSES + (ir.Add,)) or src.placement == "host" else None

@@ -24,7 +24,9 @@ import torch
 
 from .. import ir
 from ..errors import UserError
-from .counts import fanout_map, max_fan_in, one_to_one, stored_weight
+from ..hardware_sims.loihi_formats import identity_as_conv
+from ..passes.relay import is_identity
+from .counts import fanout_map, max_fan_in, stored_weight
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,9 @@ def _layer_row(graph, name, shape, groups, limits) -> dict:
         src = graph.nodes[s.inputs[0]]
         synapses += int(fanout_map(s, src.shape).sum())
         fan_in += max_fan_in(s, src.shape)
-        if one_to_one(s):  # a one-to-one Sparse: one stored weight per neuron, never a core's limit
-            weights += math.prod(shape)
+        identity = s.quant.get("identity") or (not s.quant and is_identity(s))  # quantized, or still float
+        if identity and not identity_as_conv(shape, s.quant.get("weight_exp", 0)):
+            weights += math.prod(shape)  # a one-to-one Sparse: one weight per neuron, never a core's limit
             continue
         weights += int(torch.count_nonzero(stored_weight(s)))
         if isinstance(s, ir.Conv2d):
@@ -135,6 +138,21 @@ def _layer_row(graph, name, shape, groups, limits) -> dict:
     return {"layer": name, "neurons": math.prod(shape), "synapse_groups": [s.name for s in groups],
             "synapses": synapses, "weights": weights, "conv_kernel_weights": kernel, "dense_fan_in": dense_fan_in,
             "max_fan_in": fan_in, **layer_layout(shape, kernel, dense_fan_in, limits)}
+
+
+def chip_costs(graph: ir.Graph, limits: dict) -> dict:
+    """What a partitioned graph's chip part costs, in the numbers that tell two forms of one model apart: Loihi 2
+    cores and chips (`loihi_resources`), weights stored on chip, the largest fan-in of one neuron, relay neurons, and
+    the tensors and values per step the host sends the chip."""
+    resources = loihi_resources(graph, limits)
+    host_to_chip = [c for c in graph.cuts if c["direction"] == "host->chip"]
+    return {"cores": resources["cores"], "chips": resources["chips"],
+            "chip_weights": sum(r["weights"] for r in resources["layers"]),
+            "max_fan_in": max((r["max_fan_in"] for r in resources["layers"]), default=0),
+            "relay_neurons": sum(math.prod(n.shape) for n in graph.nodes.values()
+                                 if isinstance(n, ir.Relay) and n.placement == "chip"),
+            "host_to_chip_tensors": len({c["tensor"] for c in host_to_chip}),
+            "host_to_chip_values_per_step": sum(c["values_per_step"] for c in host_to_chip)}
 
 
 def check_system(resources: dict, system: str) -> None:

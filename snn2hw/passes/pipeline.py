@@ -33,7 +33,7 @@ def pipeline(calibration: torch.Tensor | None, tcja: str = "host", residual: str
     if tcja not in TCJA_STRATEGIES:
         raise UserError(f"--tcja {tcja!r} is not a strategy; use one of {', '.join(TCJA_STRATEGIES)}.")
     if residual not in RESIDUAL_FORMS:
-        raise UserError(f"--residual {residual!r} is not a form; use one of {', '.join(RESIDUAL_FORMS)}.")
+        raise UserError(f"--residual {residual!r} is not a form; use one of {', '.join(RESIDUAL_FORMS)} or auto.")
     if calibration is None and tcja == "fold":
         raise ValueError("--tcja fold needs calibration inputs for the gate statistics")
     gates = [partial(fold_tcja_gates, calibration=calibration)] if tcja == "fold" else []

@@ -235,9 +235,19 @@ def _caps(group: _Group, sources: dict, a_peak: float, bias: torch.Tensor) -> di
     return caps
 
 
-def _identity_weight(factor: float) -> tuple[int, int]:
-    """(w, k) with w / 2^k the largest value <= `factor` an identity synapse holds (8-bit w, weight_exp -k down to
-    IDENTITY_WEIGHT_EXP_MIN): the synapse multiplies exactly by w / 2^k, so the reader's scale becomes that."""
+# An identity synapse takes a whole weight (no exponent: it can run as a 1x1 conv, `identity_as_conv`) where that
+# costs its reader at most this share of its scale; a LIF reader takes it whatever it costs (its input is no finer
+# than the relay it reads, so its scale above the relay's only refines threshold and bias).
+WHOLE_IDENTITY_COST = 1 / 16
+
+
+def _identity_weight(factor: float, whole_at_any_cost: bool = False) -> tuple[int, int]:
+    """(w, k) with w / 2^k <= `factor` that an identity synapse holds (8-bit w, weight_exp -k down to
+    IDENTITY_WEIGHT_EXP_MIN): the synapse multiplies exactly by w / 2^k, so the reader's scale becomes that. A whole
+    weight (k = 0) where `factor` >= 1 and it costs little (`WHOLE_IDENTITY_COST`), else the closest below."""
+    whole = min(fmt.WEIGHT_MAX, math.floor(factor))
+    if whole >= 1 and (whole_at_any_cost or whole >= factor * (1 - WHOLE_IDENTITY_COST)):
+        return whole, 0
     k = min(-fmt.IDENTITY_WEIGHT_EXP_MIN, max(0, math.floor(math.log2(fmt.WEIGHT_MAX / factor))))
     return max(1, min(fmt.WEIGHT_MAX, math.floor(factor * 2 ** k))), k
 
@@ -277,7 +287,7 @@ def _scale(group: _Group, sources: dict, caps: dict, limit: float, notes: list) 
     if binding not in ("8-bit weights", "copied value"):
         notes.append(f"scale set by the {binding}")
     if copied:
-        w, k = _identity_weight(sigma / copied[0])
+        w, k = _identity_weight(sigma / copied[0], isinstance(group.neuron, ir.LIF))
         sigma = copied[0] * w / 2 ** k
     return sigma
 
@@ -303,9 +313,14 @@ def _unit(src: _Source) -> float:
     return 2 ** src.max_frac_bits if src.unit is None else src.unit
 
 
-def _quantize_identity(s, src: _Source, sigma: float) -> dict:
-    """An identity synapse: one weight w and a weight_exp -k, σ = unit · w / 2^k (exact: `_scale` made σ so)."""
-    w, k = _identity_weight(sigma / _unit(src))
+def _quantize_identity(s, src: _Source, sigma: float, lif: bool) -> dict:
+    """An identity synapse: one weight w and a weight_exp -k, σ = unit · w / 2^k: the (w, k) `_scale` chose, found
+    again exactly; `_identity_weight`'s nearest below for a second identity of the group, whose scale σ is not."""
+    factor = sigma / _unit(src)
+    w, k = next(((round(factor * 2 ** k), k) for k in range(1 - fmt.IDENTITY_WEIGHT_EXP_MIN)
+                 if 1 <= round(factor * 2 ** k) <= fmt.WEIGHT_MAX
+                 and math.isclose(factor * 2 ** k, round(factor * 2 ** k), rel_tol=1e-12)),
+                _identity_weight(factor, lif))
     q = src.max_frac_bits if src.unit is None else 0
     s.quant = {"identity": True, "weight": w, "weight_exp": -k, "payload_frac_bits": q, "scale": sigma,
                "num_message_bits": src.message_bits}
@@ -323,7 +338,7 @@ def _quantize_group(graph: ir.Graph, group: _Group, sources: dict, sigma: float,
     entry = {"layer": name, "scale": sigma, "calibration_peak_input": a_peak, "synapses": [], "notes": notes}
     for s, src in sources.items():
         if is_identity(s):
-            entry["synapses"].append(_quantize_identity(s, src, sigma))
+            entry["synapses"].append(_quantize_identity(s, src, sigma, isinstance(neuron, ir.LIF)))
             continue
         w = s.weight.double().numpy()
         q = 0 if src.unit is not None else _weight_filling_frac_bits(_peak(s.weight), sigma, src)
