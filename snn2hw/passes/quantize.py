@@ -7,11 +7,13 @@ all the synapses that feed it, because Lava sums their outputs at the neuron's i
                                               the source's payload unit: 1 for spikes and integer event counts,
                                               2^q for a host value sent as round(value · 2^q) in 16 bits, the
                                               relay's σ for a relay's graded spikes (24 bits)
+    identity synapse: w / 2^k exactly        the reader's σ = the source's unit · w / 2^k (8-bit w, k <= 7)
     vth = round(θ · σ)                        Lava fires when v > vth << 6 and v counts activations << 6
     bias: b · σ · 64 = bias_mant << bias_exp  (13-bit mantissa, 3-bit exponent)
     dv = 4096 · (1 - decay), du = 4095        u = a every step: the source models have no synaptic current memory
-A relay sends round-free integers: its sum a = σ · (value - carried bias); the host divides a relay's graded spikes
-by σ and adds the carried bias. The numeric formats themselves live in `snn2hw.hardware_sims.loihi_formats`.
+A relay sends its input sum as it is, a = σ · (value - carried bias): a GradedVec has no bias, so the biases of its
+synapses are carried to the synapses that read it (`_Biases`); the host divides a relay's graded spikes by σ and
+adds the carried bias. The numeric formats themselves live in `snn2hw.hardware_sims.loihi_formats`.
 """
 import math
 from dataclasses import dataclass
