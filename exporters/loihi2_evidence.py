@@ -89,9 +89,7 @@ def spec_constructs(spec: dict) -> list[str]:
                 add("a synaptic delay")
         elif op in NEURON_PROCESS:
             add(NEURON_PROCESS[op])
-            feeds = [s if isinstance(s, str) else s["name"] for s in node["synapses"]] + list(node.get("injected", []))
-            if any(isinstance(s, dict) and s.get("delay") for s in node["synapses"]):
-                add("a synaptic delay")
+            feeds = node["synapses"]
             if any(f in inputs for f in feeds):
                 add("a host value injected into a neuron's input port (no synapse)")
             if any(f in nodes for f in feeds):

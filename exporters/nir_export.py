@@ -26,6 +26,7 @@ shape, no batch dim anywhere):
                dilation, input_shape (H, W)
     SumPool2d  a depthwise Conv2d of unit weights without bias (the sum-pool of a max-pool turned OR); NIR 1.0.8
                cannot type other grouped convolutions (it reads weight.shape[1] as the input channels)
+    AvgPool2d  a depthwise Conv2d of weights 1/(kh·kw) without bias (an average pool, `avgpool_to_conv`)
     Affine     a Linear synapse with a bias; `Linear` when it has none
     CubaLIF    each LIF, as above
     Flatten    start_dim 0, end_dim -1 over the batch-free type (C, H, W) → (C·H·W,)
@@ -102,6 +103,13 @@ def _is_sum_pool(node: ir.Conv2d, bias) -> bool:
             and tuple(node.dilation) == (1, 1))
 
 
+def _is_avg_pool(node: ir.Conv2d, bias) -> bool:
+    """A depthwise conv with every weight 1/(kh·kw) and no bias (what `avgpool_to_conv` makes): a window's mean."""
+    w = node.weight
+    return (node.groups == w.shape[0] and w.shape[1] == 1 and bias is None and tuple(node.dilation) == (1, 1)
+            and bool((w == 1.0 / (w.shape[2] * w.shape[3])).all()))
+
+
 def _pair(v) -> tuple[int, int]:
     return tuple(int(x) for x in v)
 
@@ -109,6 +117,9 @@ def _pair(v) -> tuple[int, int]:
 def _synapse(node, in_shape: tuple, bias) -> nir.NIRNode:
     """A synapse with its float weight and `bias` (None: none) as a NIR node; `in_shape` is its input's shape."""
     weight = node.weight.detach().numpy().astype(np.float32)
+    if isinstance(node, ir.Conv2d) and _is_avg_pool(node, bias):
+        return nir.AvgPool2d(kernel_size=np.array(weight.shape[2:]), stride=np.array(_pair(node.stride)),
+                             padding=np.array(_pair(node.padding)))
     if isinstance(node, ir.Conv2d) and node.groups > 1:
         # NIR 1.0.8 types a Conv2d's input as weight.shape[1] channels, ignoring groups, so a grouped conv fails
         # the type check; a sum-pool has a node of its own.

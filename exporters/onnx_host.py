@@ -5,8 +5,8 @@ TorchScript exporter (`dynamo=False`). Its interface, all float32:
 
 - inputs: what the segment reads from outside itself, in order of first use. The segment holding the Input node
   reads the model input `[N, *input_shape]` under the name `MODEL_INPUT`; every other input is an IR tensor
-  `[T, N, ...]` produced by an earlier segment: chip spikes as 0/1, chip accumulations back in float units (divided
-  by σ, bias added), or host values.
+  `[T, N, ...]` produced by an earlier segment: chip spikes as 0/1, a relay's graded spikes back in float units
+  (divided by σ, its carried bias added), or host values.
 - outputs: the segment's tensors that a later segment reads or that are the graph's output, in execution order
   (then any `extra_outputs` asked for). Each is `[T, N, ...]`, except the Readout's official layout (`[N, T, K]`,
   `[T, N, K]` or `[N, K]`).

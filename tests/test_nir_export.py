@@ -4,6 +4,7 @@ importing the graph and reproducing the folded-float spikes of every neuron.
 How the graphs are imported (norse 1.1.0, nirtorch 2.6), and why:
 * Nodes: norse's own per-node mapping, `norse.torch.utils.import_nir._import_norse_module` (what
   `norse.torch.from_nir` applies to every node), with dt = 1: Conv2d → torch Conv2d, SumPool2d → LPPool2d(p=1),
+  AvgPool2d → nirtorch's default (torch AvgPool2d; norse has no mapping of its own),
   Affine → Linear, CubaLIF → LIBoxCell (current) + LIFBoxCell (membrane), honouring w_in and r (its nir.LIF import
   ignores r, one reason the exporter writes CubaLIF). Beside it, `DiscreteCubaLIF`: our reading of the
   discretisation the file states, as another tool would implement it from the graph metadata.
@@ -181,8 +182,9 @@ def test_chip_segments_round_trip_with_float_weights_and_loihi_integers(arch, tc
             assert type(n) is type(written.nodes[name])
             for key, value in written.nodes[name].metadata.items():  # metadata survives write/read
                 assert np.array_equal(n.metadata[key], value), (name, key)
-            if isinstance(n, nir.SumPool2d):
-                assert node.groups == node.weight.shape[0] and bool((node.weight == 1).all())
+            if isinstance(n, (nir.SumPool2d, nir.AvgPool2d)):  # unit weights, or 1/(kh·kw): a window's sum or mean
+                area = 1 if isinstance(n, nir.SumPool2d) else node.weight.shape[2] * node.weight.shape[3]
+                assert node.groups == node.weight.shape[0] and bool((node.weight == 1 / area).all())
                 assert list(n.kernel_size) == list(node.weight.shape[2:]) and list(n.stride) == list(node.stride)
             elif isinstance(node, (ir.Conv2d, ir.Linear)):
                 assert n.weight.dtype == np.float32 and np.array_equal(n.weight, node.weight.numpy())

@@ -1,7 +1,7 @@
 """THE ordered list of passes from the converted model to the deployable graph (compile and the tests use it).
 
     fold_batchnorm → normalise_neurons → [fold_tcja_gates, with --tcja fold] → [unroll_residual_stream, with
-        --residual unroll] → fold_avgpool_linear → fold_avgpool_conv → maxpool_to_or → relay_sums → balance_delays
+        --residual unroll] → fold_avgpool_conv → avgpool_to_conv → maxpool_to_or → relay_sums → balance_delays
         → partition_host_chip → quantize
 
 Every pass before `quantize` keeps the graph in float (the ladder's "folded" rung is the graph just before it);
@@ -16,7 +16,7 @@ from .. import ir
 from ..errors import UserError
 from .fold import fold_batchnorm, fold_tcja_gates, normalise_neurons
 from .partition import partition_host_chip
-from .pooling import fold_avgpool_conv, fold_avgpool_linear, maxpool_to_or
+from .pooling import avgpool_to_conv, fold_avgpool_conv, maxpool_to_or
 from .quantize import quantize
 from .relay import balance_delays, relay_sums
 from .residual import unroll_residual_stream
@@ -39,7 +39,7 @@ def pipeline(calibration: torch.Tensor | None, tcja: str = "host", residual: str
     gates = [partial(fold_tcja_gates, calibration=calibration)] if tcja == "fold" else []
     quantizing = [partial(quantize, calibration=calibration)] if calibration is not None else []
     unroll = [unroll_residual_stream] if residual == "unroll" else []
-    return [fold_batchnorm, normalise_neurons, *gates, *unroll, fold_avgpool_linear, fold_avgpool_conv, maxpool_to_or,
+    return [fold_batchnorm, normalise_neurons, *gates, *unroll, fold_avgpool_conv, avgpool_to_conv, maxpool_to_or,
             relay_sums, balance_delays, partition_host_chip, *quantizing]
 
 

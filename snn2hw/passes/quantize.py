@@ -124,6 +124,14 @@ def _groups(graph: ir.Graph) -> list[_Group]:
     return groups
 
 
+def _relay_behind(graph: ir.Graph, name: str) -> str | None:
+    """The relay whose graded spikes value `name` is (itself, or flattened), or None."""
+    node = graph.nodes[name]
+    while isinstance(node, ir.Flatten):
+        node = graph.nodes[node.inputs[0]]
+    return node.name if isinstance(node, ir.Relay) else None
+
+
 class _Biases:
     """What every chip neuron's input lacks in float units, as per-neuron maps. A relay (GradedVec) has no bias, so
     it sends its sum without the biases of its synapses and Add: that share is `carried` to the synapses reading
@@ -148,8 +156,9 @@ class _Biases:
 
     def _beta(self, graph: ir.Graph, s) -> torch.Tensor:
         source = graph.nodes[s.inputs[0]]
-        carried = self.carried.get(source.name)
-        x = torch.zeros(source.shape, dtype=s.weight.dtype) if carried is None else carried.to(s.weight.dtype)
+        carried = self.carried.get(_relay_behind(graph, source.name))
+        x = torch.zeros(source.shape, dtype=s.weight.dtype) if carried is None else \
+            carried.reshape(source.shape).to(s.weight.dtype)
         return s.run(x[None, None])[0, 0].double()
 
 
@@ -203,8 +212,9 @@ class _Source:
 
 def _source(graph: ir.Graph, s, stats: _Calibration, scales: dict[str, float]) -> _Source:
     src = graph.nodes[s.inputs[0]]
-    if isinstance(src, ir.Relay):
-        return _Source(scales[src.name], fmt.GRADED_MESSAGE_BITS, relay=src.name)
+    relay = _relay_behind(graph, src.name)
+    if relay is not None:
+        return _Source(scales[relay], fmt.GRADED_MESSAGE_BITS, relay=relay)
     if src.kind == "binary":
         return _Source(1.0, 0)
     bits = fmt.HOST_MESSAGE_BITS if src.placement == "host" else fmt.GRADED_MESSAGE_BITS

@@ -7,8 +7,8 @@ no value goes from synapse to synapse, the host reads neurons, and no public Loi
 its input port received as a signed graded spike, so it carries the real values the models need between synapses:
 
 * `relay_sums`: every sum (an Add: MS-ResNet's residual stream, or a sum the residual unroll made) is sent by a
-  relay, and so is a readout synapse's accumulation; a neuron or sum that would read a value no synapse sends (a
-  relay, a host tensor) reads it through an identity synapse. Biases stay where they are in float; the quantizer
+  relay, and so is a synapse's accumulation that no neuron reads (a readout, a pool before a Linear); a neuron or
+  sum that would read a value no synapse sends (a relay, a host tensor) reads it through an identity synapse. Biases stay where they are in float; the quantizer
   moves a relay's share to the synapses that read it, since a GradedVec has no bias.
 * `balance_delays`: each synapse adds one step on Loihi, so the terms of a sum computed along paths of different
   lengths would arrive at different steps; an earlier term reads its source through a chain of relays, one step
@@ -34,8 +34,9 @@ def _relay(name: str, source: str) -> ir.Relay:
 
 
 def relay_sums(graph: ir.Graph) -> ir.Graph:
-    """Insert a Relay after every chip Add and after every chip synapse the Readout reads; make every chip neuron
-    and Add read a non-synapse value (a relay, a host tensor) through an identity synapse
+    """Insert a Relay after every chip Add and after every chip synapse that something other than a neuron or a sum
+    reads (the Readout, a flatten before a Linear); make every chip neuron and Add read a non-synapse value (a
+    relay, a host tensor) through an identity synapse
     (`<reader>.from.<value>`). Needs inferred shapes.
 
     Preserves: the function exactly (a relay is the identity, and so is an identity synapse: 1·x)."""
@@ -63,7 +64,7 @@ def relay_sums(graph: ir.Graph) -> ir.Graph:
             node.inputs = [renamed.get(i, i) for i in node.inputs]
         nodes[name] = node
         relayed = isinstance(node, ir.Add) or (isinstance(node, ir.SYNAPSES) and any(
-            isinstance(old[r], ir.Readout) for r in graph.consumers(name)))
+            not isinstance(old[r], (*ir.NEURONS, ir.Add)) for r in graph.consumers(name)))
         if on_chip and relayed:
             nodes[f"{name}.relay"] = _relay(f"{name}.relay", name)
             renamed[name] = f"{name}.relay"
