@@ -7,6 +7,7 @@ Official-size models with seeded random weights and BatchNorm statistics of thei
 the weights that quantize to zero. Counted as `--residual auto` counts them: on the float graphs."""
 from snn2hw import ir
 from snn2hw.compile import compile_model
+from snn2hw.energy import chip_costs, chip_model, load_preset
 
 from .common import model_and_inputs
 
@@ -19,9 +20,13 @@ def run() -> list[dict]:
         model, x = model_and_inputs(arch, calibration)
         compiled = compile_model(model, arch, x, "host", "auto")
         model_weights = sum(n.weight.numel() for n in compiled.source.nodes.values() if isinstance(n, ir.SYNAPSES))
+        # the form kept, quantized: weights that round to zero are gone, identities hold their chosen form
+        quantized = chip_costs(compiled.fixed, chip_model(load_preset("loihi2"))[0])["chip_weights"]
         for form, costs in compiled.residual_forms.items():
-            rows.append({"arch": arch, "residual": form, "chosen by auto": form == compiled.residual,
+            kept = form == compiled.residual
+            rows.append({"arch": arch, "residual": form, "chosen by auto": kept,
                          **costs, "model_weights": model_weights,
-                         "chip / model weights": round(costs["chip_weights"] / model_weights, 3)})
+                         "chip / model weights": round(costs["chip_weights"] / model_weights, 3),
+                         "quantized chip / model weights": round(quantized / model_weights, 3) if kept else None})
         del model, compiled
     return rows

@@ -31,8 +31,12 @@ class Compiled:
 def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: str = "host",
                   residual: str = AUTO) -> Compiled:
     source = convert(model, arch)
-    streams = any(isinstance(n, ir.Add) for n in source.nodes.values())
-    forms = RESIDUAL_FORMS if residual == AUTO and streams else ("relay",) if residual == AUTO else (residual,)
+    if residual != AUTO:
+        forms = (residual,)
+    elif any(isinstance(n, ir.Add) for n in source.nodes.values()):  # a residual stream: both forms to compare
+        forms = RESIDUAL_FORMS
+    else:
+        forms = ("relay",)  # no stream: the forms are the same graph
     folded, quantize = {}, None
     for form in forms:
         *float_passes, quantize = pipeline(calibration, tcja, form)

@@ -290,14 +290,15 @@ class Deployment:
     def graphs(self) -> tuple[ir.Graph, ir.Graph]:
         """(source, deployed): the graphs' structure from `graph.json`, tensors shape-only except the chip synapses'
         weights, the integers of the chip files (what the energy accounting counts on)."""
-        weights = {n["name"]: _synapse_weight(n, s.arrays) for s in self.segments if isinstance(s, ChipSegment)
-                   for n in s.spec["nodes"] if "weight" in n}  # checked at load (`spec_problem`)
+        chip_nodes = [(n, s.arrays) for s in self.segments if isinstance(s, ChipSegment) for n in s.spec["nodes"]]
+        weights = {n["name"]: _synapse_weight(n, arrays) for n, arrays in chip_nodes
+                   if "weight" in n}  # checked at load (`spec_problem`)
         file = self.path / self.manifest["graph"]
         text = read_verified(self.path, self.manifest, [self.manifest["graph"]])[self.manifest["graph"]]
         try:
             data = json.loads(text)
             source, deployed = graph_from_json(data["source"]), graph_from_json(data["deployed"], weights)
-            for node in (n for s in self.segments if isinstance(s, ChipSegment) for n in s.spec["nodes"]):
+            for node, _ in chip_nodes:
                 if node["op"] == "identity":  # what the resource model reads: its form
                     deployed.nodes[node["name"]].quant = {k: node[k] for k in ("weight", "weight_exp")} | \
                         {"identity": True}

@@ -211,10 +211,11 @@ class _Source:
 
 
 def _source(graph: ir.Graph, s, stats: _Calibration, scales: dict[str, float]) -> _Source:
+    """How `s`'s input arrives; a relay's unit is its scale in `scales`, None while it is not chosen yet."""
     src = graph.nodes[s.inputs[0]]
     relay = _relay_behind(graph, src.name)
     if relay is not None:
-        return _Source(scales[relay], fmt.GRADED_MESSAGE_BITS, relay=relay)
+        return _Source(scales.get(relay), fmt.GRADED_MESSAGE_BITS, relay=relay)
     if src.kind == "binary":
         return _Source(1.0, 0)
     bits = fmt.HOST_MESSAGE_BITS if src.placement == "host" else fmt.GRADED_MESSAGE_BITS
@@ -277,10 +278,11 @@ def _relay_limits(graph: ir.Graph, groups: list[_Group], base: dict) -> dict[str
     return limit
 
 
-def _scale(group: _Group, sources: dict, caps: dict, limit: float, notes: list) -> float:
+def _scale(group: _Group, sources: dict, caps: dict, limit: float, notes: list) -> tuple[float, tuple | None]:
     """σ: the smallest bound in `caps`, in `limit` (a relay's readers, `_relay_limits`) and, for a relay that copies
     one value (a delay link), the copied value's unit, which a copy cannot refine. Where an identity synapse reads a
-    value, σ then becomes exactly that value's unit times the identity's weight w / 2^k."""
+    value, σ then becomes exactly that value's unit times the identity's weight w / 2^k. → (σ, (that identity
+    synapse, w, k) or None)."""
     bounds = dict(caps)
     if math.isfinite(limit):
         bounds["relay readers"] = limit
@@ -288,9 +290,9 @@ def _scale(group: _Group, sources: dict, caps: dict, limit: float, notes: list) 
         if src.relay and not is_identity(s) and _peak(s.weight) > 0:
             bounds["8-bit weights"] = min(bounds.get("8-bit weights", math.inf),
                                           WEIGHT_GRID_MAX * src.unit / _peak(s.weight))
-    copied = [_unit(src) for s, src in sources.items() if is_identity(s)]
+    copied = [(s, _unit(src)) for s, src in sources.items() if is_identity(s)]
     if isinstance(group.neuron, ir.Relay) and len(group.synapses) == 1 and copied:
-        bounds["copied value"] = copied[0]
+        bounds["copied value"] = copied[0][1]
     if not bounds:
         raise UserError(f"layer {group.name}: no weight, input or threshold sets a fixed-point scale (all synapses "
                         "are zero and the threshold is 0).")
@@ -298,10 +300,11 @@ def _scale(group: _Group, sources: dict, caps: dict, limit: float, notes: list) 
     sigma = bounds[binding]
     if binding not in ("8-bit weights", "copied value"):
         notes.append(f"scale set by the {binding}")
-    if copied:
-        w, k = _identity_weight(sigma / copied[0], isinstance(group.neuron, ir.LIF))
-        sigma = copied[0] * w / 2 ** k
-    return sigma
+    if not copied:
+        return sigma, None
+    synapse, unit = copied[0]
+    w, k = _identity_weight(sigma / unit, isinstance(group.neuron, ir.LIF))
+    return unit * w / 2 ** k, (synapse, w, k)
 
 
 def _weight_filling_frac_bits(w_peak: float, sigma: float, src: _Source) -> int:
@@ -325,14 +328,8 @@ def _unit(src: _Source) -> float:
     return 2 ** src.max_frac_bits if src.unit is None else src.unit
 
 
-def _quantize_identity(s, src: _Source, sigma: float, lif: bool) -> dict:
-    """An identity synapse: one weight w and a weight_exp -k, σ = unit · w / 2^k: the (w, k) `_scale` chose, found
-    again exactly; `_identity_weight`'s nearest below for a second identity of the group, whose scale σ is not."""
-    factor = sigma / _unit(src)
-    w, k = next(((round(factor * 2 ** k), k) for k in range(1 - fmt.IDENTITY_WEIGHT_EXP_MIN)
-                 if 1 <= round(factor * 2 ** k) <= fmt.WEIGHT_MAX
-                 and math.isclose(factor * 2 ** k, round(factor * 2 ** k), rel_tol=1e-12)),
-                _identity_weight(factor, lif))
+def _quantize_identity(s, src: _Source, sigma: float, w: int, k: int) -> dict:
+    """An identity synapse: one weight w and a weight_exp -k (σ = unit · w / 2^k where `_scale` chose them)."""
     q = src.max_frac_bits if src.unit is None else 0
     s.quant = {"identity": True, "weight": w, "weight_exp": -k, "payload_frac_bits": q, "scale": sigma,
                "num_message_bits": src.message_bits}
@@ -340,9 +337,10 @@ def _quantize_identity(s, src: _Source, sigma: float, lif: bool) -> dict:
             "scale_error": round(_unit(src) * w / 2 ** k / sigma - 1, 9)}
 
 
-def _quantize_group(graph: ir.Graph, group: _Group, sources: dict, sigma: float, a_peak: float, bias: torch.Tensor,
-                    notes: list) -> dict:
-    """One neuron layer and the chip synapses feeding it, at scale σ."""
+def _quantize_group(graph: ir.Graph, group: _Group, sources: dict, sigma: float, exact: tuple | None,
+                    a_peak: float, bias: torch.Tensor, notes: list) -> dict:
+    """One neuron layer and the chip synapses feeding it, at scale σ; `exact`: the identity synapse σ is an exact
+    multiple for, with its (w, k) (`_scale`)."""
     neuron, name = group.neuron, group.name
     if isinstance(neuron, ir.LIF) and neuron.input_scale != 1.0:
         raise UserError(f"layer {name}: a chip neuron with an input scale ({neuron.input_scale}) is not supported; "
@@ -350,7 +348,9 @@ def _quantize_group(graph: ir.Graph, group: _Group, sources: dict, sigma: float,
     entry = {"layer": name, "scale": sigma, "calibration_peak_input": a_peak, "synapses": [], "notes": notes}
     for s, src in sources.items():
         if is_identity(s):
-            entry["synapses"].append(_quantize_identity(s, src, sigma, isinstance(neuron, ir.LIF)))
+            w, k = exact[1:] if exact is not None and exact[0] is s else \
+                _identity_weight(sigma / _unit(src), isinstance(neuron, ir.LIF))
+            entry["synapses"].append(_quantize_identity(s, src, sigma, w, k))
             continue
         w = s.weight.double().numpy()
         q = 0 if src.unit is not None else _weight_filling_frac_bits(_peak(s.weight), sigma, src)
@@ -398,15 +398,14 @@ def quantize(graph: ir.Graph, calibration: torch.Tensor) -> ir.Graph:
     biases = _Biases(graph, groups)
     stats = _Calibration(graph, groups, biases)
     graph.observe_in_batches(calibration, stats.observe)
-    placeholder = {g.name: 1.0 for g in groups if isinstance(g.neuron, ir.Relay)}  # `_caps` reads no relay's unit
-    base = {g.name: _caps(g, {s: _source(graph, s, stats, placeholder) for s in g.synapses}, stats.peak[g.name],
+    base = {g.name: _caps(g, {s: _source(graph, s, stats, {}) for s in g.synapses}, stats.peak[g.name],
                           biases.total[g.name]) for g in groups}
     limit = _relay_limits(graph, groups, base)
     scales, report = {}, []
     for g in groups:
         sources = {s: _source(graph, s, stats, scales) for s in g.synapses}
         notes = []
-        scales[g.name] = _scale(g, sources, base[g.name], limit.get(g.name, math.inf), notes)
-        report.append(_quantize_group(graph, g, sources, scales[g.name], stats.peak[g.name], biases.total[g.name],
-                                      notes))
+        scales[g.name], exact = _scale(g, sources, base[g.name], limit.get(g.name, math.inf), notes)
+        report.append(_quantize_group(graph, g, sources, scales[g.name], exact, stats.peak[g.name],
+                                      biases.total[g.name], notes))
     return graph.replace(graph.nodes, f"quantize: {len(report)} chip layers", quant_layers=report)
