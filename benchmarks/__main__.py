@@ -1,6 +1,6 @@
 """`python -m benchmarks [--full] [--out OUT.json]` (what `make bench` runs): every benchmark in one run, a table
-each, and one JSON with the machine and all rows. `--full` adds Lava on the official-size gac-msresnet18-cifar
-(about an hour on 2 cores)."""
+each, and one JSON with the machine and all rows. `--full` adds Lava on the official-size gac-msresnet18-cifar and
+tcja-dvs128 (minutes per sample on 2 cores)."""
 import argparse
 import json
 import os
@@ -28,7 +28,8 @@ def benchmarks(full: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--full", action="store_true", help="also Lava on gac-msresnet18-cifar (about an hour)")
+    parser.add_argument("--full", action="store_true", help="also Lava on the official-size gac-msresnet18-cifar and "
+                        "tcja-dvs128 (minutes per sample)")
     parser.add_argument("--out", default="bench-out.json")
     parser.add_argument("--only", nargs="*", choices=list(benchmarks(False)), help="run only these benchmarks")
     args = parser.parse_args()

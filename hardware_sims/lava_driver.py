@@ -16,13 +16,16 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from . import loihi_formats as formats
 from .netx_sim import STATES, BlockTrace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,11 +47,31 @@ class LavaError(UserError):
     """A Lava run failed, timed out, or the Lava environment is missing."""
 
 
+# A segment with more connections than this runs as several Lava runs of consecutive neuron layers, each fed the
+# values the earlier runs produced (`split_segment`); the runner builds a conv of up to as many connections as a
+# Sparse (`lava_runner.SPARSE_MAX_CONNECTIONS`), about 45 bytes each while it builds, so one run stays near 2 GB.
+RUN_MAX_CONNECTIONS = 40_000_000
+# The default time a segment's Lava runs may take: Lava's start-up per run plus a multiple of a cost estimate from
+# the segment's size. Measured on the 2-core sandbox with lava-nc 0.10: Lava's Conv takes 7 µs + 40 ns per output
+# position per channel pair and step (one scipy convolve2d each: 8 µs on 4x4 maps, 47 µs on 32x32), its Sparse
+# about 2 ns per connection and step plus about 110 ns per connection to build (conv_to_sparse), and Lava starts in
+# 2-5 s. The official gac-msresnet18-cifar (32 runs) took 218 s for one sample, where this estimates 400 s.
+START_S = 30.0
+CONV_PAIR_S = 7e-6
+CONV_PAIR_POSITION_S = 40e-9
+SPARSE_CONNECTION_S = 2e-9
+SPARSE_BUILD_S = 110e-9
+NEURON_STEP_S = 50e-9
+TIMEOUT_MARGIN = 10
+NETX_TIMEOUT_S = 600.0  # a .net's default: lava-dl's files are small (PilotNet runs in seconds)
+
+
 @dataclass(frozen=True)
 class LavaLimits:
-    """What one chip segment's Lava run may take before it is stopped: `timeout_s` seconds (Lava's start-up
-    included) and, if set, `memory_bytes` of address space per process (RLIMIT_AS)."""
-    timeout_s: float = 600.0
+    """What one chip segment's Lava runs may take before they are stopped: `timeout_s` seconds in all (Lava's
+    start-up included; None: derived from the segment's size, `default_timeout`) and, if set, `memory_bytes` of
+    address space per process (RLIMIT_AS)."""
+    timeout_s: float | None = None
     memory_bytes: int | None = None
 
 
@@ -107,14 +130,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _wait(proc: subprocess.Popen, timeout: float):
+def _wait(proc: subprocess.Popen, timeout: float, abort: threading.Event | None = None):
     """Wait for the runner to exit WITHOUT reaping it → its `os.waitid` status, or None if it is still running after
-    `timeout` s.
+    `timeout` s or once `abort` is set.
 
     Unreaped, its pid stays taken, so the group id used to kill its children cannot name an unrelated group."""
     deadline = time.monotonic() + timeout
     while (status := os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)) is None:
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (abort is not None and abort.is_set()):
             return None
         time.sleep(POLL_S)
     return status
@@ -135,10 +158,12 @@ def _stop_group(proc: subprocess.Popen, clean_exit: bool) -> None:
     proc.wait()
 
 
-def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_limit_bytes: int | None) -> None:
+def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_limit_bytes: int | None,
+                abort: threading.Event | None = None, deadline: float | None = None) -> None:
     """Run a Lava-side script on WORKDIR in the Lava environment, in a session of its own that is killed whole when
-    it ends, fails or runs out of `timeout` s. Raises LavaError naming `what` (with the end of its stderr) if it
-    fails, is killed, runs out of memory or time."""
+    it ends, fails, runs out of `timeout` s (or reaches the `time.monotonic()` `deadline` of the runs `timeout`
+    limits together) or `abort` is set. Raises LavaError naming `what` (with the end of its stderr) if it fails, is
+    killed, runs out of memory or time."""
     python = lava_python()
     env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
@@ -147,11 +172,13 @@ def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_l
                                 stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
     status = None
     try:
-        status = _wait(proc, timeout)
+        status = _wait(proc, timeout if deadline is None else deadline - time.monotonic(), abort)
     finally:
         _stop_group(proc, clean_exit=status is not None and status.si_code == os.CLD_EXITED
                     and status.si_status == 0)
     limit = f"{memory_limit_bytes / 2 ** 20:g} MiB per process" if memory_limit_bytes else None
+    if status is None and abort is not None and abort.is_set():
+        raise LavaError(f"{what}: stopped, since another Lava run of its segment failed.")
     if status is None:
         # Seen with lava-nc 0.10: a Lava process that cannot allocate mid-run dies silently and the others wait.
         maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
@@ -178,12 +205,118 @@ def _result(workdir: Path, what: str) -> tuple[dict[str, np.ndarray], dict | Non
         raise LavaError(f"{what}: the Lava run left no readable result ({e}).") from None
 
 
+def split_segment(spec: dict, arrays: dict[str, np.ndarray],
+                  max_connections: int = RUN_MAX_CONNECTIONS) -> list[dict]:
+    """A segment's spec as the specs of consecutive Lava runs, each some neuron layers (a LIF or relay with the
+    synapses and flattens before it), together holding at most `max_connections` connections (a larger layer runs
+    alone); one spec, the segment's, if it all fits.
+
+    A run's inputs are the segment's inputs and the neuron layers of earlier runs it reads, each at its own depth;
+    the depths are shifted so its earliest input is at 0 (the same shift for all: the run is that part of the
+    segment as it is, only started later). Every run probes all its neuron layers.
+
+    Preserves: every layer's values. In the segment's own run a layer's values in its window of T steps per sample
+    depend only on what its synapses deliver in that window (its state is reset at the window's start, and what
+    a source emits outside its window reaches it before that reset, lava_runner's "samples"), and a run here
+    delivers exactly the sources' window values, the recorded ones. So, layer by layer in order, each run computes
+    what the whole segment's run computes."""
+    by_name = {n["name"]: n for n in spec["nodes"]}
+    units = []  # per neuron layer: its synapses, the flatten a synapse reads, and the neuron
+    for neuron in (n for n in spec["nodes"] if n["op"] in ("lif", "relay")):
+        synapses = [by_name[s] for s in neuron["synapses"]]
+        units.append([by_name[s["input"]] for s in synapses if by_name.get(s["input"], {}).get("op") == "flatten"]
+                     + synapses + [neuron])
+    size = [sum(formats.synapse_connections(n, np.shape(arrays.get(n.get("weight")))) for n in unit)
+            for unit in units]
+    if sum(size) <= max_connections:
+        return [spec]
+    runs, held = [[]], 0
+    for unit, n in zip(units, size):
+        if runs[-1] and held + n > max_connections:
+            runs.append([])
+            held = 0
+        runs[-1] += unit
+        held += n
+    order = {n["name"]: i for i, n in enumerate(spec["nodes"])}
+    return [_run_spec(spec, sorted(members, key=lambda n: order[n["name"]]), f"{spec['segment']} run {k + 1}/"
+                      f"{len(runs)}") for k, members in enumerate(runs)]
+
+
+def _run_spec(spec: dict, members: list[dict], name: str) -> dict:
+    """The spec of one run of `split_segment`: `members` (consecutive nodes of `spec`), fed what they read from
+    outside."""
+    inside = {n["name"] for n in members}
+    by_name = {n["name"]: n for n in spec["nodes"]}
+    given = {i["name"]: i for i in spec["inputs"]}
+    inputs = {}
+    for node in members:
+        src = node.get("input")
+        if src is None or src in inside or src in inputs:
+            continue
+        if src in given:
+            inputs[src] = dict(given[src])
+        else:
+            source = by_name[src]
+            inputs[src] = {"name": src, "payload": "spikes" if source["op"] == "lif" else "graded",
+                           "shape": source["shape"], "depth": source["depth"]}
+    shift = min(i["depth"] for i in inputs.values())
+    return {**spec, "segment": name,
+            "spiking_layers": [n["name"] for n in members if n["op"] == "lif"],
+            "inputs": [{**i, "depth": i["depth"] - shift} for i in inputs.values()],
+            "nodes": [{**n, "depth": n["depth"] - shift} for n in members],
+            "outputs": [{**o, "depth": o["depth"] - shift} for o in spec["outputs"] if o["name"] in inside],
+            "steps": spec["timesteps"] + max(n["depth"] for n in members) - shift}
+def default_timeout(spec: dict, arrays: dict[str, np.ndarray], samples: int) -> float:
+    """Seconds a segment's Lava runs may take by default: each run's start-up, plus `TIMEOUT_MARGIN` times the
+    estimated cost of its steps (every conv as a Conv, the slower form) and of building its Sparse convs."""
+    runs = split_segment(spec, arrays)
+    cost = 0.0
+    for run in runs:
+        per_step = build = 0.0
+        for node in run["nodes"]:
+            connections = formats.synapse_connections(node, np.shape(arrays.get(node.get("weight"))))
+            if node["op"] == "conv":
+                w = np.shape(arrays[node["weight"]])
+                per_step += w[0] * w[1] * (CONV_PAIR_S + CONV_PAIR_POSITION_S * int(np.prod(node["shape"][1:])))
+                build += connections * SPARSE_BUILD_S
+            else:
+                per_step += connections * SPARSE_CONNECTION_S
+            if node["op"] in ("lif", "relay"):
+                per_step += int(np.prod(node["shape"])) * NEURON_STEP_S
+        cost += (samples * run["timesteps"] + run["steps"] - run["timesteps"]) * per_step + build
+    return START_S * len(runs) + TIMEOUT_MARGIN * cost
+
+
+def _run_one(spec: dict, arrays: dict[str, np.ndarray], batch_first: dict[str, np.ndarray], samples: int,
+             probe: list[str], timeout: float, deadline: float, memory_limit_bytes: int | None,
+             abort: threading.Event) -> tuple[dict[str, np.ndarray], dict]:
+    """One Lava run of `spec` on `[N, T, ...]` inputs, stopped at `deadline` (`timeout` s after its segment's runs
+    began) → (its raw `[N, T, ...]` results, its statistics)."""
+    name = spec["segment"]
+    used = {n[key] for n in spec["nodes"] for key in ("weight", "bias_mant", "bias") if isinstance(n.get(key), str)}
+    workdir = Path(tempfile.mkdtemp(prefix=f"snn2hw-lava-{name.replace(' ', '-').replace('/', 'of')}-"))
+    try:
+        (workdir / "spec.json").write_text(json.dumps(spec, default=_json_default))
+        np.savez(workdir / "arrays.npz", **{k: v for k, v in arrays.items() if k in used})
+        np.savez(workdir / "inputs.npz", **{i["name"]: batch_first[i["name"]] for i in spec["inputs"]})
+        (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
+                                                          "memory_limit_bytes": memory_limit_bytes}))
+        _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes, abort, deadline)
+        return _result(workdir, f"chip segment {name}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
-                           probe: list[str] | None = None, timeout: float = 600.0,
-                           memory_limit_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """`run_chip_segment`, also returning the run's statistics: samples, Lava steps, processes, and timings in
-    seconds (`build_s`, `compile_and_first_step_s`, `run_s` and `per_step_ms` for the other steps, streaming the
-    probed values back included, and `wall_s` for the whole call)."""
+                           probe: list[str] | None = None, timeout: float | None = None,
+                           memory_limit_bytes: int | None = None, max_connections: int = RUN_MAX_CONNECTIONS,
+                           workers: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """`run_chip_segment`, also returning the runs' statistics: samples, Lava runs, processes and steps (summed over
+    the runs), the convs built as a Lava Sparse (the others are Lava Convs), and timings in seconds (`build_s`, `compile_and_first_step_s` and `run_s` summed over the runs,
+    `wall_s` for the whole call).
+
+    A segment larger than `max_connections` runs as several Lava runs (`split_segment`), up to `workers` (default:
+    the CPU count) at once, each as soon as the runs it reads from are done."""
     name = spec["segment"]
     layers = [n["name"] for n in spec["nodes"] if n["op"] in ("lif", "relay")]
     probe = list(probe or [])
@@ -191,30 +324,49 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
     if unknown:
         raise LavaError(f"chip segment {name} has no neuron layer {', '.join(unknown)} "
                         f"(it has {', '.join(layers)}).")
-    batch_first, samples = _batch_first_inputs(spec, inputs)
+    values, samples = _batch_first_inputs(spec, inputs)
+    runs = split_segment(spec, arrays, max_connections)
+    if timeout is None:
+        timeout = default_timeout(spec, arrays, samples)
     start = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix=f"snn2hw-lava-{name}-"))
-    try:
-        (workdir / "spec.json").write_text(json.dumps(spec, default=_json_default))
-        np.savez(workdir / "arrays.npz", **arrays)
-        np.savez(workdir / "inputs.npz", **batch_first)
-        (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
-                                                          "memory_limit_bytes": memory_limit_bytes}))
-        _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes)
-        raw, stats = _result(workdir, f"chip segment {name}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    deadline = time.monotonic() + timeout
+    abort = threading.Event()
+    stats = {"samples": samples, "lava_runs": len(runs), "processes": 0, "lava_steps": 0, "sparse_convs": [],
+             "build_s": 0.0, "compile_and_first_step_s": 0.0, "run_s": 0.0}
+    todo = list(runs)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        running = {}
+        try:
+            while todo or running:
+                for run in [r for r in todo if all(i["name"] in values for i in r["inputs"])]:
+                    todo.remove(run)
+                    own = [n["name"] for n in run["nodes"] if n["op"] in ("lif", "relay")]
+                    running[pool.submit(_run_one, run, arrays, values, samples, own, timeout, deadline,
+                                        memory_limit_bytes, abort)] = run
+                if not running:
+                    raise LavaError(f"chip segment {name}: a Lava run reads a layer no run makes.")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    del running[future]
+                    raw, run_stats = future.result()
+                    values.update(raw)
+                    for key in ("processes", "lava_steps", "sparse_convs", "build_s", "compile_and_first_step_s",
+                                "run_s"):
+                        stats[key] += run_stats[key]
+        except BaseException:
+            abort.set()
+            raise
     stats["wall_s"] = time.perf_counter() - start
     spike_keys = set(spec["spiking_layers"])
     results = {}
-    for key, value in raw.items():
-        value = np.swapaxes(value, 0, 1)
+    for key in dict.fromkeys([*probe, *(o["name"] for o in spec["outputs"])]):
+        value = np.swapaxes(values[key], 0, 1)
         results[key] = value.astype(bool) if key in spike_keys else value
     return results, stats
 
 
 def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
-                     probe: list[str] | None = None, timeout: float = 600.0,
+                     probe: list[str] | None = None, timeout: float | None = None,
                      memory_limit_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Run one chip segment (`exporters.lava_spec.chip_segment_spec`) on Lava's CPU backend, fixed point.
 
@@ -228,7 +380,8 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
 
     Raises LavaError naming the segment if the Lava environment is missing, the run fails (with the last lines of
     its stderr), runs out of `memory_limit_bytes` (address space per process, if given) or takes longer than
-    `timeout` seconds, Lava's start-up (~1-3 s) included; its whole process tree is then killed.
+    `timeout` seconds (default: `default_timeout`), Lava's start-up (~1-3 s) included; its whole process tree is
+    then killed. A large segment runs as several Lava runs (`split_segment`), which compute what one run would.
     """
     return run_chip_segment_timed(spec, arrays, inputs, probe, timeout, memory_limit_bytes)[0]
 
@@ -254,8 +407,8 @@ def run_netx_on_lava(network, x: np.ndarray, timesteps: int, record_states: bool
             "reset_offset": int(attrs.get("reset_offset", 0)), "skip_layers": int(attrs.get("skip_layers", 0)),
             "memory_limit_bytes": limits.memory_bytes}))
         np.savez(workdir / "inputs.npz", x=lava_x.astype(np.int64))
-        _run_script(Path(__file__).with_name("lava_netx_runner.py"), workdir, str(network.path), limits.timeout_s,
-                    limits.memory_bytes)
+        _run_script(Path(__file__).with_name("lava_netx_runner.py"), workdir, str(network.path),
+                    limits.timeout_s or NETX_TIMEOUT_S, limits.memory_bytes)
         raw, _ = _result(workdir, str(network.path))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -17,7 +17,8 @@ and gets back
 
     result.npz              `<layer>`: spikes `[N, T, *shape]` (uint8) of every probed LIF layer and "spikes" output;
                             the int64 graded spikes `[N, T, *shape]` of every probed relay and "graded" output
-    result.json             samples, Lava steps, timings (seconds) and the Lava processes built
+    result.json             samples, Lava steps, timings (seconds), the Lava processes built and the convs built
+                            as a Sparse
 
 Everything is aligned to logical steps: logical step t of node X is Lava step t + depth(X) of its sample.
 
@@ -29,7 +30,12 @@ How the segment becomes Lava processes
 * input: a source `RingBuffer` holding all samples back to back, the data shifted to the input's depth (the step
   before its synapse's neuron needs it). It feeds exactly one synapse, its `to`: 0/1 for "spikes" payloads, the
   integers round(value · 2^q) for "graded" ones, which that synapse reads with `num_message_bits` > 0.
-* conv: `Conv` (fixed: no weight_exp, 24-bit wrap); dense: `Dense` (weight_exp 0).
+* conv: a `Sparse` of its connections (`conv_to_sparse`, Lava's own conversion) where that computes what Lava's
+  `Conv` computes: Sparse keeps every weight (its clip and 8-bit truncation change none), and no sum can leave
+  Conv's 24 bits, which Conv wraps and Sparse does not (|w| summed over an output's inputs times the largest input:
+  1 for spikes, the data's own for a spec input; unknown for a relay inside the run). Else, and above
+  `SPARSE_MAX_CONNECTIONS`, a `Conv` (fixed: no weight_exp, 24-bit wrap), which costs one scipy convolution per
+  channel pair and step. dense: `Dense` (weight_exp 0).
 * identity: a one-to-one `Sparse` (n × n, `weight` on the diagonal, the spec's `weight_exp` and `num_message_bits`),
   its ports reshaped to and from the n = prod(shape) neurons it connects.
 * flatten: a virtual port, `transpose` to (C, H, W) then `flatten`, so the order is torch's C, H, W flatten.
@@ -75,7 +81,9 @@ from lava.proc.graded.process import GradedVec
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIFReset
+from lava.proc.conv.utils import conv_to_sparse
 from lava.proc.sparse.process import Sparse
+from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
 from scipy import sparse
 
 
@@ -90,6 +98,9 @@ def _load_formats():
 
 formats = _load_formats()
 
+# A conv of up to this many connections is built as a Sparse (about 45 bytes per connection while conv_to_sparse
+# and scipy build it; 2 GB at this size), a larger one as a Conv.
+SPARSE_MAX_CONNECTIONS = 40_000_000
 EXTRACT_BUFFER = 64                # steps per blocking run: each Extractor buffers that many messages
 WATCH_S = 0.2                      # how often the watch looks for a Lava process that died
 
@@ -160,11 +171,13 @@ class Segment:
         self.arrays, self.samples = arrays, samples
         self.T = int(spec["timesteps"])
         self.depth = {n["name"]: int(n["depth"]) for n in spec["nodes"]}
-        self.shape = {n["name"]: tuple(n["shape"]) for n in spec["nodes"]}
+        self.shape = {n["name"]: tuple(n["shape"]) for n in [*spec["inputs"], *spec["nodes"]]}
         self.steps = samples * self.T + max(self.depth.values(), default=0)
         self.ports = {}          # node or spec-input name → its Lava OutPort (Lava layout)
         self.procs = []          # every process, for the report
         self.extractors = {}     # probed node → (Extractor, dtype of its values)
+        self.input_data = inputs
+        self.sparse_convs = []   # the convs built as a Sparse
         for i in spec["inputs"]:
             self._source(i, inputs[i["name"]])
         for node in spec["nodes"]:
@@ -196,7 +209,48 @@ class Segment:
         self.ports[entry["name"]] = self._add(Source(data=data)).s_out
 
     def _conv(self, node):
-        self._add_conv(node, self.arrays[node["weight"]], node, int(node["groups"]))
+        """A `Sparse` of the conv's connections (`conv_to_sparse`) where it computes what `Conv` computes, else a
+        `Conv`: Lava's Conv calls scipy once per channel pair and step (minutes per sample at official size), its
+        Sparse one matrix product per step."""
+        weight, groups = self.arrays[node["weight"]], int(node["groups"])
+        matrix = self._conv_matrix(node, weight, groups)
+        if matrix is None:
+            self._add_conv(node, weight, node, groups)
+        else:
+            self._add_sparse(node, matrix, weight_exp=0)
+            self.sparse_convs.append(node["name"])
+
+    def _conv_matrix(self, node, weight, groups: int):
+        """The conv as a CSR matrix (outputs × inputs, both Lava-layout flat), or None where a Sparse would differ
+        from Lava's Conv: where Sparse's weight handling (clip, then truncate to 8 bits in the sign mode of the whole
+        matrix) would change a weight, or where a sum could leave Conv's 24 bits, which Conv wraps and Sparse does
+        not (the bound: |w| summed over an output's inputs, times the largest input; a relay's input is unknown
+        before the run, so a conv reading one stays a Conv)."""
+        peak = self._peak_input(node)
+        if peak is None or formats.synapse_connections(node, weight.shape) > SPARSE_MAX_CONNECTIONS:
+            return None
+        kw = formats.torch_to_lava_conv_params(node["stride"], node["padding"], node["dilation"])
+        dst, src, wgt = conv_to_sparse(lava_shape(node["shape_in"]), lava_shape(node["shape"]),
+                                       formats.torch_to_lava_conv_weight(weight),
+                                       **{k: tuple(int(a) for a in v) for k, v in kw.items()}, group=groups)
+        shape = (int(np.prod(node["shape"])), int(np.prod(node["shape_in"])))
+        matrix = sparse.csr_matrix((np.asarray(wgt, np.int32), (dst, src)), shape=shape)
+        matrix.eliminate_zeros()
+        if matrix.nnz == 0:
+            return None
+        sign = determine_sign_mode(matrix.data)
+        as_sparse_uses = truncate_weights(clip_weights(matrix, sign, num_bits=8), sign, num_weight_bits=8)
+        if (as_sparse_uses != matrix).nnz:
+            return None
+        reach = int(abs(matrix).sum(axis=1).max()) * peak
+        return matrix if reach < 2 ** (formats.CONV_OUT_BITS - 1) else None
+
+    def _peak_input(self, node):
+        """The largest |value| `node` can receive: 1 for spikes, the data's own for a spec input, else None."""
+        if int(node["num_message_bits"]) == 0:
+            return 1
+        data = self.input_data.get(node["input"])
+        return None if data is None else int(np.abs(data).max(initial=0))
 
     def _add_conv(self, node, weight, geometry, groups: int):
         """A Lava `Conv` of torch-layout `weight` and `geometry`'s stride, padding and dilation (H, W)."""
@@ -227,13 +281,16 @@ class Segment:
             self._add_conv(node, formats.identity_kernel(int(node["weight"]), int(node["shape"][0])),
                            dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1)), 1)
             return
-        shape = lava_shape(node["shape"])
-        n = int(np.prod(shape))
-        proc = self._add(Sparse(weights=sparse.identity(n, dtype=np.int32, format="csr") * int(node["weight"]),
-                                weight_exp=int(node["weight_exp"]), num_message_bits=int(node["num_message_bits"]),
-                                name=node["name"]))
-        self.ports[node["input"]].reshape((n,)).connect(proc.s_in)
-        self.ports[node["name"]] = proc.a_out.reshape(shape)
+        n = int(np.prod(node["shape"]))
+        self._add_sparse(node, sparse.identity(n, dtype=np.int32, format="csr") * int(node["weight"]),
+                         int(node["weight_exp"]))
+
+    def _add_sparse(self, node, matrix, weight_exp: int):
+        """A `Sparse` of `matrix` (outputs × inputs, Lava-layout flat) from `node`'s input to its output shape."""
+        proc = self._add(Sparse(weights=matrix, weight_exp=weight_exp,
+                                num_message_bits=int(node["num_message_bits"]), name=node["name"]))
+        self.ports[node["input"]].reshape((matrix.shape[1],)).connect(proc.s_in)
+        self.ports[node["name"]] = proc.a_out.reshape(lava_shape(node["shape"]))
 
     def _flatten(self, node):
         src = node["input"]
@@ -337,7 +394,7 @@ def main(workdir: Path) -> None:
     results, timings = segment.run()
     np.savez(workdir / "result.npz", **results)
     report = {"segment": spec["segment"], "samples": segment.samples, "lava_steps": segment.steps,
-              "processes": len(segment.procs), "build_s": build_s, **timings}
+              "processes": len(segment.procs), "sparse_convs": segment.sparse_convs, "build_s": build_s, **timings}
     (workdir / "result.json").write_text(json.dumps(report, indent=1))
 
 

@@ -128,6 +128,16 @@ NETX_STATE_EXP = 6
 CHIP_SPEC_FORMAT = 2
 
 
+def synapse_connections(node: dict, weight_shape=None) -> int:
+    """The connections of a spec synapse node (a conv's `weight_shape` (Cout, Cin/g, kH, kW) as stored; every kernel
+    position counted, padding included): what a Sparse of it holds at most. 0 for neurons and flatten."""
+    if node["op"] == "conv":
+        return int(np.prod(node["shape"])) * int(np.prod(weight_shape[1:]))
+    if node["op"] == "dense":
+        return int(np.prod(node["shape"])) * int(np.prod(node["shape_in"]))
+    return int(np.prod(node["shape"])) if node["op"] == "identity" else 0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Layouts: torch (C, H, W) vs Lava (X, Y, Z) = (W, H, C)
 # ---------------------------------------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ err = Console(stderr=True, width=_WIDTH)
 ArchOpt = typer.Option(None, "--arch", help="Architecture name (see `snn2hw inspect --help`); optional for "
                                             "snn2hw's own checkpoints, which record it.")
 ClassesOpt = typer.Option(None, "--num-classes", help="Classifier size, if not the arch default.")
-TimeoutOpt = typer.Option(600.0, "--timeout", min=1, help="Seconds each chip segment's Lava run may take.")
+TimeoutOpt = typer.Option(None, "--timeout", min=1, help="Seconds each chip segment's Lava runs may take "
+                                                          "(default: derived from the segment's size).")
 MemoryLimitOpt = typer.Option(None, "--memory-limit", min=1, help="MiB of address space each Lava process may "
                                                                     "use (default: no limit).")
 TrustOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling Python objects from the checkpoint "
@@ -67,7 +68,7 @@ def _system(name: str) -> str | None:
     return None if name == "none" else name
 
 
-def _lava_limits(timeout: float, memory_limit_mib: int | None):
+def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
@@ -235,7 +236,7 @@ def simulate(checkpoint: Path,
              batch_size: int = typer.Option(64, "--batch-size", min=1),
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
-             timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
+             timeout: Optional[float] = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
              trust_pickle: bool = TrustOpt,
              timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
              record_states: bool = typer.Option(False, "--record-states", help="For a .net: also save spikes/ and "
@@ -433,7 +434,7 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
            system: str = SystemOpt,
            samples: Optional[int] = typer.Option(None, "--samples", min=1),
            batch_size: int = typer.Option(64, "--batch-size", min=1),
-           timeout: float = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
+           timeout: Optional[float] = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
            json_out: Optional[Path] = typer.Option(None, "--json"),
            html_out: Optional[Path] = typer.Option(None, "--html")):
     """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and the

@@ -16,8 +16,9 @@ from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
 from snn2hw.exporters.lava_spec import chip_segment_spec, spec_problem
 from snn2hw.hardware_sims import fixed_point
-from snn2hw.hardware_sims.runner import from_chip, run_fixed
-from snn2hw.hardware_sims.lava_driver import LavaError, run_chip_segment, run_chip_segment_timed
+from snn2hw.hardware_sims.runner import from_chip, neuron_layers, run_fixed
+from snn2hw.hardware_sims.lava_driver import (RUN_MAX_CONNECTIONS, LavaError, run_chip_segment,
+                                              run_chip_segment_timed, split_segment)
 
 DIGITS = 3  # test digits run back to back in one Lava run per segment
 CHIP_SEGMENTS = {"tcja-tiny": 3, "gac-msresnet-tiny": 1}
@@ -45,15 +46,21 @@ def _chip_inputs(spec, act) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.lava
+@pytest.mark.parametrize("runs", ["one run", "a run per layer"])
 @pytest.mark.parametrize("arch", list(CHIP_SEGMENTS))
-def test_every_chip_segment_equals_the_fixed_point_simulator(arch, fixed_runs, lava_python):
+def test_every_chip_segment_equals_the_fixed_point_simulator(arch, runs, fixed_runs, lava_python):
+    """In one Lava run, and split into a Lava run per neuron layer (`split_segment`), each fed what the runs
+    before it produced: the form official-size segments run in."""
     graph, act = fixed_runs[arch]
     segments = [s["name"] for s in graph.segments if s["placement"] == "chip"]
     assert len(segments) == CHIP_SEGMENTS[arch]
     for name in segments:
         spec, arrays = _segment(graph, name)
         inputs = _chip_inputs(spec, act)
-        out, stats = run_chip_segment_timed(spec, arrays, inputs, spec["spiking_layers"], 300)
+        split = runs != "one run"
+        out, stats = run_chip_segment_timed(spec, arrays, inputs, spec["spiking_layers"], 300,
+                                            max_connections=1 if split else RUN_MAX_CONNECTIONS)
+        assert stats["lava_runs"] == (len(neuron_layers(spec)) if split else 1)
         assert stats["samples"] == DIGITS and stats["lava_steps"] >= DIGITS * spec["timesteps"]
         for layer in spec["spiking_layers"]:
             want = act.values[layer].numpy().astype(bool)
@@ -147,6 +154,52 @@ def test_identity_synapses_and_a_relay_equal_the_fixed_point_simulator(second, l
 
 
 @pytest.mark.lava
+def test_a_conv_whose_sums_wrap_stays_a_lava_conv(lava_python):
+    """Graded inputs large enough that c1's sums leave 24 bits: Lava's Conv wraps them, as the simulator does, and a
+    Sparse would not, so the runner must keep the Conv; the convs on spikes, bounded, become Sparse."""
+    spec, arrays = _relay_segment("conv")
+    for key in ("c1/weight", "s2/weight"):  # even: a Sparse keeps every weight, so only the bound can stop it
+        arrays[key] = 2 * arrays[key]
+    spec["inputs"][0].update(payload="graded", frac_bits=0)
+    c1 = spec["nodes"][0]
+    c1["num_message_bits"] = 16
+    rng = np.random.default_rng(2)
+    x = rng.integers(-2 ** 15 + 1, 2 ** 15, (RELAY_T, RELAY_SAMPLES, RELAY_CIN, RELAY_H, RELAY_W))
+    inputs = {"x->c1": x}
+    sums = torch.nn.functional.conv2d(torch.as_tensor(x.reshape(-1, *x.shape[2:]), dtype=torch.float64),
+                                      torch.as_tensor(arrays["c1/weight"], dtype=torch.float64), padding=1)
+    assert (sums.abs() >= 2 ** 23).float().mean() > 0.05, "too few sums wrap for the test to see a Sparse"
+    want, _ = fixed_point.run_chip_segment(spec, arrays, inputs, spec["spiking_layers"])
+    got, stats = run_chip_segment_timed(spec, arrays, inputs, spec["spiking_layers"], 300)
+    for layer in ("lif1", "relay", "lif2"):
+        assert np.array_equal(got[layer], want[layer]), f"{layer}: {np.count_nonzero(got[layer] != want[layer])} differ"
+    assert "c1" not in stats["sparse_convs"] and "s2" in stats["sparse_convs"]
+    assert 0.05 < want["lif1"].mean() < 0.95
+
+
+def test_split_segment_gives_each_run_what_it_reads(fixed_runs):
+    """Every node in exactly one run, in the segment's order; a run reads only the segment's inputs and layers of
+    earlier runs, each at its own depth shifted by the run's one shift; a segment that fits is one run, itself."""
+    graph, _ = fixed_runs["gac-msresnet-tiny"]
+    spec, arrays = _segment(graph, "chip1")
+    assert split_segment(spec, arrays) == [spec]
+    runs = split_segment(spec, arrays, max_connections=20_000)
+    assert 1 < len(runs) < len(neuron_layers(spec))
+    depth = {n["name"]: n["depth"] for n in [*spec["inputs"], *spec["nodes"]]}
+    seen, order = set(spec_input["name"] for spec_input in spec["inputs"]), [n["name"] for n in spec["nodes"]]
+    for run in runs:
+        shift = {depth[n["name"]] - n["depth"] for n in [*run["inputs"], *run["nodes"]]}
+        assert len(shift) == 1 and min(i["depth"] for i in run["inputs"]) == 0
+        assert {i["name"] for i in run["inputs"]} <= seen
+        names = [n["name"] for n in run["nodes"]]
+        assert names == sorted(names, key=order.index)
+        assert seen.isdisjoint(names)
+        seen |= set(names)
+        assert run["steps"] == spec["timesteps"] + max(n["depth"] for n in run["nodes"])
+    assert seen == set(order) | {i["name"] for i in spec["inputs"]}
+
+
+@pytest.mark.lava
 def test_probe_none_returns_the_outputs_only(fixed_runs, lava_python):
     graph, act = fixed_runs["tcja-tiny"]
     spec, arrays = _segment(graph, "chip5")
@@ -171,7 +224,8 @@ exec {python} -I {script} "$@"
 """
 # Runs the real runner, but every Lava LIF process, in its first step, logs its pid, its session and the shared
 # memory files of its Lava channels, then blocks ($SNN2HW_TEST_LIF=hang), is killed as the kernel's out-of-memory
-# killer would do it (=die) or asks for 32 GiB (=allocate).
+# killer would do it (=die), asks for 32 GiB (=allocate), or blocks if it is the first LIF to step and is killed
+# otherwise (=hang-first-die-next).
 PATCHED_RUNNER = """import os, runpy, signal, sys, time
 import numpy as np
 from lava.proc.lif import models
@@ -180,7 +234,14 @@ def first_step(self):
     shm = {line.split()[-1] for line in open("/proc/self/maps") if "/dev/shm/" in line}
     with open(os.environ["SNN2HW_TEST_LIF_LOG"], "a") as f:
         f.write(f"{os.getpid()} {os.getsid(0)} {' '.join(sorted(shm))}\\n")
-    if os.environ["SNN2HW_TEST_LIF"] == "die":
+    mode = os.environ["SNN2HW_TEST_LIF"]
+    if mode == "hang-first-die-next":
+        try:
+            os.close(os.open(os.environ["SNN2HW_TEST_LIF_LOG"] + ".first", os.O_CREAT | os.O_EXCL))
+            mode = "hang"
+        except FileExistsError:
+            mode = "die"
+    if mode == "die":
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ["SNN2HW_TEST_LIF"] == "allocate":
         np.ones(2 ** 35, np.uint8)
@@ -205,15 +266,16 @@ def _patched_lava(tmp_path, monkeypatch, lava_python, lif: str) -> Path:
 
 
 def _assert_nothing_of_the_run_survives(log: Path) -> None:
-    """No process of the run's session and none of its LIFs' shared memory is left (SIGKILL arrives asynchronously)."""
+    """No process of the runs' sessions and none of their LIFs' shared memory is left (SIGKILL arrives
+    asynchronously)."""
     lifs = [line.split() for line in log.read_text().splitlines()]
     assert lifs, "no Lava LIF process ever started"
-    pids, sid, shm = [int(h[0]) for h in lifs], int(lifs[0][1]), [f for h in lifs for f in h[2:]]
+    pids, sids, shm = [int(h[0]) for h in lifs], {int(h[1]) for h in lifs}, [f for h in lifs for f in h[2:]]
     deadline = time.monotonic() + 5
-    while (_session_members(sid) or any(map(_alive, pids))) and time.monotonic() < deadline:
+    while (any(map(_session_members, sids)) or any(map(_alive, pids))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(map(_alive, pids))
-    assert _session_members(sid) == [], "processes of the Lava run survived"
+    assert not any(map(_session_members, sids)), "processes of the Lava run survived"
     assert shm, "the LIF process should have had its channels in shared memory"
     assert [f for f in shm if Path(f).exists()] == [], "the Lava run's shared memory was left in /dev/shm"
 
@@ -249,6 +311,40 @@ def test_a_hanging_run_is_killed_with_all_its_lava_processes(fixed_runs, lava_py
     with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run did not finish within 15 s"):
         run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=15)
     assert time.monotonic() - start < 30
+    _assert_nothing_of_the_run_survives(log)
+
+
+def _two_layers() -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A hand-written segment of two LIF layers that read the input, not each other → (spec, arrays, inputs)."""
+    rng = np.random.default_rng(3)
+    conv = {"op": "conv", "num_message_bits": 0, "shape_in": [2, 5, 5], "shape": [4, 5, 5], "stride": [1, 1],
+            "padding": [1, 1], "dilation": [1, 1], "groups": 1, "depth": 1}
+    lif = {"op": "lif", "shape": [4, 5, 5], "du": 1024, "dv": 512, "vth": 100, "bias_exp": 0, "depth": 1}
+    spec = {"format": 2, "segment": "two", "timesteps": 4, "spiking_layers": ["lif1", "lif2"], "steps": 5,
+            "inputs": [{"name": f"x->c{k}", "tensor": "x", "to": f"c{k}", "payload": "spikes", "frac_bits": 0,
+                        "shape": [2, 5, 5], "depth": 0} for k in (1, 2)],
+            "nodes": [n for k in (1, 2) for n in (
+                {**conv, "name": f"c{k}", "input": f"x->c{k}", "weight": f"c{k}/weight"},
+                {**lif, "name": f"lif{k}", "synapses": [f"c{k}"], "bias_mant": f"lif{k}/bias_mant"})],
+            "outputs": [{"name": f"lif{k}", "depth": 1, "shape": [4, 5, 5], "kind": "spikes"} for k in (1, 2)]}
+    arrays = {**{f"c{k}/weight": rng.integers(-60, 60, (4, 2, 3, 3)).astype(np.int16) for k in (1, 2)},
+              **{f"lif{k}/bias_mant": np.zeros((4, 5, 5), np.int16) for k in (1, 2)}}
+    x = (rng.random((4, 2, 2, 5, 5)) < 0.3).astype(np.int64)
+    return spec, arrays, {"x->c1": x, "x->c2": x}
+
+
+@pytest.mark.lava
+def test_a_failed_run_stops_the_other_runs_of_its_segment(lava_python, tmp_path, monkeypatch):
+    """Two runs of one segment at once: one hangs, the other dies; the error names the run that died and comes at
+    once, and the hanging run is killed with all its processes."""
+    log = _patched_lava(tmp_path, monkeypatch, lava_python, "hang-first-die-next")
+    spec, arrays, inputs = _two_layers()
+    assert len(split_segment(spec, arrays, 1)) == 2
+    start = time.monotonic()
+    with pytest.raises(LavaError, match=r"(?s)chip segment two run [12]/2: the Lava run failed .*killed by SIGKILL"):
+        run_chip_segment_timed(spec, arrays, inputs, None, 120, max_connections=1, workers=2)
+    assert time.monotonic() - start < 60
+    assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2, "both runs should have started"
     _assert_nothing_of_the_run_survives(log)
 
 
