@@ -53,7 +53,7 @@ import numpy as np
 
 from ..files import atomic_path
 from ..hardware_sims import loihi_formats as fmt
-from ..hardware_sims.loihi_numerics import effective_bias, effective_dense_weights
+from ..hardware_sims.loihi_numerics import effective_bias, effective_dense_weights, netx_bias_mant
 
 NETX_MIXED_MAX, NETX_MIXED_MIN = 127, -128  # optimize_weight_bits scales mixed-sign weights into [-128, 127]
 
@@ -108,10 +108,16 @@ def is_sequential(spec: dict) -> bool:
     return sequential_problem(spec) is None
 
 
+def off_grid_layers(spec: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+    """The LIF layers of a netx chain whose biases a `.net` cannot hold exactly (not multiples of 64)."""
+    return [lif["name"] for _, lif, _ in _chain(spec)[1]
+            if not _netx_bias(np.asarray(arrays[lif["bias_mant"]]), lif["bias_exp"])[1]["bias_exact"]]
+
+
 def _netx_bias(bias_mant: np.ndarray, bias_exp: int) -> tuple[np.ndarray, dict]:
     """Our per-neuron bias → netx's bias (applied as `bias << 6`), nearest where not exact, and the verdict."""
     b = effective_bias(bias_mant, bias_exp)
-    netx = (b + (1 << (fmt.NETX_BIAS_EXP - 1))) >> fmt.NETX_BIAS_EXP  # nearest multiple of 64, ties upward
+    netx = netx_bias_mant(bias_mant, bias_exp)
     err = (netx << fmt.NETX_BIAS_EXP) - b
     note = {"bias_exact": bool(not err.any()), "bias_neurons_off": int(np.count_nonzero(err)),
             "bias_max_error": int(np.abs(err).max(initial=0))}

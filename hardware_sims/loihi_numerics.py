@@ -35,9 +35,9 @@ import torch  # the conv: exact on integers while every partial sum is below the
 
 from .loihi_formats import (A_IN_BITS, ACT_SHIFT, BIAS_STORAGE_BITS, CONV_OUT_BITS, DECAY_SHIFT, DECAY_UNITY,
                             DEFAULT_NUM_WEIGHT_BITS, DEFAULT_WEIGHT_EXP, DENSE_OUT_BITS, DM_OFFSET, DS_OFFSET,
-                            FLOAT32_EXACT_LIMIT, FLOAT64_EXACT_LIMIT, INT32_BITS, MAX_NUM_WEIGHT_BITS, MAX_UV_VAL,
-                            SIGN_MODES, UV_STORAGE_BITS, V_MAX, V_MIN, VTH_SHIFT, WEIGHT_MAX, WEIGHT_MIN_MIXED,
-                            WEIGHT_STORAGE_BITS, ArrayLike, hw_pair)
+                            NETX_BIAS_EXP, FLOAT32_EXACT_LIMIT, FLOAT64_EXACT_LIMIT, INT32_BITS, MAX_NUM_WEIGHT_BITS,
+                            MAX_UV_VAL, SIGN_MODES, UV_STORAGE_BITS, V_MAX, V_MIN, VTH_SHIFT, WEIGHT_MAX,
+                            WEIGHT_MIN_MIXED, WEIGHT_STORAGE_BITS, ArrayLike, hw_pair)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -316,6 +316,13 @@ def effective_bias(bias_mant: ArrayLike, bias_exp: ArrayLike) -> np.ndarray:
     e = wrap_signed(_as_int(bias_exp, "bias_exp"), BIAS_STORAGE_BITS)
     # numpy's int32 left shift by >= 32 gives 0; the int64 shift then the int32 wrap gives the same
     return wrap_signed(_shift(m, e), INT32_BITS)
+
+
+def netx_bias_mant(bias_mant: ArrayLike, bias_exp: int) -> np.ndarray:
+    """The mantissa netx's fixed ``bias_exp = 6`` (``NETX_BIAS_EXP``) needs for our ``bias_mant << bias_exp``: the
+    nearest (ties upward), so ``netx_bias_mant << 6`` equals ours wherever ours is a multiple of 64."""
+    b = effective_bias(bias_mant, bias_exp)
+    return (b + (1 << (NETX_BIAS_EXP - 1))) >> NETX_BIAS_EXP
 
 
 def lif_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth: int,

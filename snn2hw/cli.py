@@ -58,6 +58,8 @@ ResidualOpt = typer.Option("auto", "--residual", help="MS-ResNet's residual stre
                                                       "resource model gives fewer cores).")
 
 
+NetxOpt = typer.Option(False, "--netx", help="Quantize the biases of chip segments that a lava-dl .net can hold "
+                       "on netx's grid (bias_exp 6), so their .net files are exact (the ladder shows the cost).")
 SystemOpt = typer.Option(DEFAULT_SYSTEM, "--system", help=f"The Loihi 2 system the deployment must fit: "
                          f"{', '.join(SYSTEMS)}, or none.")
 
@@ -227,7 +229,7 @@ def simulate(checkpoint: Path,
              calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                          "fixed-point scales; default: the first 256 inputs."),
              tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
-             residual: str = ResidualOpt,
+             residual: str = ResidualOpt, netx: bool = NetxOpt,
              ladder: bool = typer.Option(False, "--ladder", help="Accuracy and firing rates float → folded → fixed."),
              data: Optional[str] = typer.Option(None, "--data", help="For --ladder: digits, NAME:ROOT or an .npz "
                                                                       "with x and y."),
@@ -268,7 +270,7 @@ def simulate(checkpoint: Path,
         x, y, calib = evaluation_data(data, loaded.arch, limit)
         if calibration is not None:
             calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)
-        _ladder(loaded.arch, compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual), x, y,
+        _ladder(loaded.arch, compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx), x, y,
                 batch_size, json_out)
         return
     if input is None or save is None:
@@ -284,7 +286,7 @@ def simulate(checkpoint: Path,
     else:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch) if calibration \
             else x[:CALIBRATION_SAMPLES]
-        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual)
+        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx)
         output, counts = run_backend(compiled, backend, x, batch_size)
     _save_npz(save, {"output": output, **{f"spike_counts/{k}": v for k, v in counts.items()}})
     out.print(spike_table(f"{loaded.arch} on {input.name} ({len(x)} samples, backend {backend})", counts))
@@ -317,7 +319,7 @@ def _ladder(arch, compiled, x, y, batch_size, json_out):
     with out.status(f"{arch}: float, folded and fixed point on {len(x)} samples"):
         report = run_ladder(compiled, x, y, batch_size)
     acc = report["accuracy"]
-    out.print(f"[bold]{arch}[/bold] (--tcja {compiled.tcja}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
+    out.print(f"[bold]{arch}[/bold] (--tcja {compiled.tcja}{', --netx' if compiled.netx else ''}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
               f"folded {acc['folded']:.2%} → fixed {acc['fixed']:.2%}", soft_wrap=True)
     table = Table(title="firing rate per layer (spikes per neuron per step)")
     for col in ("layer", "float", "folded", "fixed", "fixed - float"):
@@ -364,7 +366,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
            calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
                                                        "fixed-point scales; the demo models default to digits."),
            tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
-           residual: str = ResidualOpt,
+           residual: str = ResidualOpt, netx: bool = NetxOpt,
            system: str = SystemOpt, trust_pickle: bool = TrustOpt,
            timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
            skip: int = typer.Option(0, "--skip-layers", min=0, help="For a .net: netx's skip_layers."),
@@ -395,7 +397,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
                   transient=True) as bar:
         task = bar.add_task("export")
         manifest = export_deployment(loaded, calib, outdir, tcja, lambda what: bar.update(task, description=what),
-                                     system_name, residual)
+                                     system_name, residual, netx)
     table = Table(title=f"{loaded.arch} → {outdir} (T = {manifest['timesteps']}, TCJA gates: {manifest['tcja']})")
     for col in ("segment", "runs on", "layers", "neurons", "synapse weights", "Lava latency", "files"):
         table.add_column(col)

@@ -11,7 +11,7 @@ from torch import nn
 from . import ir
 from .convert import convert
 from .energy import chip_costs, chip_model, load_preset
-from .passes.pipeline import RESIDUAL_FORMS, pipeline, run_passes
+from .passes.pipeline import RESIDUAL_FORMS, float_and_integer, pipeline, run_passes
 
 AUTO = "auto"
 
@@ -21,15 +21,16 @@ class Compiled:
     arch: str
     model: nn.Module  # the float reference (level 1)
     source: ir.Graph  # the model as converted, before any pass (runs bit-identically to the model)
-    folded: ir.Graph  # folded float, partitioned (level 2): the graph before the last pass, `quantize`
+    folded: ir.Graph  # folded float, partitioned (level 2): the graph before `quantize`
     fixed: ir.Graph  # quantized (level 3)
     tcja: str
     residual: str  # the form compiled: relay or unroll
     residual_forms: dict = field(default_factory=dict)  # form → its chip costs, where `auto` compared both
+    netx: bool = False  # the biases of netx chains on netx's grid (`--netx`)
 
 
 def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: str = "host",
-                  residual: str = AUTO) -> Compiled:
+                  residual: str = AUTO, netx: bool = False) -> Compiled:
     source = convert(model, arch)
     if residual != AUTO:
         forms = (residual,)
@@ -37,14 +38,14 @@ def compile_model(model: nn.Module, arch: str, calibration: torch.Tensor, tcja: 
         forms = RESIDUAL_FORMS
     else:
         forms = ("relay",)  # no stream: the forms are the same graph
-    folded, quantize = {}, None
+    folded, integer_passes = {}, []
     for form in forms:
-        *float_passes, quantize = pipeline(calibration, tcja, form)
+        float_passes, integer_passes = float_and_integer(pipeline(calibration, tcja, form, netx))
         folded[form] = run_passes(source, float_passes)
     costs = {}
     if len(forms) > 1:
         limits = chip_model(load_preset("loihi2"))[0]
         costs = {form: chip_costs(graph, limits) for form, graph in folded.items()}
     chosen = min(forms, key=lambda form: costs[form]["cores"]) if costs else forms[0]
-    return Compiled(arch, model, source, folded[chosen], run_passes(folded[chosen], [quantize]), tcja, chosen,
-                    costs)
+    return Compiled(arch, model, source, folded[chosen], run_passes(folded[chosen], integer_passes), tcja, chosen,
+                    costs, netx)

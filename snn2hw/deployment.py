@@ -36,8 +36,9 @@ from .hardware_sims.runner import (ChipSegment, OnnxHostSegment, RunRecord, fixe
 from .netx_import import NetxNetwork, as_built, read_netx
 from .passes.pipeline import RESIDUAL_FORMS, TCJA_STRATEGIES
 
-FORMAT_VERSION = 4  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX;
-# 4: chip specs of format 2 (relay neurons, inputs through synapses, no injected currents or delays)
+FORMAT_VERSION = 5  # 2: file_sha256; 3: output tensor, spiking layers, graph.json, host neurons' spikes in the ONNX;
+# 4: chip specs of format 2 (relay neurons, inputs through synapses, no injected currents or delays); 5: netx (biases
+# of netx chains on netx's grid)
 GRAPH_FILE = "graph.json"
 NETX_KIND = "netx"  # a deployment of a lava-dl .net: the file itself is the chip segment
 NETX_FILE = "chip/network.net"
@@ -65,7 +66,7 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path.read_bytes()), "arch": loaded.arch,
                    "options": loaded.options, "copy": "source/checkpoint.pt"},
-        "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja,
+        "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja, "netx": compiled.netx,
         "residual": compiled.residual, "residual_forms": compiled.residual_forms,
         "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
                   "repeat_over_t": getattr(first, "repeat_over_t", False)},
@@ -130,6 +131,7 @@ def read_manifest(path) -> dict:
     _relative(file, _field(file, manifest, "graph", str))
     if _field(file, manifest, "tcja", str) not in TCJA_STRATEGIES:
         raise UserError(f"{file}: 'tcja' is {manifest['tcja']!r}, not one of {', '.join(TCJA_STRATEGIES)}.")
+    _field(file, manifest, "netx", bool)
     if _field(file, manifest, "residual", str) not in RESIDUAL_FORMS:
         raise UserError(f"{file}: 'residual' is {manifest['residual']!r}, not one of {', '.join(RESIDUAL_FORMS)}.")
     _field(file, _field(file, manifest, "output", dict), "tensor", str, "output.")
@@ -320,7 +322,7 @@ class Deployment:
         calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
                                   loaded.arch)
         compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"],
-                                 manifest["residual"])
+                                 manifest["residual"], manifest["netx"])
         layout = [(s["name"], s["placement"], s["nodes"]) for s in compiled.fixed.segments]
         if [(e["name"], e["placement"], e["nodes"]) for e in manifest["segments"]] != layout:
             raise UserError(f"{path}/manifest.json: its segments do not match what its source checkpoint compiles to.")

@@ -5,7 +5,8 @@
                          and the SHA-256 of every file below but report.md
     chip/<seg>.json/.npz the exact Lava form of each chip segment (exporters/lava_spec.py)
     chip/<seg>.nir       each chip segment as a NIR graph (float weights; Loihi integers in metadata)
-    chip/<seg>.net       lava-dl netx HDF5, where the segment is a plain chain (netx cannot express branches)
+    chip/<seg>.net       lava-dl netx HDF5, where the segment is a plain chain (netx cannot express branches) whose
+                         biases are on netx's grid (`--netx` puts them there): always spike for spike the chip spec
     host/<seg>.onnx      each host segment (with the spikes of its own neurons as extra outputs)
     graph.json           the structure of the source and deployed graphs, for the energy accounting (graph_json.py)
     source/              the checkpoint (weights only, with its arch) and the calibration inputs: provenance, and
@@ -31,7 +32,7 @@ from .energy import DEFAULT_SYSTEM, check_system, chip_model, load_preset, loihi
 from .errors import UserError
 from .exporters.lava_spec import chip_segment_spec
 from .exporters.loihi2_evidence import EVIDENCE, hardware_problem, spec_constructs
-from .exporters.netx_export import sequential_problem, write_netx
+from .exporters.netx_export import off_grid_layers, sequential_problem, write_netx
 from .exporters.nir_export import chip_segment_to_nir, write_nir
 from .exporters.onnx_host import PINNED_OPSET, export_host_segment
 from .files import jsonable
@@ -60,15 +61,24 @@ def _write_chip(compiled: Compiled, segment: dict, chip_dir: Path, spec: dict, a
     np.savez(chip_dir / f"{name}.npz", **arrays)
     write_nir(chip_dir / f"{name}.nir", chip_segment_to_nir(compiled.folded, compiled.fixed, segment))
     files = {"lava_spec": f"chip/{name}.json", "lava_arrays": f"chip/{name}.npz", "nir": f"chip/{name}.nir"}
-    netx = {"written": False, "why_not": sequential_problem(spec)}
+    netx = {"written": False, "why_not": _netx_problem(spec, arrays)}
     if netx["why_not"] is None:
         written = write_netx(spec, arrays, chip_dir / f"{name}.net")
+        if not written["bit_exact"]:
+            raise ValueError(f"{name}.net is not bit-exact although its biases are on netx's grid")
         files["netx"] = f"chip/{name}.net"
-        netx = {"written": True, "bit_exact": written["bit_exact"], "load": written["load"],
-                "inexact_layers": [layer["neuron"] for layer in written["layers"] if not layer["bit_exact"]]}
+        netx = {"written": True, "load": written["load"]}
     return {"files": files, "latency": max(n["depth"] for n in spec["nodes"]), "steps": spec["steps"],
             "inputs": [i["name"] for i in spec["inputs"]], "outputs": [o["name"] for o in spec["outputs"]],
             "netx": netx, "constructs": spec_constructs(spec)}
+
+
+def _netx_problem(spec: dict, arrays: dict) -> str | None:
+    """Why no `.net` is written for this chip segment: netx cannot express it, or it can but not exactly."""
+    problem = sequential_problem(spec)
+    off = [] if problem else off_grid_layers(spec, arrays)
+    return problem or (f"the biases of {', '.join(off)} are finer than netx's grid (bias_exp 6): export with --netx "
+                       "to quantize them on it, at the cost `snn2hw simulate --ladder --netx` shows" if off else None)
 
 
 def _write_host(compiled: Compiled, segment: dict, host_dir: Path) -> dict:
@@ -146,7 +156,8 @@ def export_netx_deployment(net: NetxNetwork, outdir: Path, timesteps: int,
 
 
 def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcja: str = "host",
-                      progress=None, system: str | None = DEFAULT_SYSTEM, residual: str = "auto") -> dict:
+                      progress=None, system: str | None = DEFAULT_SYSTEM, residual: str = "auto",
+                      netx: bool = False) -> dict:
     """Compile and write the deployment directory; on any failure nothing is left at `outdir` (an earlier
     deployment there stays as it was). A deployment whose chip part does not fit the Loihi 2 `system` (None: no
     check), or uses a construct no public Loihi 2 run shows, is refused before anything is written."""
@@ -154,7 +165,7 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
     outdir = Path(outdir)
     _check_outdir(outdir)
     step("compiling")
-    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja, residual)
+    compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), tcja, residual, netx)
     resources = _fitted(compiled.fixed, system)
     specs = _chip_specs(compiled)
     manifest = {}
@@ -243,10 +254,8 @@ def export_report(manifest: dict, compiled) -> str:
         _table(["segment", "runs on", "layers", "neurons", "synapse weights", "latency (Lava steps)", "files"],
                [[s["name"], s["placement"], s["layers"], s["neurons"], s["synapse_weights"], s.get("latency"),
                  ", ".join(f"`{f}`" for f in s["files"].values())] for s in manifest["segments"]]),
-        "lava-dl netx (`.net`): " + "; ".join(
-            f"{s['name']}: " + ("written, bit-exact" if s["netx"].get("bit_exact") else
-                                f"written, not bit-exact at {', '.join(s['netx'].get('inexact_layers', []))}"
-                                if s["netx"]["written"] else f"not written ({s['netx']['why_not']})")
+        "lava-dl netx (`.net`, spike for spike what the chip spec runs): " + "; ".join(
+            f"{s['name']}: " + ("written" if s["netx"]["written"] else f"not written ({s['netx']['why_not']})")
             for s in manifest["segments"] if s["placement"] == "chip") + ".",
         "Host segments hold what is not spike-driven or not causal: the first synapse on pixels and the GAC "
         "encoder, TCJA's gates (each output step depends on all T input steps), and the readout.",

@@ -143,7 +143,7 @@ def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 6
     shared = [n for n in layers if n in spiking_nodes(compiled.source)]
     base = rungs["torch"]["firing_rate"]
     return {
-        "arch": compiled.arch, "samples": len(x), "tcja": compiled.tcja,
+        "arch": compiled.arch, "samples": len(x), "tcja": compiled.tcja, "netx": compiled.netx,
         "accuracy": {k: v["accuracy"] for k, v in rungs.items()},
         "layers": [{"layer": n, **{f"rate_{k}": rungs[k]["firing_rate"].get(n) for k in RUNGS},
                     "delta_folded": _delta(rungs["folded"]["firing_rate"].get(n), base.get(n)),

@@ -365,8 +365,9 @@ def _quantize_group(graph: ir.Graph, group: _Group, sources: dict, sigma: float,
     if isinstance(neuron, ir.Relay):
         neuron.quant = {"scale": sigma, "carried_bias": bias.numpy()}
         return entry
-    # In v's own units (1/64 of an activation unit): rounding the bias to whole activation units, the most lava-dl
-    # netx can hold (it fixes bias_exp at 6), cost the TCJA demo 0.5-1.4 points; a .net then says where it is inexact.
+    # In v's own units (1/64 of a synaptic input), as finely as 13 bits allow: rounding every bias to whole inputs,
+    # the most lava-dl netx can hold (bias_exp 6), cost the TCJA demo 0.5-1.4 points; netx_bias_grid does it only
+    # where a segment is written as a .net.
     mant, exp, saturated = _bias_format(bias.numpy() * sigma * 2 ** fmt.ACT_SHIFT)
     if saturated:
         notes.append(f"{saturated} biases saturate at {fmt.BIAS_MANT_BITS}-bit mantissa << {exp}")
