@@ -313,16 +313,23 @@ class Deployment:
         return source, deployed
 
     @functools.cached_property
-    def compiled(self) -> Compiled:
-        """The compiled graphs, rebuilt from `source/` (for the float rungs: the torch and folded backends, and the
-        energy accounting's folded backend), checked to give exactly the chip files."""
+    def source_model(self) -> tuple[Loaded, torch.Tensor]:
+        """(the source checkpoint, the calibration inputs) from `source/`, checked against their hashes."""
         path, manifest = self.path, self.manifest
         read_verified(path, manifest, [manifest["source"]["copy"], manifest["calibration"]["file"]])
         loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
         calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
                                   loaded.arch)
-        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calibration), manifest["tcja"],
-                                 manifest["residual"], manifest["netx"])
+        return loaded, torch.as_tensor(calibration)
+
+    @functools.cached_property
+    def compiled(self) -> Compiled:
+        """The compiled graphs, rebuilt from `source/` (for the float rungs: the torch and folded backends, and the
+        energy accounting's folded backend), checked to give exactly the chip files."""
+        path, manifest = self.path, self.manifest
+        loaded, calibration = self.source_model
+        compiled = compile_model(loaded.model, loaded.arch, calibration, manifest["tcja"], manifest["residual"],
+                                 manifest["netx"])
         layout = [(s["name"], s["placement"], s["nodes"]) for s in compiled.fixed.segments]
         if [(e["name"], e["placement"], e["nodes"]) for e in manifest["segments"]] != layout:
             raise UserError(f"{path}/manifest.json: its segments do not match what its source checkpoint compiles to.")

@@ -298,7 +298,8 @@ def export_report(manifest: dict, compiled) -> str:
         parts += ["## Relay or unroll",
                   f"`--residual auto` compiled both forms of the stream and kept `{manifest['residual']}`, which the "
                   "Loihi 2 resource model gives fewer cores. Counted on the float graphs, before quantization rounds "
-                  "small weights to zero; the energy of the form not kept is not computed (it would need a run).",
+                  "small weights to zero. Their faithful energy needs a run: `snn2hw energy` on this directory "
+                  "runs both forms on its inputs and compares them.",
                   _table(["form", "cores", "chips", "chip weights", "max fan-in", "relay neurons",
                           "host→chip tensors", "host→chip values per step"],
                          [[form, f"{c['cores']:,}", c["chips"], f"{c['chip_weights']:,}", f"{c['max_fan_in']:,}",

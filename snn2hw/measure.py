@@ -16,7 +16,7 @@ from .hardware_sims.lava_driver import LavaLimits
 from .hardware_sims.netx_sim import run_netx
 from .models.zoo import build_model
 from .netx_import import NetxNetwork, netx_graph
-from .passes.pipeline import pipeline, run_passes
+from .passes.pipeline import float_and_integer, pipeline, run_passes
 
 # Where the activity comes from: the fixed-point simulator, the folded float graph, or Lava on the deployment.
 ACTIVITY_BACKENDS = ("fixed", "folded", "lava")
@@ -73,7 +73,30 @@ def deployment_report(dep: Deployment, x: np.ndarray, backend: str, preset: Pres
     activity = record_activity(recorded_on, backend, x, batch_size, dep, lava_limits)
     return build_report(source, deployed, activity, preset, mode, system, arch=dep.arch,
                         origin=str(dep.path), source_sha256=dep.manifest["source"]["sha256"], backend=backend,
-                        samples=len(x), tcja=dep.manifest["tcja"])
+                        samples=len(x), tcja=dep.manifest["tcja"],
+                        residual_forms=residual_form_energy(dep, x, preset, batch_size))
+
+
+def residual_form_energy(dep: Deployment, x: np.ndarray, preset: Preset, batch_size: int = 64) -> dict:
+    """Where `--residual auto` compared both forms of MS-ResNet's residual stream at export (their cores; the
+    manifest's `residual_forms`), each form's faithful energy per sample on `x`: its own folded float graph run on
+    `x`, counted and priced as the energy report counts a deployment (chip, host, host↔chip transfers, static) —
+    both alike, before quantization rounds small weights to zero. {} where only one form was compiled."""
+    forms = dep.manifest["residual_forms"]
+    if len(forms) < 2:
+        return {}
+    loaded, calibration = dep.source_model
+    source = convert(loaded.model, loaded.arch)
+    energies = {}
+    for form in forms:
+        graph = run_passes(source, float_and_integer(pipeline(calibration, dep.manifest["tcja"], form))[0])
+        report = build_report(source, graph, record_activity(graph, "folded", x, batch_size), preset)
+        faithful = report["modes"]["faithful"]
+        energies[form] = {key: faithful[key] for key in ("total_energy_mj", "chip_mj", "host_mj", "transfer_mj",
+                                                         "static_mj")}
+        energies[form].update(cores=report["loihi2"]["cores"], latency_ms=report["loihi2"]["latency_ms"],
+                              kept=form == dep.manifest["residual"])
+    return energies
 
 
 def analytic_report(arch: str, timesteps: int | None, firing_rate: str, preset: Preset, mode: str = "faithful",

@@ -236,6 +236,26 @@ def test_energy_command_on_a_deployment_directory(gac_demo, tmp_path):
         _energy(dep.path, "--input", tmp_path / "x.npy", "--firing-rate", "0.1")
 
 
+def test_energy_compares_both_forms_of_the_residual_stream_faithfully(gac_demo):
+    """Export compared the relay and unroll forms by cores; the energy report adds each form's faithful energy on
+    the same inputs, counted as the deployment is counted."""
+    dep, x = gac_demo
+    report = deployment_report(dep, x[:8], "folded", load_preset("loihi2"))
+    forms = report["residual_forms"]
+    assert set(forms) == {"relay", "unroll"}
+    assert [f for f, v in forms.items() if v["kept"]] == [dep.manifest["residual"]] == ["relay"]
+    for form, v in forms.items():
+        assert v["cores"] == dep.manifest["residual_forms"][form]["cores"]  # the resource model export used
+        assert v["total_energy_mj"] == pytest.approx(sum(v[k] for k in ("chip_mj", "host_mj", "transfer_mj",
+                                                                        "static_mj")))
+    # the kept form from the same folded activity: the deployment's own count, but for weights quantized to zero
+    assert forms["relay"]["chip_mj"] == pytest.approx(report["modes"]["faithful"]["chip_mj"], rel=0.02)
+    assert forms["relay"]["host_mj"] == pytest.approx(report["modes"]["faithful"]["host_mj"])
+    # unrolled, the encoder's contribution to every block crosses to the chip: more transfers, and more chip work
+    assert forms["unroll"]["transfer_mj"] > forms["relay"]["transfer_mj"]
+    assert forms["unroll"]["total_energy_mj"] > forms["relay"]["total_energy_mj"]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -131,6 +131,28 @@ def resource_table(report: dict) -> Table:
     return table
 
 
+FORMS_TITLE = "residual stream relayed or unrolled (faithful; each form's folded graph on these inputs)"
+
+
+def form_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """(columns, rows) of the residual-form comparison (`measure.residual_form_energy`); no rows without one."""
+    forms = report.get("residual_forms") or {}
+    unit, scale = energy_unit(v for f in forms.values() for v in (f["total_energy_mj"], f["chip_mj"]))
+    columns = ["form", f"total ({unit})", f"chip ({unit})", f"host↔chip ({unit})", f"host ({unit})",
+               f"static ({unit})", "cores", "latency (ms)"]
+    return columns, [[form + (" (kept)" if f["kept"] else ""), *(fmt_in(f[k], scale) for k in (
+        "total_energy_mj", "chip_mj", "transfer_mj", "host_mj", "static_mj")), f"{f['cores']:,}",
+        f"{f['latency_ms']:.3g}"] for form, f in forms.items()]
+
+
+def forms_table(report: dict) -> Table:
+    columns, rows = form_rows(report)
+    table = _table(FORMS_TITLE, columns)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def resource_summary(res: dict) -> str:
     system = res.get("system")
     fits = "" if system is None else \
@@ -159,6 +181,8 @@ def print_report(report: dict, console: Console) -> None:
     if report["modes"]["faithful"]["cuts"]:
         console.print(cut_table(report))
     console.print(resource_table(report))
+    if report.get("residual_forms"):
+        console.print(forms_table(report))
     for v in report["loihi2"]["violations"]:
         console.print(f"[red]limit exceeded:[/red] {v['message']}", soft_wrap=True)
     console.print(f"[dim]not measured on silicon nor published, in preset {report['preset']} and the chip model: "
@@ -297,6 +321,8 @@ def render_html(report: dict) -> str:
                       r["dense_fan_in"], r["max_fan_in"], r["neurons_per_core"], r["cores"], r["limited_by"]]
                      for r in res["layers"]]),
         "".join(f'<p class="bad">limit exceeded: {html.escape(v["message"])}</p>' for v in res["violations"]),
+        *([f"<h2>{html.escape(FORMS_TITLE)}</h2>", _html_table(*form_rows(report))]
+          if report.get("residual_forms") else []),
         _html_table(["chip model constant", "value", "basis", "source"],
                     [[f"core {k}", v["value"], v["basis"], v["source"]] for k, v in res["limits"].items()]
                     + [[f"time {k}", v["value"], v["basis"], v["source"]] for k, v in res["times"].items()]
