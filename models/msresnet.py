@@ -219,9 +219,10 @@ class MSResNetCifar(nn.Module):
         return self.fc1_s(torch.flatten(x, 2))
 
 
-def gac_msresnet18_cifar(num_classes: int = 10, timesteps: int = 6) -> MSResNetCifar:
+def gac_msresnet18_cifar(num_classes: int = 10, timesteps: int = 6, sca_kernel: int = 4) -> MSResNetCifar:
     """Official `msresnet18(num_classes)` with GAC (`using_GAC=True`, T = 6): input `[N, 3, 32, 32]` -> `[N, T, classes]`."""
-    return MSResNetCifar(((128, 3, 1), (256, 3, 2), (512, 2, 2)), num_classes, timesteps, (3, 32, 32))
+    return MSResNetCifar(((128, 3, 1), (256, 3, 2), (512, 2, 2)), num_classes, timesteps, (3, 32, 32),
+                         sca_kernel=sca_kernel)
 
 
 def msresnet18_cifar(num_classes: int = 10, timesteps: int = 6) -> MSResNetCifar:
@@ -230,11 +231,12 @@ def msresnet18_cifar(num_classes: int = 10, timesteps: int = 6) -> MSResNetCifar
                          using_gac=False)
 
 
-def gac_msresnet_tiny(num_classes: int = 10, timesteps: int = 4, channels: int = 16) -> MSResNetCifar:
+def gac_msresnet_tiny(num_classes: int = 10, timesteps: int = 4, channels: int = 16,
+                      sca_kernel: int = 4) -> MSResNetCifar:
     """Demo model on 8x8 grey digits `[N, 1, 8, 8]` -> `[N, T, classes]`: the CIFAR GAC + MS-ResNet with one block of
     width `channels` (identity shortcut) and one of width 2*channels, stride 2 (conv1x1 + BN shortcut)."""
     return MSResNetCifar(((channels, 1, 1), (2 * channels, 1, 2)), num_classes, timesteps, (1, 8, 8),
-                         stem_channels=channels)
+                         stem_channels=channels, sca_kernel=sca_kernel)
 
 
 # ---------------------------------------------------------------------------------- ImageNet family ([T, N, ...])
@@ -294,12 +296,12 @@ class MSResNetImageNet(nn.Module):
     """
 
     def __init__(self, blocks_per_stage, num_classes: int = 1000, timesteps: int = 4,
-                 input_shape: tuple[int, int, int] = (3, 224, 224)):
+                 input_shape: tuple[int, int, int] = (3, 224, 224), sca_kernel: int = 4):
         super().__init__()
         self.timesteps = timesteps
         self.input_shape = tuple(input_shape)
         self.conv1 = nn.Sequential(SeqConv2d(input_shape[0], 64, 7, 2, padding=3, bias=False), SeqBatchNorm(64))
-        self.encoding = GAC(timesteps, 64, kernel_size=4, time_dim=0)
+        self.encoding = GAC(timesteps, 64, kernel_size=sca_kernel, time_dim=0)
         self.encoder_lif = LeakyLIF(**IMAGENET_LIF)
         self.head_lif = LeakyLIF(**IMAGENET_LIF)
         width = 64
@@ -324,11 +326,12 @@ class MSResNetImageNet(nn.Module):
         return self.fc1_s(torch.flatten(x, 2)).transpose(0, 1)
 
 
-def gac_msresnet18_imagenet(num_classes: int = 1000, timesteps: int = 4) -> MSResNetImageNet:
+def gac_msresnet18_imagenet(num_classes: int = 1000, timesteps: int = 4, sca_kernel: int = 4) -> MSResNetImageNet:
     """Official ImageNet `resnet18()` (blocks 2-2-2-2, T = `time_window` = 4): `[N, 3, 224, 224]` -> `[N, T, classes]`."""
-    return MSResNetImageNet((2, 2, 2, 2), num_classes, timesteps)
+    return MSResNetImageNet((2, 2, 2, 2), num_classes, timesteps, sca_kernel=sca_kernel)
 
 
-def gac_msresnet34_imagenet(num_classes: int = 1000, timesteps: int = 4) -> MSResNetImageNet:
-    """Official ImageNet `resnet34()` (blocks 3-4-6-3, T = 4): `[N, 3, 224, 224]` -> `[N, T, classes]`."""
-    return MSResNetImageNet((3, 4, 6, 3), num_classes, timesteps)
+def gac_msresnet34_imagenet(num_classes: int = 1000, timesteps: int = 4, sca_kernel: int = 4) -> MSResNetImageNet:
+    """Official ImageNet `resnet34()` (blocks 3-4-6-3, T = 4; SCA kernel 4 as the official file builds it, though
+    its comment prescribes 8 for ResNet-34): `[N, 3, 224, 224]` -> `[N, T, classes]`."""
+    return MSResNetImageNet((3, 4, 6, 3), num_classes, timesteps, sca_kernel=sca_kernel)

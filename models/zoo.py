@@ -1,4 +1,6 @@
-"""The architecture registry: arch name → builder, source and input convention."""
+"""The architecture registry: arch name → builder, source, input convention, and the builder options a
+checkpoint's weights determine."""
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,25 +19,51 @@ class Arch:
     num_classes: int  # the official default
     output_time_dim: int | None  # where the official output has its T axis (averaged for scores); None: no T axis
     demo_data: str | None = None  # "digit-events" or "digit-images" for the bundled demo models
+    from_weights: tuple[Callable[[dict], dict], ...] = ()  # builder options read off a state_dict's shapes
+
+
+def _tcja_timesteps(sd: dict) -> dict:
+    """T from TCJA's temporal convs: a Conv1d over the T axis, T → T (keys `….conv.weight`, `[T, T, k]`)."""
+    found = {int(v.shape[0]) for k, v in sd.items() if k.endswith(".conv.weight") and v.dim() == 3}
+    return {"timesteps": found.pop()} if len(found) == 1 else {}
+
+
+def _gac_timesteps_and_kernel(sd: dict) -> dict:
+    """T from GAC's temporal attention (TA: Conv3d T → T/2 → T, its last `[T, T/2, 1, 1, 1]`) and the SCA kernel
+    (its convs `[C, C, k, k]`; the official ImageNet code's comment: K = 4 for ResNet-18, 8 for ResNet-34)."""
+    ta, sca = sd.get("encoding.TA.sharedMLP.2.weight"), sd.get("encoding.SCA.sharedMLP.0.weight")
+    return {**({"timesteps": int(ta.shape[0])} if ta is not None and ta.dim() == 5 else {}),
+            **({"sca_kernel": int(sca.shape[-1])} if sca is not None and sca.dim() == 4 else {})}
+
+
+def _first_conv_width(key: str) -> Callable[[dict], dict]:
+    """`channels`, the builder's width option, from the output channels of the first conv (`key`)."""
+    def read(sd: dict) -> dict:
+        w = sd.get(key)
+        return {"channels": int(w.shape[0])} if w is not None and w.dim() == 4 else {}
+    return read
 
 
 ARCHS: dict[str, Arch] = {a.name: a for a in [
-    Arch("tcja-dvs128", "tcja", tcja.tcja_dvs128, "ridgerchu/TCJA src/dvs128.py", 11, None),
-    Arch("tcja-cifar10dvs", "tcja", tcja.tcja_cifar10dvs, "ridgerchu/TCJA src/cifar10dvs.py", 10, 0),
-    Arch("tcja-ncaltech101", "tcja", tcja.tcja_ncaltech101, "ridgerchu/TCJA src/caltech101.py", 101, 0),
+    Arch("tcja-dvs128", "tcja", tcja.tcja_dvs128, "ridgerchu/TCJA src/dvs128.py", 11, None,
+         from_weights=(_tcja_timesteps, _first_conv_width("conv.0.0.weight"))),
+    Arch("tcja-cifar10dvs", "tcja", tcja.tcja_cifar10dvs, "ridgerchu/TCJA src/cifar10dvs.py", 10, 0,
+         from_weights=(_tcja_timesteps,)),
+    Arch("tcja-ncaltech101", "tcja", tcja.tcja_ncaltech101, "ridgerchu/TCJA src/caltech101.py", 101, 0,
+         from_weights=(_tcja_timesteps,)),
     Arch("tcja-tiny", "tcja", tcja.tcja_tiny, "snn2hw demo (TCJA DVS128 blocks, few channels)", 10, None,
-         "digit-events"),
+         "digit-events", (_tcja_timesteps, _first_conv_width("conv.0.0.weight"))),
     Arch("gac-msresnet18-cifar", "msresnet", msresnet.gac_msresnet18_cifar,
-         "bollossom/GAC CODE/CIFAR/models/MS_ResNet.py", 10, 1),
+         "bollossom/GAC CODE/CIFAR/models/MS_ResNet.py", 10, 1, from_weights=(_gac_timesteps_and_kernel,)),
     Arch("msresnet18-cifar", "msresnet", msresnet.msresnet18_cifar,
          "bollossom/GAC CODE/CIFAR/models/MS_ResNet.py (using_GAC=False)", 10, 1),
     Arch("gac-msresnet18-imagenet", "msresnet", msresnet.gac_msresnet18_imagenet,
-         "bollossom/GAC CODE/ImageNet/models/MS_ResNet.py", 1000, 1),
+         "bollossom/GAC CODE/ImageNet/models/MS_ResNet.py", 1000, 1, from_weights=(_gac_timesteps_and_kernel,)),
     Arch("gac-msresnet34-imagenet", "msresnet", msresnet.gac_msresnet34_imagenet,
-         "bollossom/GAC CODE/ImageNet/models/MS_ResNet.py", 1000, 1),
+         "bollossom/GAC CODE/ImageNet/models/MS_ResNet.py", 1000, 1, from_weights=(_gac_timesteps_and_kernel,)),
     Arch("gac-msresnet-tiny", "msresnet", msresnet.gac_msresnet_tiny,
          "snn2hw demo (GAC + MS-ResNet blocks, few channels)", 10, 1,
-         "digit-images"),
+         "digit-images", (_gac_timesteps_and_kernel, _first_conv_width("conv1.weight"))),
 ]}
 
 
@@ -50,6 +78,20 @@ def class_scores(arch: str, output: torch.Tensor) -> torch.Tensor:
     does where the forward returns one output per time step."""
     time_dim = get_arch(arch).output_time_dim
     return output if time_dim is None else output.mean(dim=time_dim)
+
+
+def builder_options(name: str) -> dict:
+    """The options arch `name`'s builder takes, with their official defaults (num_classes excluded)."""
+    params = inspect.signature(get_arch(name).build).parameters
+    return {k: p.default for k, p in params.items() if k != "num_classes"}
+
+
+def options_from_weights(name: str, sd: dict) -> dict:
+    """The builder options a state_dict's shapes determine for arch `name` (e.g. T from TCJA's temporal convs)."""
+    found = {}
+    for read in get_arch(name).from_weights:
+        found.update(read(sd))
+    return found
 
 
 def build_model(name: str, num_classes: int | None = None, device: str | torch.device | None = None,

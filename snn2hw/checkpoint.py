@@ -15,11 +15,13 @@ from torch import nn
 
 from .errors import UserError
 from .files import atomic_path
-from .models.zoo import ARCHS, build_model
+from .models.zoo import ARCHS, build_model, builder_options, options_from_weights
 
 FORMAT_VERSION = 1
 _WRAPPER_KEYS = ("net", "state_dict", "model")
 _SHOWN = 3  # how many key names a mismatch message lists
+HINT_MIN_FIT = 0.5  # below this share of fitting keys, no arch is named as the closest
+_LABELS = {"timesteps": "T", "channels": "width", "sca_kernel": "SCA kernel"}
 
 
 @dataclass
@@ -106,8 +108,14 @@ def _mismatch(model: nn.Module, sd: dict) -> tuple[list, list, list]:
 
 
 def _fit(arch: str, sd: dict) -> float:
-    """Fraction of the arch's keys that the state_dict has with the right shape (built on meta: no allocation)."""
-    expected = build_model(arch, device="meta").state_dict()
+    """Fraction of the arch's keys that the state_dict has with the right shape, the arch built with the options the
+    weights determine (on meta: no allocation); 0 where those options build nothing."""
+    try:
+        options = options_from_weights(arch, sd)
+        classes = _infer_num_classes(arch, sd, options)
+        expected = build_model(arch, classes, device="meta", **options).state_dict()
+    except (TypeError, ValueError, RuntimeError):
+        return 0.0
     hits = sum(1 for k, v in expected.items() if k in sd and sd[k].shape == v.shape)
     return hits / max(len(expected), len(sd))
 
@@ -118,10 +126,24 @@ def best_fitting_arch(sd: dict) -> tuple[str, float]:
     return best, scores[best]
 
 
-def _infer_num_classes(arch: str, sd: dict) -> int | None:
+def _arch_from_weights(path: Path, sd: dict, notes: list[str]) -> str:
+    """The one arch whose keys and shapes all fit `sd` (said in a note), or a UserError naming the candidates."""
+    scores = {name: _fit(name, sd) for name in ARCHS}
+    fitting = [name for name, score in scores.items() if score == 1.0]
+    if len(fitting) == 1:
+        notes.append(f"arch {fitting[0]}: the only one whose keys and shapes all fit the checkpoint")
+        return fitting[0]
+    if fitting:
+        raise UserError(f"checkpoint {path} fits several architectures ({', '.join(fitting)}): pass --arch.")
+    best = max(scores, key=scores.get)
+    hint = f" (closest: {best}, {scores[best]:.0%} of its keys fit)" if scores[best] >= HINT_MIN_FIT else ""
+    raise UserError(f"checkpoint {path} fits no known architecture: pass --arch{hint}; known: {', '.join(ARCHS)}.")
+
+
+def _infer_num_classes(arch: str, sd: dict, options: dict) -> int | None:
     """If only the classifier's output size differs from the arch default, the class count that fits it."""
     default = ARCHS[arch].num_classes
-    _, _, shaped = _mismatch(build_model(arch, device="meta"), sd)
+    _, _, shaped = _mismatch(build_model(arch, device="meta", **options), sd)
     if not shaped:
         return None
     if any(got[1:] != want[1:] for _, got, want in shaped):
@@ -156,36 +178,76 @@ def _check_values(path: Path, sd: dict) -> None:
                             f"(min {value.min().item():g}); a variance must be positive.")
 
 
+def _options(path: Path, arch: str, sd: dict, recorded: dict, timesteps: int | None, notes: list[str]) -> dict:
+    """The builder options of `arch` for `sd`: what its weights determine (T, widths, kernels), else `--timesteps`
+    and the options the file records, else the official defaults, T said in a note. One sentence, naming both
+    values, where a given option contradicts the weights."""
+    takes = builder_options(arch)
+    unknown = sorted(set(recorded) - set(takes) - {"num_classes"})
+    if unknown:
+        raise UserError(f"checkpoint {path} records option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}, "
+                        f"which {arch} does not take (it takes num_classes, {', '.join(takes)}).")
+    given = dict(recorded)
+    if timesteps is not None:
+        if "timesteps" not in takes:
+            raise UserError(f"--timesteps: {arch} has no T option.")
+        if given.get("timesteps", timesteps) != timesteps:
+            raise UserError(f"checkpoint {path} records T = {given['timesteps']}; --timesteps {timesteps} "
+                            "contradicts it.")
+        given["timesteps"] = timesteps
+    found = options_from_weights(arch, sd)
+    for key, value in found.items():
+        if key in given and given[key] != value:
+            what = "--timesteps" if key == "timesteps" and timesteps is not None else f"its recorded {key}"
+            raise UserError(f"checkpoint {path} was trained with {_LABELS.get(key, key)} = {value} (its weights "
+                            f"say so); {what} {given[key]} contradicts it.")
+        if value != takes[key] and key not in recorded:
+            notes.append(f"{_LABELS.get(key, key)} = {value}, read from the weights ({arch}'s official default is "
+                         f"{takes[key]})")
+    options = {**given, **found}
+    if "timesteps" in takes and "timesteps" not in options:
+        notes.append(f"T = {takes['timesteps']}, {arch}'s official default: the checkpoint does not record T (pass "
+                     "--timesteps if it was trained with another)")
+    return options
+
+
 def load_checkpoint(path, arch: str | None = None, num_classes: int | None = None,
-                    trust_pickle: bool = False) -> Loaded:
+                    trust_pickle: bool = False, timesteps: int | None = None) -> Loaded:
+    """A checkpoint as `arch` (None: what the file records, else the one arch its weights fit), with the builder
+    options its weights determine (`_options`; `timesteps` where they do not)."""
     path = Path(path)
     notes: list[str] = []
     warnings: list[str] = []
     sd, meta = _unwrap(_read(path, trust_pickle, warnings), path, notes)
-    options = dict(meta.get("options", {}))
+    recorded = meta.get("options", {})
+    if not isinstance(recorded, dict) or not all(isinstance(k, str) for k in recorded):
+        raise UserError(f"checkpoint {path} records options that are not a dict of names: {recorded!r}.")
     if arch is None:
         arch = meta.get("arch")
         if arch is not None and arch not in ARCHS:
             raise UserError(f"checkpoint {path} records arch {arch!r}, which snn2hw does not support; known: "
                             f"{', '.join(ARCHS)}.")
     if arch is None:
-        best, score = best_fitting_arch(sd)
-        raise UserError(f"checkpoint {path} does not say its architecture: pass --arch (best fit: {best}, "
-                        f"{score:.0%} of its keys match).")
+        arch = _arch_from_weights(path, sd, notes)
     if arch not in ARCHS:
         raise UserError(f"unknown --arch {arch!r}; known: {', '.join(ARCHS)}.")
+    options = _options(path, arch, sd, recorded, timesteps, notes)
     if num_classes is not None:
         options["num_classes"] = num_classes
     elif "num_classes" not in options:
-        inferred = _infer_num_classes(arch, sd)
+        inferred = _infer_num_classes(arch, sd, options)
         if inferred is not None:
             options["num_classes"] = inferred
             notes.append(f"inferred --num-classes {inferred} from the classifier's shape")
-    model = build_model(arch, **options)
+    try:
+        model = build_model(arch, **options)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"checkpoint {path}: {arch} cannot be built with options {options} ({_first_line(e)}).") \
+            from None
     missing, unexpected, shaped = _mismatch(model, sd)
     if missing or unexpected or shaped:
         best, score = best_fitting_arch(sd)
-        hint = f" (best fit: {best}, {score:.0%} of keys match)" if best != arch else ""
+        hint = f" (best fit: {best}, {score:.0%} of keys match)" if best != arch and score >= HINT_MIN_FIT else ""
         raise UserError(_describe(path, arch, missing, unexpected, shaped) + hint + ".")
     _check_values(path, sd)
     model.load_state_dict(sd, strict=True)

@@ -74,8 +74,12 @@ def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
-def _load(checkpoint: Path, arch, num_classes, trust_pickle):
-    loaded = load_checkpoint(checkpoint, arch, num_classes, trust_pickle)
+TimestepsOpt = typer.Option(None, "--timesteps", min=1, help="T: for a checkpoint whose weights do not determine it "
+                            "(e.g. MS-ResNet without GAC), or a .net (which stores no T).")
+
+
+def _load(checkpoint: Path, arch, num_classes, trust_pickle, timesteps=None):
+    loaded = load_checkpoint(checkpoint, arch, num_classes, trust_pickle, timesteps)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for note in loaded.notes:
@@ -96,7 +100,7 @@ def spike_table(title: str, counts: dict[str, np.ndarray]) -> Table:
 @app.command()
 def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-            trust_pickle: bool = TrustOpt):
+            trust_pickle: bool = TrustOpt, timesteps: Optional[int] = TimestepsOpt):
     """Architecture table, parameter count, neuron conventions, spike-driven (chip) and host ops; for a lava-dl
     `.net`, its blocks as netx runs them; for a deployment directory, its segments, every file checked against the
     SHA-256 its manifest records."""
@@ -109,7 +113,7 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
     if checkpoint.is_dir():
         _inspect_deployment(checkpoint, as_json)
         return
-    loaded = _load(checkpoint, arch, num_classes, trust_pickle)
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
     info = describe(loaded.model, loaded.arch)
     if as_json:
         print(json.dumps(info, indent=2))
@@ -240,7 +244,7 @@ def simulate(checkpoint: Path,
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
              timeout: Optional[float] = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
              trust_pickle: bool = TrustOpt,
-             timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
+             timesteps: Optional[int] = TimestepsOpt,
              record_states: bool = typer.Option(False, "--record-states", help="For a .net: also save spikes/ and "
                                                 "the states (u/ and v/, or sigma/) of every layer after every step "
                                                 "[N, T, ...]"),
@@ -263,7 +267,7 @@ def simulate(checkpoint: Path,
         dep = load_deployment(checkpoint)
         _simulate_deployment(dep, backend, input, save, batch_size, _lava_limits(timeout, memory_limit), samples)
         return
-    loaded = _load(checkpoint, arch, num_classes, trust_pickle)
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
     if ladder:
         if data is None:
             raise UserError("--ladder needs --data (digits, NAME:ROOT or an .npz with x and y).")
@@ -368,7 +372,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
            tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
            residual: str = ResidualOpt, netx: bool = NetxOpt,
            system: str = SystemOpt, trust_pickle: bool = TrustOpt,
-           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="For a .net: steps per sample."),
+           timesteps: Optional[int] = TimestepsOpt,
            skip: int = typer.Option(0, "--skip-layers", min=0, help="For a .net: netx's skip_layers."),
            reset_offset: Optional[int] = typer.Option(None, "--reset-offset", min=0, help="For a .net: netx's "
                                                       "reset_offset.")):
@@ -386,7 +390,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
         _print_fit(manifest)
         out.print(f"wrote {outdir}/ (manifest.json, report.md, {NETX_FILE})")
         return
-    loaded = _load(checkpoint, arch, num_classes, trust_pickle)
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
     if calibration is not None:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)[:CALIBRATION_SAMPLES]
     elif get_arch(loaded.arch).demo_data:

@@ -43,7 +43,7 @@ def test_own_checkpoint_needs_no_arch(tmp_path):
     model = build_model("tcja-tiny", num_classes=4)
     save_checkpoint(tmp_path / "c.pt", model, "tcja-tiny", {"num_classes": 4}, metrics={"test_accuracy": 0.5})
     loaded = load_checkpoint(tmp_path / "c.pt")
-    assert loaded.arch == "tcja-tiny" and loaded.options == {"num_classes": 4}
+    assert loaded.arch == "tcja-tiny" and loaded.options == {"num_classes": 4, "timesteps": 8, "channels": 16}
     assert _same(loaded.model, model.state_dict()) and loaded.meta["metrics"]["test_accuracy"] == 0.5
 
 
@@ -68,12 +68,67 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path, gac_sd):
     assert "\n" not in msg
 
 
-def test_wrong_arch_names_the_best_fit(tmp_path, gac_sd):
+def test_wrong_arch_names_the_best_fit_and_no_arch_takes_the_one_that_fits(tmp_path, gac_sd):
     torch.save(gac_sd, tmp_path / "c.pt")
     with pytest.raises(UserError, match="best fit: gac-msresnet-tiny"):
         load_checkpoint(tmp_path / "c.pt", arch="tcja-tiny")
-    with pytest.raises(UserError, match="pass --arch .best fit: gac-msresnet-tiny, 100%"):
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded.arch == "gac-msresnet-tiny" and _same(loaded.model, gac_sd)
+    assert "arch gac-msresnet-tiny: the only one whose keys and shapes all fit the checkpoint" in loaded.notes
+    torch.save({"a.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match=r"fits no known architecture: pass --arch; known: ") as e:
+        load_checkpoint(tmp_path / "other.pt")
+    assert "closest" not in str(e.value)  # nothing fits half its keys: no name to mislead
+
+
+# Official settings users train besides the defaults (GAC README rows, TCJA scripts' -T 16 and -channels, the
+# ResNet-34 SCA kernel its file's comment prescribes), saved as each repo saves: TCJA under 'net', GAC bare.
+TRAINED = [("tcja-dvs128", {"timesteps": 16, "channels": 64}), ("tcja-cifar10dvs", {"timesteps": 16}),
+           ("tcja-ncaltech101", {"timesteps": 16}), ("gac-msresnet18-cifar", {"timesteps": 4}),
+           ("gac-msresnet18-cifar", {"timesteps": 2}), ("gac-msresnet18-imagenet", {"timesteps": 6}),
+           ("gac-msresnet34-imagenet", {"timesteps": 6, "sca_kernel": 8})]
+
+
+@pytest.mark.parametrize("arch, options", TRAINED, ids=[f"{a}-{o}" for a, o in TRAINED])
+def test_t_widths_and_kernels_are_read_from_the_weights(tmp_path, arch, options):
+    torch.manual_seed(0)
+    sd = build_model(arch, **options).state_dict()
+    torch.save({"net": sd, "epoch": 3} if arch.startswith("tcja") else sd, tmp_path / "c.pt")
+    loaded = load_checkpoint(tmp_path / "c.pt")  # no --arch: the weights fit one architecture
+    assert loaded.arch == arch and _same(loaded.model, sd)
+    assert {k: loaded.options[k] for k in options} == options and loaded.model.timesteps == options.get(
+        "timesteps", loaded.options["timesteps"])
+    assert any(n.startswith(f"T = {loaded.model.timesteps}, read from the weights") for n in loaded.notes)
+    with pytest.raises(UserError, match=rf"was trained with T = {loaded.model.timesteps} \(its weights say so\); "
+                                        rf"--timesteps 5 contradicts it\.$"):
+        load_checkpoint(tmp_path / "c.pt", timesteps=5)
+
+
+def test_t_the_weights_do_not_determine_is_stated_or_taken_from_timesteps(tmp_path):
+    """MS-ResNet-18 without GAC has no weight over T: trained at T = 4 it loads as T = 6 only with a note saying
+    so, and as T = 4 with --timesteps 4; the output has the T it runs at."""
+    sd = build_model("msresnet18-cifar", timesteps=4).state_dict()
+    torch.save(sd, tmp_path / "c.pt")
+    default = load_checkpoint(tmp_path / "c.pt")
+    assert default.model.timesteps == 6
+    assert "T = 6, msresnet18-cifar's official default: the checkpoint does not record T (pass --timesteps if it " \
+           "was trained with another)" in default.notes
+    told = load_checkpoint(tmp_path / "c.pt", timesteps=4)
+    assert told.options["timesteps"] == 4 and not any(n.startswith("T = ") for n in told.notes)
+    with torch.no_grad():
+        assert told.model(torch.rand(1, 3, 32, 32)).shape == (1, 4, 10)
+
+
+def test_a_recorded_option_the_arch_does_not_take_is_one_sentence(tmp_path, run_cli):
+    model = build_model("tcja-tiny", num_classes=4)
+    save_checkpoint(tmp_path / "c.pt", model, "tcja-tiny", {"num_classes": 4, "timestep": 8})
+    with pytest.raises(UserError, match=r"records option timestep, which tcja-tiny does not take \(it takes "
+                                        r"num_classes, timesteps, channels\)\.$"):
         load_checkpoint(tmp_path / "c.pt")
+    save_checkpoint(tmp_path / "d.pt", model, "tcja-tiny", {"num_classes": 4, "timesteps": 6})
+    result = run_cli("inspect", tmp_path / "d.pt")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "was trained with T = 8 (its weights say so); its recorded timesteps 6 contradicts it." in result.stderr
 
 
 def test_pickled_code_is_refused_unless_trusted(tmp_path, gac_sd):

@@ -185,6 +185,27 @@ def test_official_tcja_cifar10dvs_exports_with_its_gates_folded(tmp_path):
     np.testing.assert_allclose(value, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_an_official_checkpoint_trained_at_another_t_and_width_exports_from_the_cli(tmp_path, run_cli):
+    """TCJA DVS128 as its script trains it with -T 16 -channels 16 (a reduced width with the official structure),
+    saved as the script saves it: the CLI reads T and the width from the weights, exports it, and the deployment
+    runs at T = 16 from its files and from its recorded source alike."""
+    torch.manual_seed(0)
+    calib = torch.poisson(torch.full((2, 16, 2, 128, 128), 0.1))
+    model = calibrated(build_model("tcja-dvs128", timesteps=16, channels=16), calib)
+    torch.save({"net": model.state_dict(), "epoch": 0, "max_test_acc": 0.0}, tmp_path / "dvs128.pt")
+    np.save(tmp_path / "calib.npy", calib.numpy())
+    res = run_cli("export", tmp_path / "dvs128.pt", "-o", tmp_path / "deploy", "--calibration", tmp_path / "calib.npy",
+                  "--system", "none")
+    assert res.returncode == 0, res.stderr
+    assert "T = 16, read from the weights (tcja-dvs128's official default is 20)" in res.stderr
+    assert "width = 16, read from the weights" in res.stderr
+    dep = load_deployment(tmp_path / "deploy")
+    assert dep.manifest["timesteps"] == 16 and dep.manifest["source"]["options"]["channels"] == 16
+    from_files, _ = dep.simulate(calib.numpy())
+    from_source, _ = simulate(dep.compiled, "fixed", calib.numpy(), 2)
+    assert from_files.shape == (2, 11) and np.array_equal(from_files, from_source)
+
+
 def test_failed_export_leaves_nothing_and_keeps_an_earlier_one(tmp_path, monkeypatch):
     loaded = load_checkpoint(demo_checkpoint("tcja-tiny"))
     calib = DEMO_DATA["digit-events"]("train")[0][:64]
