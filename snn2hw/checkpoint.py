@@ -99,6 +99,7 @@ def _unwrap(obj, path: Path, notes: list[str]) -> tuple[dict, dict]:
 
 
 def _mismatch(model: nn.Module, sd: dict) -> tuple[list, list, list]:
+    """(missing keys, unexpected keys, (key, got, expected shape) of the mis-shaped), each in the model's order."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -155,7 +156,8 @@ def _infer_num_classes(arch: str, sd: dict, options: dict) -> int | None:
     return None
 
 
-def _describe(path: Path, arch: str, missing, unexpected, shaped) -> str:
+def _describe(path: Path, arch: str, missing, unexpected, shaped, order: list[str]) -> str:
+    """One sentence: every kind of difference, a few keys each, led by the first in the model's key `order`."""
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing keys ({', '.join(missing[:_SHOWN])}{', …' if len(missing) > _SHOWN else ''})")
@@ -165,7 +167,11 @@ def _describe(path: Path, arch: str, missing, unexpected, shaped) -> str:
     if shaped:
         parts.append(f"{len(shaped)} mis-shaped ({', '.join(f'{k} {g} vs {w}' for k, g, w in shaped[:_SHOWN])}"
                      f"{', …' if len(shaped) > _SHOWN else ''})")
-    return f"checkpoint {path} does not fit arch {arch}: " + "; ".join(parts)
+    # The first difference in the model's own order usually explains the rest (a width or T propagates forward).
+    differ = set(missing) | {k for k, _, _ in shaped}
+    first = next((k for k in order if k in differ), None)
+    lead = f" (the first, in the model's order: {first})" if first and len(missing) + len(shaped) > 1 else ""
+    return f"checkpoint {path} does not fit arch {arch}{lead}: " + "; ".join(parts)
 
 
 def _check_values(path: Path, sd: dict) -> None:
@@ -248,7 +254,7 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
     if missing or unexpected or shaped:
         best, score = best_fitting_arch(sd)
         hint = f" (best fit: {best}, {score:.0%} of keys match)" if best != arch and score >= HINT_MIN_FIT else ""
-        raise UserError(_describe(path, arch, missing, unexpected, shaped) + hint + ".")
+        raise UserError(_describe(path, arch, missing, unexpected, shaped, list(model.state_dict())) + hint + ".")
     _check_values(path, sd)
     model.load_state_dict(sd, strict=True)
     return Loaded(model.eval(), arch, options, path, notes, meta, warnings)

@@ -65,6 +65,7 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path, gac_sd):
         load_checkpoint(tmp_path / "c.pt", arch="gac-msresnet-tiny")
     msg = str(e.value)
     assert "1 missing keys" in msg and first in msg and "extra.weight" in msg and second in msg
+    assert f"does not fit arch gac-msresnet-tiny (the first, in the model's order: {first}):" in msg
     assert "\n" not in msg
 
 
