@@ -7,6 +7,7 @@ is loaded only when the caller says it trusts the file.
 """
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def _read(path: Path, trust_pickle: bool, warnings: list[str]):
     trusted, and a warning says so."""
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file.")
+    _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -64,6 +66,20 @@ def _read(path: Path, trust_pickle: bool, warnings: list[str]):
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise UserError(f"checkpoint {path} is not a readable PyTorch file ({_first_line(e)}).") from None
+
+
+def _check_archive(path: Path) -> None:
+    """A zip checkpoint (torch's format since 1.6) whose members fail their CRC is refused before it is read:
+    torch.load does not check, and loads the damaged bytes as weights."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy torch file, or no archive at all (torch.load says which)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is a damaged archive ({_first_line(e)}).") from None
+    if bad is not None:
+        raise UserError(f"checkpoint {path} is damaged: its member {bad} fails its CRC check.")
 
 
 def _first_line(e: Exception) -> str:
@@ -175,8 +191,14 @@ def _describe(path: Path, arch: str, missing, unexpected, shaped, order: list[st
 
 
 def _check_values(path: Path, sd: dict) -> None:
-    """Refuse values no trained network has: they would fold and quantize into garbage without an error."""
+    """Refuse tensors that are not dense real weights, and values no trained network has: they would fold and
+    quantize into garbage without an error (BatchNorm's step counter is the one integer tensor)."""
     for key, value in sd.items():
+        if value.layout != torch.strided or value.is_meta:
+            how = "a meta tensor (no data)" if value.is_meta else f"stored {value.layout}"
+            raise UserError(f"checkpoint {path}: tensor {key} is {how}, not dense weights.")
+        if value.is_complex() or not (value.is_floating_point() or key.endswith("num_batches_tracked")):
+            raise UserError(f"checkpoint {path}: tensor {key} holds {value.dtype} values, not real weights.")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise UserError(f"checkpoint {path}: tensor {key} holds NaN or Inf values.")
         if key.endswith("running_var") and (value <= 0).any():
@@ -225,6 +247,9 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
     notes: list[str] = []
     warnings: list[str] = []
     sd, meta = _unwrap(_read(path, trust_pickle, warnings), path, notes)
+    _check_values(path, sd)
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"--num-classes {num_classes}: a classifier needs at least one class.")
     recorded = meta.get("options", {})
     if not isinstance(recorded, dict) or not all(isinstance(k, str) for k in recorded):
         raise UserError(f"checkpoint {path} records options that are not a dict of names: {recorded!r}.")
@@ -255,6 +280,5 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
         best, score = best_fitting_arch(sd)
         hint = f" (best fit: {best}, {score:.0%} of keys match)" if best != arch and score >= HINT_MIN_FIT else ""
         raise UserError(_describe(path, arch, missing, unexpected, shaped, list(model.state_dict())) + hint + ".")
-    _check_values(path, sd)
     model.load_state_dict(sd, strict=True)
     return Loaded(model.eval(), arch, options, path, notes, meta, warnings)

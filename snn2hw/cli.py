@@ -45,7 +45,7 @@ err = Console(stderr=True, width=_WIDTH)
 
 ArchOpt = typer.Option(None, "--arch", help="Architecture name (see `snn2hw inspect --help`); optional for "
                                             "snn2hw's own checkpoints, which record it.")
-ClassesOpt = typer.Option(None, "--num-classes", help="Classifier size, if not the arch default.")
+ClassesOpt = typer.Option(None, "--num-classes", min=1, help="Classifier size, if not the arch default.")
 TimeoutOpt = typer.Option(None, "--timeout", min=1, help="Seconds each chip segment's Lava runs may take "
                                                           "(default: derived from the segment's size).")
 MemoryLimitOpt = typer.Option(None, "--memory-limit", min=1, help="MiB of address space each Lava process may "

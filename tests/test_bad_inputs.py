@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,24 @@ def _malicious(kit: Kit) -> Path:
     return kit.dir / "evil.pt"
 
 
+def _crc_damaged(kit: Kit) -> Path:
+    """The bundled checkpoint with one bit flipped inside its largest stored tensor: the zip still opens and torch
+    would load it, but that member fails its CRC."""
+    data = bytearray(TCJA.read_bytes())
+    with zipfile.ZipFile(TCJA) as archive:
+        member = max(archive.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    data[member.header_offset + 30 + name_len + extra_len + member.file_size // 2] ^= 0x40
+    return kit.file("crc.pt", bytes(data))
+
+
+def _retyped(convert):
+    """An edit: conv.0.0.weight converted by `convert` (to sparse, complex, integers)."""
+    def edit(sd, meta):
+        sd["conv.0.0.weight"] = convert(sd["conv.0.0.weight"])
+    return edit
+
+
 def _wrong_shape(sd, meta):
     key = _first_key(sd, "conv.0.0.weight")
     sd[key] = sd[key][..., :-1].clone()
@@ -162,6 +182,17 @@ CASES = [
         lambda sd, m: m.__setitem__("arch", "spikformer"))), "spikformer")),
     ("checkpoint-no-state-dict", lambda k: (k.export(k.checkpoint(lambda sd, m: sd.clear())), "bad.pt")),
     ("checkpoint-pickled-code", lambda k: (k.export(_malicious(k)), "--trust-pickle")),
+    ("checkpoint-crc-damaged", lambda k: (k.export(_crc_damaged(k)), "fails its CRC check")),
+    ("checkpoint-sparse-tensor", lambda k: (k.export(k.checkpoint(_retyped(lambda t: t.to_sparse()))),
+                                            "conv.0.0.weight")),
+    ("checkpoint-complex-weight", lambda k: (k.export(k.checkpoint(_retyped(lambda t: t.to(torch.complex64)))),
+                                             "conv.0.0.weight")),
+    ("checkpoint-integer-weight", lambda k: (k.export(k.checkpoint(_retyped(lambda t: t.to(torch.int32)))),
+                                             "conv.0.0.weight")),
+    ("checkpoint-records-unknown-option", lambda k: (k.export(k.checkpoint(
+        lambda sd, m: m["options"].__setitem__("timestep", 8))), "timestep")),
+    ("checkpoint-timesteps-contradicts-weights", lambda k: (k.export(TCJA, "--timesteps", "5"), "--timesteps 5")),
+    ("num-classes-zero", lambda k: (k.export(GAC, "--num-classes", "0"), "--num-classes")),
     # inputs
     ("input-wrong-shape", lambda k: (k.simulate_checkpoint(TCJA, k.array(k.inputs["events"][..., :-1])), "x.npy")),
     ("input-complex", lambda k: (k.simulate_checkpoint(GAC, k.array(k.inputs["images"] * (1 + 1j))), "x.npy")),
