@@ -26,7 +26,7 @@ from .energy import DEFAULT_SYSTEM, MODES, SYSTEMS, load_preset
 from .energy.render import print_report, write_html
 from .errors import UserError
 from .export import export_deployment, export_netx_deployment
-from .files import atomic_path, write_text_atomic
+from .files import atomic_path, check_output, write_text_atomic
 from .hardware_sims.lava_driver import LavaLimits, run_netx_on_lava
 from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report, netx_report
@@ -254,6 +254,11 @@ def simulate(checkpoint: Path,
                                                         "reset_offset (default: the file's, else 0).")):
     """Run a checkpoint, a deployment directory or a lava-dl .net on inputs and save `output` and
     `spike_counts/<layer>` ([N, T]); or, with --ladder, compare float → folded → fixed point on a data set."""
+    reads = (checkpoint, input, calibration, labels)
+    if save is not None:
+        check_output(save, "--save", suffix=".npz", reads=reads)
+    if json_out is not None:
+        check_output(json_out, "--json", suffix=".json", reads=reads)
     if checkpoint.suffix == ".net" or is_netx_deployment(checkpoint):
         _simulate_netx(*_netx_to_run(checkpoint, timesteps, skip, reset_offset), input, save, backend or "fixed",
                        record_states, samples, _lava_limits(timeout, memory_limit))
@@ -379,6 +384,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
     """Fold, quantize, partition and write a deployment directory (manifest, chip NIR and Lava files, host ONNX);
     for a lava-dl .net, a deployment holding the file as netx loads it. Refused if the chip part does not fit the
     Loihi 2 system."""
+    check_output(outdir, "-o", folder=True, reads=(checkpoint, calibration))
     if target != "loihi":
         raise UserError(f"--target {target!r} is not supported; use loihi.")
     system_name = _system(system)
@@ -446,6 +452,9 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
     """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and the
     Loihi 2 chip model (cores, chips, time per step, static energy); from a deployment or a .net and data, or
     analytically from firing rates."""
+    for path, option, suffix in ((json_out, "--json", ".json"), (html_out, "--html", ".html")):
+        if path is not None:
+            check_output(path, option, suffix=suffix, reads=(deploy_dir, input))
     if mode not in MODES:
         raise UserError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
     system_name = _system(system)
@@ -488,6 +497,7 @@ def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny")
           output: Path = typer.Option(..., "-o", "--output", help="Checkpoint to write."),
           seed: int = typer.Option(0, "--seed"), epochs: Optional[int] = typer.Option(None, "--epochs", min=1)):
     """Train a demo model on the digits data (CPU, a few minutes) and save an snn2hw checkpoint."""
+    check_output(output, "-o", suffix=".pt")
     # the recipes load the digits data, whose scipy.ndimage import costs every other command a second
     from .models.train import RECIPES, train as run_training
 
@@ -501,6 +511,7 @@ def train(arch: str = typer.Argument(..., help="tcja-tiny or gac-msresnet-tiny")
 @app.command()
 def demo(outdir: Path = typer.Option(Path("demo-out"), "-o", "--outdir", help="Where to write results.")):
     """Run the bundled demo models end to end on the digits test set."""
+    check_output(outdir, "-o", folder=True)
     run_demo(outdir, out)
 
 

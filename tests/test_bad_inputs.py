@@ -254,7 +254,35 @@ CASES = [
     ("checkpoint-nonexistent", lambda k: (k.export(k.dir / "nowhere.pt"), "nowhere.pt")),
     ("input-nonexistent", lambda k: (k.simulate_checkpoint(TCJA, k.dir / "nowhere.npy"), "nowhere.npy")),
     ("unknown-option", lambda k: (k.export(TCJA, "--quantise"), "--quantise")),
+    # output paths: checked before any work; nothing given to the command may be overwritten
+    ("save-is-a-folder", lambda k: (["simulate", TCJA, "--input", k.events(), "--save", k.dir], "--save")),
+    ("save-without-npz", lambda k: (["simulate", TCJA, "--input", k.events(), "--save", k.dir / "o.out"], "--save")),
+    ("save-parent-is-a-file", lambda k: (["simulate", TCJA, "--input", k.events(), "--save",
+                                          k.file("f", b"x") / "o.npz"], "--save")),
+    ("ladder-json-onto-input", lambda k: (["simulate", k.file("m.json", TCJA.read_bytes()), "--arch", "tcja-tiny",
+                                           "--ladder", "--data", "digits", "--json", k.dir / "m.json"], "--json")),
+    ("energy-json-onto-manifest", lambda k: (_energy_into(k, "manifest.json", "--json"), "--json")),
+    ("energy-html-inside-deployment", lambda k: (_energy_into(k, "chip/e.html", "--html"), "--html")),
+    ("export-o-is-a-symlink", lambda k: (["export", TCJA, "-o", _link_to_deployment(k)], "-o")),
+    ("export-o-is-a-file", lambda k: (["export", TCJA, "-o", k.file("f.txt", b"x")], "-o")),
+    ("export-o-holds-its-checkpoint", lambda k: (["export", _inside(k, "d/m.pt", TCJA), "-o", k.dir / "d"], "-o")),
+    ("train-output-without-pt", lambda k: (["train", "tcja-tiny", "-o", k.dir / "m.ckpt"], "-o")),
 ]
+
+
+def _energy_into(kit: Kit, rel: str, option: str) -> list:
+    copy = kit.deployment_copy(lambda d: None)
+    return ["energy", copy, "--input", kit.events(), option, copy / rel]
+
+
+def _link_to_deployment(kit: Kit) -> Path:
+    (kit.dir / "link").symlink_to(kit.deployment_copy(lambda d: None), target_is_directory=True)
+    return kit.dir / "link"
+
+
+def _inside(kit: Kit, rel: str, source: Path) -> Path:
+    (kit.dir / rel).parent.mkdir(parents=True)
+    return kit.file(rel, source.read_bytes())
 
 
 def assert_refused(res: subprocess.CompletedProcess, names: str) -> None:
@@ -270,10 +298,16 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(build, tmp_path
                                                                   run_cli):
     kit = Kit(tmp_path, tcja_deployment, valid_inputs)
     args, names = build(kit)
-    before = sorted(tmp_path.rglob("*"))
+    before = _contents(tmp_path)
     res = run_cli(*args)
     assert_refused(res, names)
-    assert sorted(tmp_path.rglob("*")) == before  # no output, no temporary file, no payload's file
+    assert _contents(tmp_path) == before  # no output, no temporary file, no payload's file, no input changed
+
+
+def _contents(folder: Path) -> dict:
+    """Every path under `folder` → its bytes (files), its target (links) or None (folders)."""
+    return {p: os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
 
 
 def test_the_corpus_is_large_and_distinct():
