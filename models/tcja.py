@@ -16,14 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .neurons import SpikingJellyLIF
+from . import msresnet
+from .neurons import LeakyLIF, SpikingJellyLIF
 
 __all__ = [
     "SeqToANN", "TCJA", "VotingLayer", "MultiStepDropout", "TCJANet",
     "tcja_dvs128", "tcja_cifar10dvs", "tcja_ncaltech101", "tcja_tiny",
+    "TETTCJA", "TETLayer", "TETVGG", "tcja_tet_ncaltech101", "tcja_tet_cifar10dvs", "tcja_tet_vgg_ncaltech101",
 ]
 
 LIF_TAU = 2.0
+TET_DECAY, TET_THRESHOLD = 0.5, 1.0  # TET's LIFSpike(thresh=1.0, tau=0.5)
 
 
 class SeqToANN(nn.Sequential):
@@ -60,8 +63,12 @@ class TCJA(nn.Module):
         self.conv = nn.Conv1d(timesteps, timesteps, kernel_size_t, padding="same", bias=False)
         self.conv_c = nn.Conv1d(channels, channels, kernel_size_c, padding="same", bias=False)
 
+    @property
+    def temporal_conv(self) -> nn.Conv1d:
+        return self.conv
+
     def gate(self, x):
-        """The multiplicative gate sigmoid(a * b), shape `[T, N, C]`."""
+        """The multiplicative gate sigmoid(a * b) of time-major `x`, shape `[T, N, C]`."""
         z = x.mean(dim=(3, 4))
         a = self.conv(z.transpose(0, 1)).transpose(0, 1)
         b = self.conv_c(z.permute(1, 2, 0)).permute(2, 0, 1)
@@ -134,8 +141,8 @@ def _max_pool() -> nn.Module:
     return SeqToANN(nn.MaxPool2d(2, 2))
 
 
-def _spiking_head(in_features: int, hidden: int, outputs: int) -> nn.Sequential:
-    """Flatten, dropout, Linear (no bias) + LIF, dropout, Linear (no bias) + LIF: the output layer spikes."""
+def _spiking_head(in_features: int, hidden: int, outputs: int, output_neuron: bool = True) -> nn.Sequential:
+    """Flatten, dropout, Linear (no bias) + LIF, dropout, Linear (no bias) [+ LIF: the output layer spikes]."""
     return nn.Sequential(
         nn.Flatten(2),
         MultiStepDropout(0.5),
@@ -143,7 +150,7 @@ def _spiking_head(in_features: int, hidden: int, outputs: int) -> nn.Sequential:
         SpikingJellyLIF(LIF_TAU),
         MultiStepDropout(0.5),
         SeqToANN(nn.Linear(hidden, outputs, bias=False)),
-        SpikingJellyLIF(LIF_TAU),
+        *([SpikingJellyLIF(LIF_TAU)] if output_neuron else []),
     )
 
 
@@ -190,14 +197,27 @@ def tcja_ncaltech101(num_classes: int = 101, timesteps: int = 14) -> TCJANet:
     after the fourth LIF and TCJA(2, 4) after the fifth. Head: 512*5*7 -> 1024 -> num_classes spiking units per step
     (the official net builds a VotingLayer but never calls it).
     """
+    return _caltech_cextnet(num_classes, timesteps, (2, 4), output_neuron=True)
+
+
+def tcja_tet_ncaltech101(num_classes: int = 101, timesteps: int = 14) -> TCJANet:
+    """`CextNet` of `src/tet/caltech101.py` (N-Caltech101 trained with TET): `[N, T, 2, 180, 240]` -> `[T, N, K]`.
+
+    `tcja_ncaltech101` with TCJA(4, 4) after both the fourth and the fifth LIF, and no output neuron: the head ends in
+    the second Linear, whose real-valued outputs per step the TET loss and the evaluation (mean over T) read.
+    """
+    return _caltech_cextnet(num_classes, timesteps, (4, 4), output_neuron=False)
+
+
+def _caltech_cextnet(num_classes: int, timesteps: int, last_tcja: tuple[int, int], output_neuron: bool) -> TCJANet:
     layers = []
     for cin, cout, tcja_kernels in [(2, 64, None), (64, 128, None), (128, 256, None), (256, 256, (4, 4)),
-                                    (256, 512, (2, 4))]:
+                                    (256, 512, last_tcja)]:
         layers += _conv_bn_lif(cin, cout)
         if tcja_kernels:
             layers.append(TCJA(*tcja_kernels, timesteps, cout))
         layers.append(_max_pool())
-    fc = _spiking_head(512 * 5 * 7, 1024, num_classes)
+    fc = _spiking_head(512 * 5 * 7, 1024, num_classes, output_neuron)
     return TCJANet(nn.Sequential(*layers), fc, None, timesteps, (timesteps, 2, 180, 240))
 
 
@@ -213,3 +233,88 @@ def tcja_tiny(num_classes: int = 10, timesteps: int = 8, channels: int = 16) -> 
         layers += [*_conv_bn_lif(cin, c), TCJA(4, 4, timesteps, c), _max_pool()]
     fc = _spiking_head(c * 4 * 4, c * 2 * 2, 10 * num_classes)
     return TCJANet(nn.Sequential(*layers), fc, 10, timesteps, (timesteps, 2, 16, 16))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The TET networks of `src/tet/` (temporal efficient training): batch-first `[N, T, ...]`, TET's neuron and layers
+# (`src/tet/models/layers.py`, the TET repository's file with a TCJA added), as `src/tet/models/VGG_models.py` builds
+# them. Their scripts save `model.state_dict()` bare and average the per-step outputs over T (`outputs.mean(1)`).
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TETTCJA(TCJA):
+    """TCJA as `src/tet/models/layers.py` builds it: the same gate (its `gate` takes time-major `x` like TCJA's) on
+    batch-first `x[N, T, C, H, W]`, its temporal conv inside a Sequential (key `conv.0.weight`)."""
+
+    def __init__(self, kernel_size_t: int, kernel_size_c: int, timesteps: int, channels: int):
+        super().__init__(kernel_size_t, kernel_size_c, timesteps, channels)
+        self.conv = nn.Sequential(self.conv)
+
+    @property
+    def temporal_conv(self) -> nn.Conv1d:
+        return self.conv[0]
+
+    def forward(self, x):
+        return x * self.gate(x.transpose(0, 1)).transpose(0, 1)[..., None, None]
+
+
+class TETLayer(nn.Module):
+    """TET's `Layer`: conv (with bias) and BatchNorm per step, then TET's `LIFSpike`, on `[N, T, C, H, W]`.
+
+    LIFSpike (thresh 1.0, tau 0.5): v[t] = 0.5 v[t-1] + x[t]; s[t] = v[t] > 1; v[t] = 0 where s[t], which is
+    `LeakyLIF(0.5, 1.0)`."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.fwd = msresnet.SeqToANN(nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout)))
+        self.act = LeakyLIF(TET_DECAY, TET_THRESHOLD, time_dim=1)
+
+    def forward(self, x):
+        return self.act(self.fwd(x))
+
+
+class TETVGG(nn.Module):
+    """`VGGSNN_TCJA` and `VGGSNN_TCJA_NCAL` of `src/tet/models/VGG_models.py`: `features` (TET layers, TCJA, pooling),
+    flattened per step, then the classifier; the output `[N, T, K]` is the real-valued readout per step (no output
+    neuron). `head` is (classifier,) for CIFAR10-DVS, or (classifier_1, act, classifier_2) for N-Caltech101."""
+
+    def __init__(self, features: list, head: dict, timesteps: int, input_shape: tuple[int, ...]):
+        super().__init__()
+        self.features = nn.Sequential(*features)
+        for name, module in head.items():
+            setattr(self, name, module)
+        self.head = list(head)
+        self.timesteps = timesteps
+        self.input_shape = input_shape
+
+    def forward(self, x):
+        x = torch.flatten(self.features(x), 2)
+        for name in self.head:
+            x = getattr(self, name)(x)
+        return x
+
+
+def tcja_tet_cifar10dvs(num_classes: int = 10, timesteps: int = 10) -> TETVGG:
+    """`VGGSNN_TCJA` (CIFAR10-DVS at 48x48, the frames resized by the data loader to values in [0, 1]):
+    `[N, T, 2, 48, 48]` -> `[N, T, K]`. Eight TET layers 64, 128 | 256, 256 | 512, 512 | 512, 512, TCJA(2, 2)
+    after the second, 2x2 average pooling after each pair (48 -> 3), one Linear (with bias)."""
+    pool = msresnet.SeqToANN(nn.AvgPool2d(2))  # one instance, as the official code shares it
+    features = [TETLayer(2, 64), TETLayer(64, 128), TETTCJA(2, 2, timesteps, 128), pool,
+                TETLayer(128, 256), TETLayer(256, 256), pool, TETLayer(256, 512), TETLayer(512, 512), pool,
+                TETLayer(512, 512), TETLayer(512, 512), pool]
+    return TETVGG(features, {"classifier": msresnet.SeqToANN(nn.Linear(512 * 3 * 3, num_classes))}, timesteps,
+                  (timesteps, 2, 48, 48))
+
+
+def tcja_tet_vgg_ncaltech101(num_classes: int = 101, timesteps: int = 14) -> TETVGG:
+    """`VGGSNN_TCJA_NCAL` (N-Caltech101 event frames): `[N, T, 2, 180, 240]` -> `[N, T, K]`. TET layers 64, 128, 256,
+    256, 512 with 2x2 max-pooling after each (180x240 -> 5x7), TCJA(4, 4) after the fourth and fifth; head: dropout,
+    Linear (with bias) 17920 -> 1024, LIFSpike, dropout, Linear 1024 -> K."""
+    pool = msresnet.SeqToANN(nn.MaxPool2d(2))
+    features = [TETLayer(2, 64), pool, TETLayer(64, 128), pool, TETLayer(128, 256), pool, TETLayer(256, 256),
+                TETTCJA(4, 4, timesteps, 256), pool, TETLayer(256, 512), TETTCJA(4, 4, timesteps, 512), pool]
+    head = {"classifier_1": nn.Sequential(msresnet.SeqToANN(nn.Sequential(MultiStepDropout(0.5),
+                                                                          nn.Linear(512 * 5 * 7, 1024)))),
+            "act": LeakyLIF(TET_DECAY, TET_THRESHOLD, time_dim=1),
+            "classifier_2": nn.Sequential(MultiStepDropout(0.5), msresnet.SeqToANN(nn.Linear(1024, num_classes)))}
+    return TETVGG(features, head, timesteps, (timesteps, 2, 180, 240))

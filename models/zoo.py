@@ -20,11 +20,18 @@ class Arch:
     output_time_dim: int | None  # where the official output has its T axis (averaged for scores); None: no T axis
     demo_data: str | None = None  # "digit-events" or "digit-images" for the bundled demo models
     from_weights: tuple[Callable[[dict], dict], ...] = ()  # builder options read off a state_dict's shapes
+    events: bool | None = None  # the input is event counts (integers); None: as the family (TCJA reads events)
+
+    @property
+    def reads_events(self) -> bool:
+        return self.family == "tcja" if self.events is None else self.events
 
 
 def _tcja_timesteps(sd: dict) -> dict:
-    """T from TCJA's temporal convs: a Conv1d over the T axis, T → T (keys `….conv.weight`, `[T, T, k]`)."""
-    found = {int(v.shape[0]) for k, v in sd.items() if k.endswith(".conv.weight") and v.dim() == 3}
+    """T from TCJA's temporal convs: a Conv1d over the T axis, T → T (keys `….conv.weight`, or `….conv.0.weight`
+    in the TET networks; `[T, T, k]`)."""
+    found = {int(v.shape[0]) for k, v in sd.items()
+             if (k.endswith(".conv.weight") or k.endswith(".conv.0.weight")) and v.dim() == 3}
     return {"timesteps": found.pop()} if len(found) == 1 else {}
 
 
@@ -51,6 +58,13 @@ ARCHS: dict[str, Arch] = {a.name: a for a in [
          from_weights=(_tcja_timesteps,)),
     Arch("tcja-ncaltech101", "tcja", tcja.tcja_ncaltech101, "ridgerchu/TCJA src/caltech101.py", 101, 0,
          from_weights=(_tcja_timesteps,)),
+    Arch("tcja-tet-ncaltech101", "tcja", tcja.tcja_tet_ncaltech101, "ridgerchu/TCJA src/tet/caltech101.py", 101, 0,
+         from_weights=(_tcja_timesteps,)),
+    Arch("tcja-tet-cifar10dvs", "tcja", tcja.tcja_tet_cifar10dvs,
+         "ridgerchu/TCJA src/tet/models/VGG_models.py VGGSNN_TCJA", 10, 1, from_weights=(_tcja_timesteps,),
+         events=False),
+    Arch("tcja-tet-vgg-ncaltech101", "tcja", tcja.tcja_tet_vgg_ncaltech101,
+         "ridgerchu/TCJA src/tet/models/VGG_models.py VGGSNN_TCJA_NCAL", 101, 1, from_weights=(_tcja_timesteps,)),
     Arch("tcja-tiny", "tcja", tcja.tcja_tiny, "snn2hw demo (TCJA DVS128 blocks, few channels)", 10, None,
          "digit-events", (_tcja_timesteps, _first_conv_width("conv.0.0.weight"))),
     Arch("gac-msresnet18-cifar", "msresnet", msresnet.gac_msresnet18_cifar,

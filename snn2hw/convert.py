@@ -11,6 +11,7 @@ from . import ir
 from .errors import UserError
 from .models import msresnet, tcja
 from .models.neurons import LeakyLIF, SpikingJellyLIF
+from .models.zoo import get_arch
 
 
 class _Builder:
@@ -29,7 +30,8 @@ class _Builder:
         raise UserError(f"module {path or '<root>'} ({type(m).__name__}) is not supported by snn2hw's converter.")
 
     def children(self, path: str, m: nn.Module, x: str) -> str:
-        for name, child in m.named_children():
+        # _modules, not named_children(): that skips a module seen before, and the TET VGGs reuse one pool
+        for name, child in m._modules.items():
             x = self.module(f"{path}.{name}" if path else name, child, x)
         return x
 
@@ -82,7 +84,11 @@ def _identity(b, path, m, x):
 
 
 def _tcja_gate(b, path, m, x):
-    return b.add(ir.HostModule(path, [x], module=m, time_dim=0))
+    return b.add(ir.HostModule(path, [x], module=m, time_dim=1 if isinstance(m, tcja.TETTCJA) else 0))
+
+
+def _tet_layer(b, path, m: tcja.TETLayer, x):
+    return b.module(f"{path}.act", m.act, b.module(f"{path}.fwd", m.fwd, x))
 
 
 def _td_layer(b, path, m: msresnet.TdLayer, x):
@@ -119,7 +125,8 @@ _HANDLERS = [
     ((nn.AvgPool2d, nn.AdaptiveAvgPool2d), _avgpool),
     (nn.Flatten, _flatten),
     ((nn.Dropout, tcja.MultiStepDropout, nn.Identity), _identity),
-    (tcja.TCJA, _tcja_gate),
+    (tcja.TCJA, _tcja_gate),  # TETTCJA too
+    (tcja.TETLayer, _tet_layer),
     (msresnet.TdLayer, _td_layer),
     (msresnet.TdBatchNorm, _td_batchnorm),
     (msresnet.SeqBatchNorm, _td_batchnorm),
@@ -136,6 +143,15 @@ def _convert_tcja(model: tcja.TCJANet, b: _Builder) -> None:
         b.add(ir.Readout("output", [x], mode="vote", voters=model.vote.voters))
     else:
         b.add(ir.Readout("output", [x], mode="per_step_tn"))
+
+
+def _convert_tet_vgg(model: tcja.TETVGG, b: _Builder, events: bool) -> None:
+    x = b.add(ir.Input("input", [], timesteps=model.timesteps, source_kind="graded" if events else "analog"))
+    x = b.module("features", model.features, x)
+    x = b.add(ir.Flatten("flatten", [x]))
+    for name in model.head:
+        x = b.module(name, getattr(model, name), x)
+    b.add(ir.Readout("output", [x], mode="per_step_nt"))
 
 
 def _convert_msresnet(model, b: _Builder) -> None:
@@ -181,7 +197,7 @@ def host_module_ops(module: nn.Module, shape: tuple, timesteps: int) -> tuple[in
         acs = 2 * volume + 2 * hidden + timesteps + timesteps * mlp_out.out_channels * h * w
         return macs, acs
     if isinstance(module, tcja.TCJA):
-        convs = _module_conv_ops(module.conv, (c,)) + _module_conv_ops(module.conv_c, (timesteps,))
+        convs = _module_conv_ops(module.temporal_conv, (c,)) + _module_conv_ops(module.conv_c, (timesteps,))
         return convs + 2 * timesteps * c + volume, volume
     return None
 
@@ -199,6 +215,8 @@ def convert(model: nn.Module, arch: str = "") -> ir.Graph:
     b = _Builder()
     if isinstance(model, tcja.TCJANet):
         _convert_tcja(model, b)
+    elif isinstance(model, tcja.TETVGG):
+        _convert_tet_vgg(model, b, get_arch(arch).reads_events if arch else True)
     elif isinstance(model, (msresnet.MSResNetCifar, msresnet.MSResNetImageNet)):
         _convert_msresnet(model, b)
     else:

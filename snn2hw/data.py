@@ -50,7 +50,7 @@ def load_npy(path: Path, option: str, shape: tuple | None = None, events: bool =
 def load_inputs(path: Path, option: str, model, arch: str) -> np.ndarray:
     """Inputs of `model`: its per-sample shape, and event frames for TCJA models (convert.py: graded input)."""
 
-    return load_npy(path, option, tuple(model.input_shape), events=get_arch(arch).family == "tcja")
+    return load_npy(path, option, tuple(model.input_shape), events=get_arch(arch).reads_events)
 
 
 def evaluation_data(spec: str, arch: str, limit: int | None = None):

@@ -109,7 +109,7 @@ def describe(model: nn.Module, arch: str) -> dict:
 
     modules = dict(units)
     placed = _placements(model, arch)
-    kind = "event-count" if spec.family == "tcja" else "analog"  # TCJA reads event frames, GAC reads pixels
+    kind = "event-count" if spec.reads_events else "analog"  # TCJA reads event frames, GAC reads pixels
     place = "host"
     rows, seen = [], set()
     for name in calls:

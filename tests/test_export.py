@@ -206,6 +206,25 @@ def test_an_official_checkpoint_trained_at_another_t_and_width_exports_from_the_
     assert from_files.shape == (2, 11) and np.array_equal(from_files, from_source)
 
 
+@pytest.mark.parametrize("tcja", ["host", "fold"])
+def test_the_tet_vgg_for_cifar10dvs_exports_and_runs_from_its_files(tmp_path, tcja):
+    """VGGSNN_TCJA of the TCJA repo's src/tet/, saved bare as its script saves it, found without --arch: its first
+    conv reads real-valued frames on the host, TCJA's gate runs on the host or folds, and the deployment's files
+    run as its source compiles."""
+    torch.manual_seed(0)
+    calib = torch.rand(2, 10, 2, 48, 48)  # frames resized by the data loader: values in [0, 1]
+    torch.save(calibrated(build_model("tcja-tet-cifar10dvs"), calib).state_dict(), tmp_path / "tet.pt")
+    loaded = load_checkpoint(tmp_path / "tet.pt")
+    assert loaded.arch == "tcja-tet-cifar10dvs"
+    manifest = export_deployment(loaded, calib.numpy(), tmp_path / "deploy", tcja, system=None)
+    placements = [s["placement"] for s in manifest["segments"]]
+    assert placements == (["host", "chip", "host", "chip", "host"] if tcja == "host" else ["host", "chip", "host"])
+    dep = load_deployment(tmp_path / "deploy")
+    from_files, _ = dep.simulate(calib.numpy())
+    from_source, _ = simulate(dep.compiled, "fixed", calib.numpy(), 2)
+    assert from_files.shape == (2, 10, 10) and np.array_equal(from_files, from_source)
+
+
 def test_failed_export_leaves_nothing_and_keeps_an_earlier_one(tmp_path, monkeypatch):
     loaded = load_checkpoint(demo_checkpoint("tcja-tiny"))
     calib = DEMO_DATA["digit-events"]("train")[0][:64]

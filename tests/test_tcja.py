@@ -10,7 +10,8 @@ from torch import nn
 
 from snn2hw.models.neurons import SpikingJellyLIF
 from snn2hw.models.tcja import (
-    TCJA, MultiStepDropout, SeqToANN, VotingLayer, tcja_cifar10dvs, tcja_dvs128, tcja_ncaltech101, tcja_tiny,
+    TCJA, TETTCJA, MultiStepDropout, SeqToANN, TETLayer, VotingLayer, tcja_cifar10dvs, tcja_dvs128, tcja_ncaltech101,
+    tcja_tet_cifar10dvs, tcja_tet_ncaltech101, tcja_tet_vgg_ncaltech101, tcja_tiny,
 )
 
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -270,3 +271,94 @@ def test_official_nets_forward_one_sample(build, shape, k):
         y = net(_events(shape, seed=4))
     assert y.shape == k
     assert torch.isfinite(y).all() and y.abs().sum() > 0
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The TET networks of src/tet/ (official facts: src/tet/models/layers.py `Layer`, `LIFSpike`, `TCJA`,
+# `SeqToANNContainer`; src/tet/models/VGG_models.py `VGGSNN_TCJA`, `VGGSNN_TCJA_NCAL`; src/tet/caltech101.py `CextNet`)
+# -------------------------------------------------------------------------------------------------------------------
+
+def _tet_layer_keys(index, cin, cout):
+    keys = {f"features.{index}.fwd.module.0.weight": (cout, cin, 3, 3), f"features.{index}.fwd.module.0.bias": (cout,)}
+    for s in BN_SUFFIXES:
+        keys[f"features.{index}.fwd.module.1.{s}"] = () if s == "num_batches_tracked" else (cout,)
+    return keys
+
+
+def official_tet_cifar10dvs_keys():
+    """`VGGSNN_TCJA`: features 0 L(2,64), 1 L(64,128), 2 TCJA(2, 2, 10, 128), 3 pool, 4 L, 5 L, 6 pool, 7 L, 8 L, 9 pool,
+    10 L, 11 L, 12 pool; classifier SeqToANNContainer(Linear(512*3*3, 10))."""
+    keys = {}
+    for i, cin, cout in [(0, 2, 64), (1, 64, 128), (4, 128, 256), (5, 256, 256), (7, 256, 512), (8, 512, 512),
+                         (10, 512, 512), (11, 512, 512)]:
+        keys.update(_tet_layer_keys(i, cin, cout))
+    keys.update({"features.2.conv.0.weight": (10, 10, 2), "features.2.conv_c.weight": (128, 128, 2),
+                 "classifier.module.weight": (10, 4608), "classifier.module.bias": (10,)})
+    return keys
+
+
+def official_tet_vgg_ncaltech101_keys():
+    """`VGGSNN_TCJA_NCAL`: features 0 L(2,64), 1 pool, 2 L(64,128), 3 pool, 4 L(128,256), 5 pool, 6 L(256,256),
+    7 TCJA(4, 4, 14, 256), 8 pool, 9 L(256,512), 10 TCJA(4, 4, 14, 512), 11 pool; classifier_1 = Sequential(
+    SeqToANNContainer(Dropout, Linear(17920, 1024))), act LIFSpike, classifier_2 = Sequential(Dropout,
+    SeqToANNContainer(Linear(1024, 101)))."""
+    keys = {}
+    for i, cin, cout in [(0, 2, 64), (2, 64, 128), (4, 128, 256), (6, 256, 256), (9, 256, 512)]:
+        keys.update(_tet_layer_keys(i, cin, cout))
+    keys.update({"features.7.conv.0.weight": (14, 14, 4), "features.7.conv_c.weight": (256, 256, 4),
+                 "features.10.conv.0.weight": (14, 14, 4), "features.10.conv_c.weight": (512, 512, 4),
+                 "classifier_1.0.module.1.weight": (1024, 17920), "classifier_1.0.module.1.bias": (1024,),
+                 "classifier_2.1.module.weight": (101, 1024), "classifier_2.1.module.bias": (101,)})
+    return keys
+
+
+def official_tet_ncaltech101_keys():
+    """`CextNet` of src/tet/caltech101.py: the N-Caltech101 CextNet with TCJA(4, 4, 14, ·) at conv.11 and conv.15
+    and no output neuron after fc.5."""
+    keys = official_ncaltech101_keys()
+    keys["conv.15.conv.weight"] = (14, 14, 4)
+    return keys
+
+
+@pytest.mark.parametrize("build, official_keys, n_params", [
+    (tcja_tet_cifar10dvs, official_tet_cifar10dvs_keys, 9_304_466),
+    (tcja_tet_vgg_ncaltech101, official_tet_vgg_ncaltech101_keys, 21_909_829),
+    (tcja_tet_ncaltech101, official_tet_ncaltech101_keys, 21_907_488),
+])
+def test_tet_state_dicts_match_official(build, official_keys, n_params):
+    test_state_dict_matches_official(build, official_keys, n_params)
+
+
+def test_tet_neuron_and_gate_are_the_official_equations():
+    """LIFSpike(thresh 1.0, tau 0.5): v = 0.5 v + x, fires when v > 1 (strictly), hard reset; the TET TCJA is the
+    same gate as src/layers.py's on batch-first tensors."""
+    act = TETLayer(2, 4).act
+    x = torch.tensor([1.0, 1.0, 0.5, 1.25])[None, :, None]  # [N=1, T=4, 1]
+    v, want = 0.0, []
+    for x_t in x[0, :, 0].tolist():
+        v = 0.5 * v + x_t
+        want.append(float(v > 1.0))
+        v = 0.0 if v > 1.0 else v
+    assert act(x)[0, :, 0].tolist() == want == [0.0, 1.0, 0.0, 1.0]
+    torch.manual_seed(0)
+    tet, plain = TETTCJA(4, 2, 6, 5), TCJA(4, 2, 6, 5)
+    plain.conv.weight.data.copy_(tet.conv[0].weight)
+    plain.conv_c.weight.data.copy_(tet.conv_c.weight)
+    x = torch.rand(3, 6, 5, 4, 4)  # [N, T, C, H, W]
+    assert torch.equal(tet(x), plain(x.transpose(0, 1)).transpose(0, 1))
+
+
+@pytest.mark.parametrize("build, shape, k", [
+    (tcja_tet_cifar10dvs, (1, 10, 2, 48, 48), (1, 10, 10)),  # [N, T, K]
+    (tcja_tet_vgg_ncaltech101, (1, 14, 2, 180, 240), (1, 14, 101)),
+    (tcja_tet_ncaltech101, (1, 14, 2, 180, 240), (14, 1, 101)),  # [T, N, K]
+])
+def test_tet_nets_forward_and_convert_exactly(build, shape, k):
+    from snn2hw.convert import convert
+
+    net = _excite(build())
+    x = _events(shape, seed=5)
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == k and torch.isfinite(y).all() and y.abs().sum() > 0
+        assert torch.equal(convert(net, build.__name__.replace("_", "-")).run(x)[0], y)
