@@ -70,6 +70,29 @@ def _system(name: str) -> str | None:
     return None if name == "none" else name
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` came from the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _only(ctx: typer.Context, mode: str, *allowed: str) -> None:
+    """Refuse, in one sentence, any option given on the command line that `mode` does not use (`allowed`: the
+    command's parameter names): an option silently ignored would make the user believe it took effect."""
+    for param in ctx.command.params:
+        if param.param_type_name == "option" and param.name not in allowed and _given(ctx, param.name):
+            raise UserError(f"{max(param.opts, key=len)} has no effect {mode}.")
+
+
+def _model_options(ctx: typer.Context, arch: str) -> None:
+    """Refuse --tcja on a model without TCJA gates and --residual on one without MS-ResNet's residual stream."""
+    family = get_arch(arch).family
+    for name, flag, needs in (("tcja", "--tcja", "tcja"), ("residual", "--residual", "msresnet")):
+        if _given(ctx, name) and family != needs:
+            what = "TCJA gates" if needs == "tcja" else "residual stream"
+            raise UserError(f"{flag} has no effect on {arch}, which has no {what}.")
+
+
 def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
@@ -222,7 +245,7 @@ def _simulate_netx(net, timesteps: int, input: Path | None, save: Path | None, b
 
 
 @app.command()
-def simulate(checkpoint: Path,
+def simulate(ctx: typer.Context, checkpoint: Path,
              input: Optional[Path] = typer.Option(None, "--input", help="Inputs, .npy, batch first."),
              save: Optional[Path] = typer.Option(None, "--save", help="Where to write outputs and spike counts (.npz)."),
              arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
@@ -260,11 +283,22 @@ def simulate(checkpoint: Path,
     if json_out is not None:
         check_output(json_out, "--json", suffix=".json", reads=reads)
     if checkpoint.suffix == ".net" or is_netx_deployment(checkpoint):
+        _only(ctx, "on a .net", "input", "save", "backend", "samples", "timeout", "memory_limit", "timesteps",
+              "record_states", "skip", "reset_offset")
         _simulate_netx(*_netx_to_run(checkpoint, timesteps, skip, reset_offset), input, save, backend or "fixed",
                        record_states, samples, _lava_limits(timeout, memory_limit))
         return
     backend = backend or "torch"
     deployed = checkpoint.is_dir()
+    if deployed:
+        _only(ctx, "on a deployment directory (it records its model, T and options)", "input", "save", "backend",
+              "batch_size", "samples", "timeout", "memory_limit")
+    elif ladder:
+        _only(ctx, "with --ladder", "arch", "num_classes", "calibration", "tcja", "residual", "netx", "ladder", "data",
+              "limit", "json_out", "batch_size", "trust_pickle", "timesteps")
+    else:
+        _only(ctx, "on a checkpoint without --ladder", "input", "save", "arch", "num_classes", "backend", "calibration",
+              "tcja", "residual", "netx", "batch_size", "labels", "trust_pickle", "timesteps")
     if backend not in RUNGS + (("lava",) if deployed else ()):
         raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(RUNGS)}"
                         f"{', lava' if deployed else ' (lava runs a deployment directory: snn2hw export first)'}.")
@@ -273,6 +307,7 @@ def simulate(checkpoint: Path,
         _simulate_deployment(dep, backend, input, save, batch_size, _lava_limits(timeout, memory_limit), samples)
         return
     loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
+    _model_options(ctx, loaded.arch)
     if ladder:
         if data is None:
             raise UserError("--ladder needs --data (digits, NAME:ROOT or an .npz with x and y).")
@@ -369,7 +404,7 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 
 @app.command()
-def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", help="Deployment directory to write."),
+def export(ctx: typer.Context, checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", help="Deployment directory to write."),
            arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
            target: str = typer.Option("loihi", "--target", help="Only loihi (Loihi 2 through Lava)."),
            calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
@@ -389,6 +424,7 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
         raise UserError(f"--target {target!r} is not supported; use loihi.")
     system_name = _system(system)
     if checkpoint.suffix == ".net":
+        _only(ctx, "on a .net", "outdir", "target", "system", "timesteps", "skip", "reset_offset")
         if timesteps is None:
             raise UserError(f"export {checkpoint} needs --timesteps T (a .net stores no T).")
         manifest = export_netx_deployment(as_built(read_netx(checkpoint), skip, reset_offset), outdir, timesteps,
@@ -396,7 +432,10 @@ def export(checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", 
         _print_fit(manifest)
         out.print(f"wrote {outdir}/ (manifest.json, report.md, {NETX_FILE})")
         return
+    _only(ctx, "on a checkpoint", "outdir", "arch", "num_classes", "target", "calibration", "tcja", "residual", "netx",
+          "system", "trust_pickle", "timesteps")
     loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
+    _model_options(ctx, loaded.arch)
     if calibration is not None:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)[:CALIBRATION_SAMPLES]
     elif get_arch(loaded.arch).demo_data:
@@ -431,7 +470,7 @@ def _print_fit(manifest: dict) -> None:
 
 
 @app.command()
-def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export) or a "
+def energy(ctx: typer.Context, deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export) or a "
                                                        "lava-dl .net."),
            input: Optional[Path] = typer.Option(None, "--input", help="Inputs (.npy) whose activity is counted."),
            backend: str = typer.Option("fixed", "--backend", help="fixed, folded or lava: where the activity comes from."),
@@ -460,8 +499,8 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
     system_name = _system(system)
     cost = load_preset(preset or ("loihi2" if deploy_dir is not None and mode == "faithful" else "45nm"))
     if deploy_dir is not None and (deploy_dir.suffix == ".net" or is_netx_deployment(deploy_dir)):
-        if arch or firing_rate:
-            raise UserError("--arch and --firing-rate are for the analytic mode, without a .net.")
+        _only(ctx, "on a .net", "deploy_dir", "input", "mode", "preset", "system", "samples", "batch_size", "timesteps",
+              "json_out", "html_out")
         if input is None:
             raise UserError(f"energy {deploy_dir} needs --input X.npy.")
         net, timesteps = _netx_to_run(deploy_dir, timesteps, 0, None)
@@ -469,8 +508,9 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
         with out.status(f"{deploy_dir.name}: fixed point on {len(x)} samples"):
             report = netx_report(net, x, timesteps, cost, mode, system_name, batch_size)
     elif deploy_dir is not None:
-        if arch or timesteps or firing_rate:
-            raise UserError("--arch, --timesteps and --firing-rate are for the analytic mode, without DEPLOY_DIR.")
+        _only(ctx, "on a deployment directory (--arch, --timesteps and --firing-rate are for the analytic mode)",
+              "deploy_dir", "input", "backend", "mode", "preset", "system", "samples", "batch_size", "timeout",
+              "memory_limit", "json_out", "html_out")
         if input is None:
             raise UserError(f"energy {deploy_dir} needs --input X.npy (or use --arch with --firing-rate).")
         dep = load_deployment(deploy_dir)
@@ -481,6 +521,8 @@ def energy(deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment 
     else:
         if arch is None or firing_rate is None:
             raise UserError("energy needs DEPLOY_DIR with --input, or --arch with --firing-rate.")
+        _only(ctx, "in the analytic mode (--arch with --firing-rate: no data is run)", "arch", "timesteps",
+              "firing_rate", "mode", "preset", "system", "json_out", "html_out")
         with out.status(f"{arch}: analytic counts"):
             report = analytic_report(arch, timesteps, firing_rate, cost, mode, system_name)
     print_report(report, out)

@@ -254,6 +254,16 @@ CASES = [
     ("checkpoint-nonexistent", lambda k: (k.export(k.dir / "nowhere.pt"), "nowhere.pt")),
     ("input-nonexistent", lambda k: (k.simulate_checkpoint(TCJA, k.dir / "nowhere.npy"), "nowhere.npy")),
     ("unknown-option", lambda k: (k.export(TCJA, "--quantise"), "--quantise")),
+    # options that have no effect in the mode the command runs in
+    ("tcja-on-gac", lambda k: (k.export(GAC, "--tcja", "fold"), "--tcja")),
+    ("residual-on-tcja", lambda k: (k.export(TCJA, "--residual", "unroll"), "--residual")),
+    ("labels-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--labels", k.events()), "--labels")),
+    ("input-with-ladder", lambda k: (["simulate", GAC, "--ladder", "--data", "digits", "--input", k.events()],
+                                     "--input")),
+    ("input-with-analytic-energy", lambda k: (["energy", "--arch", "tcja-tiny", "--firing-rate", "0.1", "--input",
+                                              k.events(), "--json", k.out / "e.json"], "--input")),
+    ("timesteps-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--timesteps", "4"),
+                                           "--timesteps")),
     # output paths: checked before any work; nothing given to the command may be overwritten
     ("save-is-a-folder", lambda k: (["simulate", TCJA, "--input", k.events(), "--save", k.dir], "--save")),
     ("save-without-npz", lambda k: (["simulate", TCJA, "--input", k.events(), "--save", k.dir / "o.out"], "--save")),
