@@ -264,6 +264,13 @@ CASES = [
                                               k.events(), "--json", k.out / "e.json"], "--input")),
     ("timesteps-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--timesteps", "4"),
                                            "--timesteps")),
+    # values read from files: finite numbers in range, names that exist
+    ("preset-nan-cost", lambda k: (_analytic(k, "--preset", _preset(k, "pj = 4.6", "pj = nan")), "[host.mac]")),
+    ("preset-bool-cost", lambda k: (_analytic(k, "--preset", _preset(k, "pj = 4.6", "pj = true")), "[host.mac]")),
+    ("preset-zero-limit", lambda k: (_analytic(k, "--preset", _preset(k, "value = 128", "value = 0")),
+                                     "[core.cores_per_chip]")),
+    ("firing-rate-unknown-layer", lambda k: (_analytic(k, "--firing-rate", k.file("r.json", json.dumps(
+        {"conv.1x": 0.2, "default": 0.1}).encode())), "conv.1x")),
     # output paths: checked before any work; nothing given to the command may be overwritten
     ("save-is-a-folder", lambda k: (["simulate", TCJA, "--input", k.events(), "--save", k.dir], "--save")),
     ("save-without-npz", lambda k: (["simulate", TCJA, "--input", k.events(), "--save", k.dir / "o.out"], "--save")),
@@ -278,6 +285,19 @@ CASES = [
     ("export-o-holds-its-checkpoint", lambda k: (["export", _inside(k, "d/m.pt", TCJA), "-o", k.dir / "d"], "-o")),
     ("train-output-without-pt", lambda k: (["train", "tcja-tiny", "-o", k.dir / "m.ckpt"], "-o")),
 ]
+
+
+def _analytic(kit: Kit, option: str, value) -> list:
+    """`energy` in the analytic mode on tcja-tiny, with `option value` (and a rate of 0.1 unless it is the rate)."""
+    rate = [] if option == "--firing-rate" else ["--firing-rate", "0.1"]
+    return ["energy", "--arch", "tcja-tiny", *rate, option, value, "--json", kit.out / "e.json"]
+
+
+def _preset(kit: Kit, old: str, new: str) -> Path:
+    """The built-in loihi2 preset with its first `old` line made `new`."""
+    text = (ROOT / "snn2hw" / "energy" / "presets" / "loihi2.toml").read_text()
+    assert old in text
+    return kit.file("p.toml", text.replace(old, new, 1).encode())
 
 
 def _energy_into(kit: Kit, rel: str, option: str) -> list:

@@ -1,6 +1,7 @@
 """Cost presets: energies per operation on the host and on the chip, per bit crossing host↔chip, and the Loihi 2
 chip model's constants (core limits, times per operation, static power), each with its source and its basis. Presets
 are data: the TOML files in `presets/` (`45nm`, `int8-45nm`, `loihi2`) or a user's file."""
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,16 +83,22 @@ def load_preset(spec: str) -> Preset:
 
 
 def _cost_table(data: dict, table: str, keys: tuple, path: Path, unit: str) -> dict:
+    """The `keys` of `[table]`, each a finite number (> 0 for core limits and times, which the chip model divides
+    by; >= 0 otherwise: an energy or a power may be 0) with its source and basis."""
     entries = data.get(table)
     if not isinstance(entries, dict):
         raise UserError(f"preset {path} lacks the [{table}] table.")
+    positive = table in ("core", "time")
     out = {}
     for key in keys:
         entry = entries.get(key)
-        if not isinstance(entry, dict) or not isinstance(entry.get(unit), (int, float)) or entry[unit] < 0 \
+        value = entry.get(unit) if isinstance(entry, dict) else None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or value < 0 or (positive and value == 0) \
                 or not isinstance(entry.get("source"), str) or entry.get("basis") not in BASES:
-            raise UserError(f"preset {path}: [{table}.{key}] needs {unit} (a number >= 0), source (text) and "
-                            f"basis (one of: {', '.join(BASES)}).")
+            raise UserError(f"preset {path}: [{table}.{key}] needs {unit} (a finite number "
+                            f"{'> 0' if positive else '>= 0'}, got {value!r}), source (text) and basis (one of: "
+                            f"{', '.join(BASES)}).")
         out[key] = Cost(float(entry[unit]), entry["source"], entry["basis"])
     return out
 

@@ -111,6 +111,11 @@ def parse_rates(spec: str, graph: ir.Graph) -> tuple[dict[str, np.ndarray], floa
             raise UserError(f"--firing-rate {path} is not valid JSON ({e.__class__.__name__}).") from None
         if not isinstance(table, dict):
             raise UserError(f"--firing-rate {path} must hold an object of layer names to rates.")
+    layers = [name for name, node in graph.nodes.items() if isinstance(node, ir.LIF)]
+    unknown = sorted(set(table) - set(layers) - {"default", "input"})
+    if unknown:
+        raise UserError(f"--firing-rate {spec} names {', '.join(unknown)}, which {graph.arch or 'the model'} has no "
+                        f"neuron layer called (its layers: {', '.join(layers)}).")
     rates = {}
     for name, node in graph.nodes.items():
         if isinstance(node, ir.LIF):
