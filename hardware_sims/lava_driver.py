@@ -33,7 +33,8 @@ DEFAULT_LAVA_PYTHON = REPO / ".venv-lava" / "bin" / "python"
 LAVA_PYTHON_ENV = "SNN2HW_LAVA_PYTHON"
 # Variables that would make the Lava interpreter pick up the main environment's packages.
 LEAKY_ENV = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
-STDERR_LINES = 15
+LOG_DIR = Path(tempfile.gettempdir()) / "snn2hw-logs"  # a failed Lava run's stderr, named in its error
+RUNNER_ERROR_PREFIXES = ("lava_runner: ", "lava_netx_runner: ")  # the runners' one-line errors (run_script)
 STDERR_WIDTH = 300
 POLL_S = 0.05
 TERM_GRACE_S = 1.0  # after SIGTERM, before SIGKILL: time for multiprocessing's resource tracker to clean up
@@ -118,9 +119,17 @@ def _batch_first_inputs(spec: dict, inputs: dict[str, np.ndarray]) -> tuple[dict
     return out, samples.pop()
 
 
-def _stderr_tail(path: Path) -> str:
-    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
-    return "\n".join(line[:STDERR_WIDTH] for line in lines[-STDERR_LINES:]) or "(no output on stderr)"
+def _failure(workdir: Path, what: str) -> str:
+    """The cause of a failed Lava run in one clause (the runner's own one-line error, else stderr's last line) and
+    where its whole stderr now is: a log file that outlives the run's temporary folder."""
+    text = (workdir / "stderr.txt").read_text(errors="replace") if (workdir / "stderr.txt").exists() else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    own = [line.split(": ", 1)[1] for line in lines if line.startswith(RUNNER_ERROR_PREFIXES) and ": " in line]
+    cause = (own or lines or ["no output on stderr"])[-1][:STDERR_WIDTH]
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"{re.sub(r'[^A-Za-z0-9.-]+', '-', what)}-{os.getpid()}-{time.time_ns()}.log"
+    log.write_text(text)
+    return f"{cause}; its output is in {log}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -162,7 +171,8 @@ def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_l
                 abort: threading.Event | None = None, deadline: float | None = None) -> None:
     """Run a Lava-side script on WORKDIR in the Lava environment, in a session of its own that is killed whole when
     it ends, fails, runs out of `timeout` s (or reaches the `time.monotonic()` `deadline` of the runs `timeout`
-    limits together) or `abort` is set. Raises LavaError naming `what` (with the end of its stderr) if it fails, is
+    limits together) or `abort` is set. Raises LavaError naming `what` (its cause, and the log file keeping its
+    stderr) if it fails, is
     killed, runs out of memory or time."""
     python = lava_python()
     env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
@@ -184,14 +194,13 @@ def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_l
         maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
             if limit else ""
         raise LavaError(f"{what}: the Lava run did not finish within {timeout:g} s and was stopped (all its "
-                        f"processes killed){maybe}. Last lines of its stderr:\n{_stderr_tail(workdir / 'stderr.txt')}")
+                        f"processes killed){maybe}; {_failure(workdir, what)}.")
     if proc.returncode != 0:
-        tail = _stderr_tail(workdir / "stderr.txt")
         how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                else f"failed (exit code {proc.returncode})")
         if limit and OUT_OF_MEMORY.search((workdir / "stderr.txt").read_text(errors="replace")):
             how = f"ran out of memory (limit {limit})"
-        raise LavaError(f"{what}: the Lava run {how}. Last lines of its stderr:\n{tail}")
+        raise LavaError(f"{what}: the Lava run {how}: {_failure(workdir, what)}.")
 
 
 def _result(workdir: Path, what: str) -> tuple[dict[str, np.ndarray], dict | None]:

@@ -10,6 +10,11 @@ from torch import nn
 from . import msresnet, tcja
 
 
+# The most steps --timesteps takes: far above the official 2-20, so a mistyped T fails at once instead of allocating
+# T x T weights or T-step activations (a million steps asked for 16 TB).
+MAX_TIMESTEPS = 1024
+
+
 @dataclass(frozen=True)
 class Arch:
     name: str

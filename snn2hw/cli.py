@@ -31,7 +31,7 @@ from .hardware_sims.lava_driver import LavaLimits, run_netx_on_lava
 from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report, netx_report
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
-from .models.zoo import class_scores, get_arch
+from .models.zoo import MAX_TIMESTEPS, class_scores, get_arch
 from .netx_import import as_built, read_netx
 from .hardware_sims.netx_sim import run_netx
 from .passes.quantize import weight_summary
@@ -97,7 +97,7 @@ def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
-TimestepsOpt = typer.Option(None, "--timesteps", min=1, help="T: for a checkpoint whose weights do not determine it "
+TimestepsOpt = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS, help="T: for a checkpoint whose weights do not determine it "
                             "(e.g. MS-ResNet without GAC), or a .net (which stores no T).")
 
 
@@ -475,7 +475,8 @@ def energy(ctx: typer.Context, deploy_dir: Optional[Path] = typer.Argument(None,
            input: Optional[Path] = typer.Option(None, "--input", help="Inputs (.npy) whose activity is counted."),
            backend: str = typer.Option("fixed", "--backend", help="fixed, folded or lava: where the activity comes from."),
            arch: Optional[str] = typer.Option(None, "--arch", help="Analytic mode (no data): the architecture."),
-           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, help="Analytic mode or a .net: T."),
+           timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS,
+                                                   help="Analytic mode or a .net: T."),
            firing_rate: Optional[str] = typer.Option(None, "--firing-rate", help="Analytic mode: a rate in [0, 1] "
                                                      "or a JSON of per-layer rates."),
            mode: str = typer.Option("faithful", "--mode", help="paper (the published convention) or faithful."),

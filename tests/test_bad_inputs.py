@@ -264,6 +264,11 @@ CASES = [
                                               k.events(), "--json", k.out / "e.json"], "--input")),
     ("timesteps-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--timesteps", "4"),
                                            "--timesteps")),
+    ("timesteps-huge", lambda k: (["energy", "--arch", "tcja-tiny", "--firing-rate", "0.1", "--timesteps",
+                                   "1000000"], "--timesteps")),
+    # a subprocess that fails: one sentence naming the segment and the cause, its output in a log file
+    ("lava-memory-limit-too-small", lambda k: (k.simulate_deployment(lambda d: None, "--memory-limit", "100",
+                                                                     backend="lava"), "chip segment chip1")),
     # values read from files: finite numbers in range, names that exist
     ("preset-nan-cost", lambda k: (_analytic(k, "--preset", _preset(k, "pj = 4.6", "pj = nan")), "[host.mac]")),
     ("preset-bool-cost", lambda k: (_analytic(k, "--preset", _preset(k, "pj = 4.6", "pj = true")), "[host.mac]")),
