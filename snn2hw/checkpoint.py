@@ -157,6 +157,13 @@ def _arch_from_weights(path: Path, sd: dict, notes: list[str]) -> str:
     raise UserError(f"checkpoint {path} fits no known architecture: pass --arch{hint}; known: {', '.join(ARCHS)}.")
 
 
+def _held_classes(arch: str, sd: dict, options: dict) -> int | None:
+    """The class count `sd`'s classifier holds: the arch default where every shape fits it, else the count that
+    makes only the classifier fit (`_infer_num_classes`); None where other shapes differ too."""
+    _, _, shaped = _mismatch(build_model(arch, device="meta", **options), sd)
+    return ARCHS[arch].num_classes if not shaped else _infer_num_classes(arch, sd, options)
+
+
 def _infer_num_classes(arch: str, sd: dict, options: dict) -> int | None:
     """If only the classifier's output size differs from the arch default, the class count that fits it."""
     default = ARCHS[arch].num_classes
@@ -263,13 +270,14 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
     if arch not in ARCHS:
         raise UserError(f"unknown --arch {arch!r}; known: {', '.join(ARCHS)}.")
     options = _options(path, arch, sd, recorded, timesteps, notes)
+    held = _held_classes(arch, sd, {k: v for k, v in options.items() if k != "num_classes"})
     if num_classes is not None:
+        if held is not None and num_classes != held:  # checked on meta tensors: a huge count allocates nothing
+            raise UserError(f"--num-classes {num_classes}: the classifier of checkpoint {path} holds {held} classes.")
         options["num_classes"] = num_classes
-    elif "num_classes" not in options:
-        inferred = _infer_num_classes(arch, sd, options)
-        if inferred is not None:
-            options["num_classes"] = inferred
-            notes.append(f"inferred --num-classes {inferred} from the classifier's shape")
+    elif "num_classes" not in options and held is not None and held != ARCHS[arch].num_classes:
+        options["num_classes"] = held
+        notes.append(f"inferred --num-classes {held} from the classifier's shape")
     try:
         model = build_model(arch, **options)
     except (TypeError, ValueError, RuntimeError) as e:

@@ -193,6 +193,7 @@ CASES = [
         lambda sd, m: m["options"].__setitem__("timestep", 8))), "timestep")),
     ("checkpoint-timesteps-contradicts-weights", lambda k: (k.export(TCJA, "--timesteps", "5"), "--timesteps 5")),
     ("num-classes-zero", lambda k: (k.export(GAC, "--num-classes", "0"), "--num-classes")),
+    ("num-classes-huge", lambda k: (k.export(GAC, "--num-classes", str(10 ** 12)), "--num-classes")),
     # inputs
     ("input-wrong-shape", lambda k: (k.simulate_checkpoint(TCJA, k.array(k.inputs["events"][..., :-1])), "x.npy")),
     ("input-complex", lambda k: (k.simulate_checkpoint(GAC, k.array(k.inputs["images"] * (1 + 1j))), "x.npy")),
