@@ -206,6 +206,30 @@ def test_an_official_checkpoint_trained_at_another_t_and_width_exports_from_the_
     assert from_files.shape == (2, 11) and np.array_equal(from_files, from_source)
 
 
+@pytest.mark.parametrize("arch, trained, flags", [
+    ("gac-msresnet18-cifar", {"timesteps": 4}, []),  # T read from GAC's TA weights
+    ("msresnet18-cifar", {"timesteps": 4}, ["--timesteps", "4"]),  # no weight records T: the user says it
+])
+def test_official_msresnet_at_another_t_exports_at_that_t(tmp_path, run_cli, arch, trained, flags):
+    """The GAC README's T = 4 rows at official size, saved bare as the GAC scripts save them: the deployment runs
+    at T = 4 and its output has T = 4 steps."""
+    torch.manual_seed(0)
+    calib = torch.rand(2, 3, 32, 32)
+    model = calibrated(build_model(arch, **trained), calib)
+    for m in model.modules():  # a channel these random weights never excite: a trained net's variance is not 0
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.clamp_(min=1e-3)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    np.save(tmp_path / "calib.npy", calib.numpy())
+    res = run_cli("export", tmp_path / "m.pt", "-o", tmp_path / "deploy", "--calibration", tmp_path / "calib.npy",
+                  "--system", "none", *flags)
+    assert res.returncode == 0, res.stderr
+    dep = load_deployment(tmp_path / "deploy")
+    assert dep.manifest["source"]["arch"] == arch and dep.manifest["timesteps"] == 4
+    output, _ = dep.simulate(calib.numpy())
+    assert output.shape == (2, 4, 10)
+
+
 @pytest.mark.parametrize("tcja", ["host", "fold"])
 def test_the_tet_vgg_for_cifar10dvs_exports_and_runs_from_its_files(tmp_path, tcja):
     """VGGSNN_TCJA of the TCJA repo's src/tet/, saved bare as its script saves it, found without --arch: its first
