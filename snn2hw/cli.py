@@ -1,5 +1,7 @@
 """The `snn2hw` command line. Each command is a thin shell: parse options, call the library, print a table."""
+import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -359,11 +361,29 @@ def _simulate_deployment(dep, backend, input, save, batch_size, lava_limits, sam
     out.print(f"saved {save}")
 
 
+@contextlib.contextmanager
+def _process_group():
+    """Under torchrun (WORLD_SIZE > 1): a gloo process group over the ranks, torch.distributed's own engine; else
+    None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield None
+        return
+    torch.distributed.init_process_group("gloo")
+    try:
+        yield torch.distributed.group.WORLD
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _ladder(arch, compiled, x, y, batch_size, json_out):
-    with out.status(f"{arch}: float, folded and fixed point on {len(x)} samples"):
-        report = run_ladder(compiled, x, y, batch_size)
+    with _process_group() as group:
+        with out.status(f"{arch}: float, folded and fixed point on {len(x)} samples"):
+            report = run_ladder(compiled, x, y, batch_size, group)
+    if report is None:
+        return  # a rank other than 0 under torchrun: rank 0 reports
     acc = report["accuracy"]
-    out.print(f"[bold]{arch}[/bold] (--tcja {compiled.tcja}{', --netx' if compiled.netx else ''}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
+    strategy = f"--tcja {compiled.tcja}{', --netx' if compiled.netx else ''}"
+    out.print(f"[bold]{arch}[/bold] ({strategy}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
               f"folded {acc['folded']:.2%} → fixed {acc['fixed']:.2%}", soft_wrap=True)
     table = Table(title="firing rate per layer (spikes per neuron per step)")
     for col in ("layer", "float", "folded", "fixed", "fixed - float"):

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed
 from torch import nn
 
 from . import ir
 from .compile import Compiled
+from .errors import UserError
 from .hardware_sims.runner import RunRecord, graph_segments, run_fixed, segments_runner
 from .hardware_sims.loihi_formats import ACT_SHIFT
 from .models.neurons import NEURONS
@@ -125,15 +127,56 @@ def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 
     return run_in_batches(rung_runner(compiled, backend), spiking_nodes(graph), x, batch_size)
 
 
-def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict:
-    """Accuracy and per-layer firing rates for float → folded → fixed, and where spikes first diverge."""
+def _rung_totals(compiled: Compiled, backend: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """What one rung counts on `x`, as integers that add up across shards: correct answers and each layer's spikes,
+    with the samples and (sample, step) pairs they were counted over."""
+    out, counts = simulate(compiled, backend, x, batch_size)
+    correct = int((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy() == y).sum())
+    steps = next(iter(counts.values())).shape[1]
+    return {"correct": correct, "samples": len(x), "sample_steps": len(x) * steps,
+            "spikes": {n: int(c.sum()) for n, c in counts.items()}}
+
+
+def _summed(totals: dict, group) -> dict:
+    """`totals` summed over the ranks of torch.distributed `group` (None: this process alone), exactly (int64)."""
+    if group is None:
+        return totals
+    names = list(totals["spikes"])
+    flat = torch.tensor([totals["correct"], totals["samples"], totals["sample_steps"],
+                         *(totals["spikes"][n] for n in names)], dtype=torch.int64)
+    torch.distributed.all_reduce(flat, group=group)
+    correct, samples, sample_steps, *spikes = flat.tolist()
+    return {"correct": correct, "samples": samples, "sample_steps": sample_steps, "spikes": dict(zip(names, spikes))}
+
+
+def shard(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous share of `n` samples (the first ranks take one more where `world` does not divide)."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (rank < extra))
+
+
+def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64, group=None) -> dict | None:
+    """Accuracy and per-layer firing rates for float → folded → fixed, and where spikes first diverge.
+
+    With a torch.distributed process group (`group`; under torchrun), each rank runs its share of the samples
+    (`shard`) and the integer totals are summed across ranks, so the report equals the single-process one to the
+    bit (a mean of integers is exact in float64); rank 0 builds it (the divergence probe runs there) and the other
+    ranks get None."""
+    rank, world = (torch.distributed.get_rank(group), torch.distributed.get_world_size(group)) if group else (0, 1)
+    if len(x) < world:
+        raise UserError(f"the ladder on {len(x)} samples cannot be split over {world} processes.")
+    mine = shard(len(x), rank, world)
     rungs = {}
     neurons = {n: int(np.prod(node.shape)) for n, node in compiled.folded.nodes.items() if isinstance(node, ir.LIF)}
     for backend in RUNGS:
-        out, counts = simulate(compiled, backend, x, batch_size)
-        acc = float((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy() == y).mean())
-        rates = {n: float(c.mean() / neurons[n]) for n, c in counts.items() if n in neurons}
+        totals = _summed(_rung_totals(compiled, backend, x[mine], y[mine], batch_size), group)
+        acc = float(np.float64(totals["correct"]) / totals["samples"])
+        rates = {n: float(np.float64(s) / totals["sample_steps"] / neurons[n]) for n, s in totals["spikes"].items()
+                 if n in neurons}
         rungs[backend] = {"accuracy": acc, "firing_rate": rates}
+    if rank != 0:
+        return None
     # Divergence needs the full spike tensors; a slice of the data keeps it affordable.
     probe = torch.as_tensor(x[:batch_size])
     source_spikes = compiled.source.run(probe, record=True)[1]

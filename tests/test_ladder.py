@@ -1,6 +1,8 @@
 """The accuracy ladder (torch → folded float → fixed point) on the demo models, and `snn2hw simulate --ladder` and
 `--backend fixed` from the command line."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from helpers import compiled_demo
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
-from snn2hw.ladder import ladder
+from snn2hw.ladder import ladder, shard
 
 
 @pytest.mark.parametrize("arch, tcja", [("tcja-tiny", "host"), ("tcja-tiny", "fold"), ("gac-msresnet-tiny", "host")])
@@ -40,3 +42,24 @@ def test_cli_ladder_and_fixed_backend(run_cli, tmp_path):
     assert res.returncode == 0, res.stderr
     out = np.load(tmp_path / "o.npz")
     assert out["output"].shape == (10, 4, 10) and out["spike_counts/head_lif"].shape == (10, 4)
+
+
+def test_ladder_under_torchrun_with_two_processes_equals_one_process(run_cli, tmp_path):
+    """torch.distributed's own launcher, 2 CPU processes (gloo): each runs half the samples, the integer totals are
+    summed, and rank 0's JSON report equals the single-process one byte for byte."""
+    args = ["simulate", demo_checkpoint("tcja-tiny"), "--ladder", "--data", "digits", "--limit", "45"]
+    single = run_cli(*args, "--json", tmp_path / "one.json")
+    assert single.returncode == 0, single.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "snn2hw", *map(str, args), "--json", str(tmp_path / "two.json")]
+    res = subprocess.run(launcher, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("accuracy float") == 1  # rank 0 alone reports
+    assert (tmp_path / "two.json").read_bytes() == (tmp_path / "one.json").read_bytes()
+    assert json.loads((tmp_path / "one.json").read_text())["samples"] == 45  # odd: the shards are 23 and 22
+
+
+def test_shards_cover_the_samples_once_in_order():
+    for n, world in [(45, 2), (7, 3), (4, 4)]:
+        parts = [list(range(n))[shard(n, r, world)] for r in range(world)]
+        assert sum(parts, []) == list(range(n)) and max(map(len, parts)) - min(map(len, parts)) <= 1
