@@ -14,8 +14,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import (backends, deployment_load, export_cost, loihi2_calibration, loihi2_official, profile_fixed,
-               residual_forms, scaling)
+from . import (backends, deployment_load, export_cost, ladder_parallel, loihi2_calibration, loihi2_official,
+               profile_fixed, residual_forms, scaling)
 
 
 
@@ -23,7 +23,8 @@ def benchmarks(full: bool) -> dict:
     return {"fixed_vs_lava": partial(backends.fixed_vs_lava, full), "fixed_vs_float": backends.fixed_vs_float,
             "export_cost": export_cost.run, "deployment_load": deployment_load.run, "scaling": scaling.run,
             "fixed_point_profile": profile_fixed.run, "loihi2_calibration": loihi2_calibration.run,
-            "loihi2_official": loihi2_official.run, "residual_forms": residual_forms.run}
+            "loihi2_official": loihi2_official.run, "residual_forms": residual_forms.run,
+            "ladder_parallel": ladder_parallel.run}
 
 
 def main() -> None:
