@@ -321,7 +321,8 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
                            memory_limit_bytes: int | None = None, max_connections: int = RUN_MAX_CONNECTIONS,
                            workers: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """`run_chip_segment`, also returning the runs' statistics: samples, Lava runs, processes and steps (summed over
-    the runs), the convs built as a Lava Sparse (the others are Lava Convs), and timings in seconds (`build_s`, `compile_and_first_step_s` and `run_s` summed over the runs,
+    the runs), the convs built as a Lava Sparse (the others are Lava Convs), and timings in seconds (`build_s`,
+    `compile_and_first_step_s` and `run_s` summed over the runs,
     `wall_s` for the whole call).
 
     A segment larger than `max_connections` runs as several Lava runs (`split_segment`), up to `workers` (default:

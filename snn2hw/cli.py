@@ -99,8 +99,9 @@ def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
-TimestepsOpt = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS, help="T: for a checkpoint whose weights do not determine it "
-                            "(e.g. MS-ResNet without GAC), or a .net (which stores no T).")
+TimestepsOpt = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS,
+                            help="T: for a checkpoint whose weights do not determine it (e.g. MS-ResNet without GAC), "
+                                 "or a .net (which stores no T).")
 
 
 def _load(checkpoint: Path, arch, num_classes, trust_pickle, timesteps=None):
@@ -316,8 +317,8 @@ def simulate(ctx: typer.Context, checkpoint: Path,
         x, y, calib = evaluation_data(data, loaded.arch, limit)
         if calibration is not None:
             calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)
-        _ladder(loaded.arch, compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx), x, y,
-                batch_size, json_out)
+        compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx)
+        _ladder(loaded.arch, compiled, x, y, batch_size, json_out)
         return
     if input is None or save is None:
         raise UserError("simulate needs --input and --save (or --ladder with --data).")
@@ -424,7 +425,8 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 
 @app.command()
-def export(ctx: typer.Context, checkpoint: Path, outdir: Path = typer.Option(..., "-o", "--outdir", help="Deployment directory to write."),
+def export(ctx: typer.Context, checkpoint: Path,
+           outdir: Path = typer.Option(..., "-o", "--outdir", help="Deployment directory to write."),
            arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
            target: str = typer.Option("loihi", "--target", help="Only loihi (Loihi 2 through Lava)."),
            calibration: Optional[Path] = typer.Option(None, "--calibration", help="Inputs (.npy) that set the "
@@ -490,7 +492,8 @@ def _print_fit(manifest: dict) -> None:
 
 
 @app.command()
-def energy(ctx: typer.Context, deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export) or a "
+def energy(ctx: typer.Context,
+           deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export) or a "
                                                        "lava-dl .net."),
            input: Optional[Path] = typer.Option(None, "--input", help="Inputs (.npy) whose activity is counted."),
            backend: str = typer.Option("fixed", "--backend", help="fixed, folded or lava: where the activity comes from."),
