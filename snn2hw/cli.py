@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -377,9 +378,16 @@ def _process_group():
 
 
 def _ladder(arch, compiled, x, y, batch_size, json_out):
-    with _process_group() as group:
-        with out.status(f"{arch}: float, folded and fixed point on {len(x)} samples"):
-            report = run_ladder(compiled, x, y, batch_size, group)
+    with _process_group() as group, out.status(f"{arch}: float, folded and fixed point on {len(x)} samples") as status:
+        start = {}
+
+        def progress(rung: str, done: int, total: int) -> None:
+            """Samples/s and the time left of this rung, on this rank's share."""
+            t0 = start.setdefault(rung, time.perf_counter() - 1e-9)
+            rate = done / (time.perf_counter() - t0)
+            status.update(f"{arch}: {rung} {done}/{total} samples, {rate:.2f} samples/s, "
+                          f"{(total - done) / rate:.0f} s left of this rung")
+        report = run_ladder(compiled, x, y, batch_size, group, progress)
     if report is None:
         return  # a rank other than 0 under torchrun: rank 0 reports
     acc = report["accuracy"]

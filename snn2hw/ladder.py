@@ -109,28 +109,32 @@ def rung_runner(compiled: Compiled, backend: str):
     return segments_runner(graph_segments(compiled.fixed), compiled.fixed.output)  # chip specs made once
 
 
-def run_in_batches(run, layers: list[str], x: np.ndarray, batch_size: int = 64):
-    """`run` (batch → (output, values)) over `x` → (outputs concatenated, {layer: spike counts [N, T]})."""
+def run_in_batches(run, layers: list[str], x: np.ndarray, batch_size: int = 64, progress=None):
+    """`run` (batch → (output, values)) over `x` → (outputs concatenated, {layer: spike counts [N, T]});
+    `progress(samples done)` after each batch."""
     outputs, counts = [], []
     for start in range(0, len(x), batch_size):
         out, values = run(torch.as_tensor(x[start:start + batch_size]))
         outputs.append(out.numpy())
         counts.append(spike_counts(layers, values))
+        if progress:
+            progress(min(start + batch_size, len(x)))
     return np.concatenate(outputs), {k: np.concatenate([c[k] for c in counts]) for k in counts[0]}
 
 
-def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 64):
-    """→ (output as the official forward returns it, {layer: spike counts [N, T]})."""
+def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 64, progress=None):
+    """→ (output as the official forward returns it, {layer: spike counts [N, T]}); `progress(samples done)`."""
     if backend == "torch":
-        return run_model(compiled.model, x, batch_size)
+        return run_model(compiled.model, x, batch_size, progress)
     graph = compiled.folded if backend == "folded" else compiled.fixed
-    return run_in_batches(rung_runner(compiled, backend), spiking_nodes(graph), x, batch_size)
+    return run_in_batches(rung_runner(compiled, backend), spiking_nodes(graph), x, batch_size, progress)
 
 
-def _rung_totals(compiled: Compiled, backend: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+def _rung_totals(compiled: Compiled, backend: str, x: np.ndarray, y: np.ndarray, batch_size: int,
+                 progress=None) -> dict:
     """What one rung counts on `x`, as integers that add up across shards: correct answers and each layer's spikes,
     with the samples and (sample, step) pairs they were counted over."""
-    out, counts = simulate(compiled, backend, x, batch_size)
+    out, counts = simulate(compiled, backend, x, batch_size, progress)
     correct = int((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy() == y).sum())
     steps = next(iter(counts.values())).shape[1]
     return {"correct": correct, "samples": len(x), "sample_steps": len(x) * steps,
@@ -156,13 +160,14 @@ def shard(n: int, rank: int, world: int) -> slice:
     return slice(start, start + size + (rank < extra))
 
 
-def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64, group=None) -> dict | None:
+def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64, group=None,
+           progress=None) -> dict | None:
     """Accuracy and per-layer firing rates for float → folded → fixed, and where spikes first diverge.
 
     With a torch.distributed process group (`group`; under torchrun), each rank runs its share of the samples
     (`shard`) and the integer totals are summed across ranks, so the report equals the single-process one to the
     bit (a mean of integers is exact in float64); rank 0 builds it (the divergence probe runs there) and the other
-    ranks get None."""
+    ranks get None. `progress(rung, samples done, samples)`, on this rank's share."""
     rank, world = (torch.distributed.get_rank(group), torch.distributed.get_world_size(group)) if group else (0, 1)
     if len(x) < world:
         raise UserError(f"the ladder on {len(x)} samples cannot be split over {world} processes.")
@@ -170,7 +175,8 @@ def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 6
     rungs = {}
     neurons = {n: int(np.prod(node.shape)) for n, node in compiled.folded.nodes.items() if isinstance(node, ir.LIF)}
     for backend in RUNGS:
-        totals = _summed(_rung_totals(compiled, backend, x[mine], y[mine], batch_size), group)
+        report = (lambda done, rung=backend: progress(rung, done, len(x[mine]))) if progress else None
+        totals = _summed(_rung_totals(compiled, backend, x[mine], y[mine], batch_size, report), group)
         acc = float(np.float64(totals["correct"]) / totals["samples"])
         rates = {n: float(np.float64(s) / totals["sample_steps"] / neurons[n]) for n, s in totals["spikes"].items()
                  if n in neurons}
