@@ -266,6 +266,9 @@ def simulate(ctx: typer.Context, checkpoint: Path,
                                                                       "with x and y."),
              limit: Optional[int] = typer.Option(None, "--limit", min=1, help="For --ladder: at most this many samples."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="For --ladder: write the report as JSON."),
+             resume: Optional[Path] = typer.Option(None, "--resume", help="For --ladder: keep the progress in this "
+                                                   "file after every batch, and continue from it if it holds this "
+                                                   "run's (under torchrun, one file per rank: FILE.rankN)."),
              batch_size: int = typer.Option(64, "--batch-size", min=1),
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
@@ -299,7 +302,7 @@ def simulate(ctx: typer.Context, checkpoint: Path,
               "batch_size", "samples", "timeout", "memory_limit")
     elif ladder:
         _only(ctx, "with --ladder", "arch", "num_classes", "calibration", "tcja", "residual", "netx", "ladder", "data",
-              "limit", "json_out", "batch_size", "trust_pickle", "timesteps")
+              "limit", "json_out", "resume", "batch_size", "trust_pickle", "timesteps")
     else:
         _only(ctx, "on a checkpoint without --ladder", "input", "save", "arch", "num_classes", "backend", "calibration",
               "tcja", "residual", "netx", "batch_size", "labels", "trust_pickle", "timesteps")
@@ -319,7 +322,7 @@ def simulate(ctx: typer.Context, checkpoint: Path,
         if calibration is not None:
             calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)
         compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx)
-        _ladder(loaded.arch, compiled, x, y, batch_size, json_out)
+        _ladder(loaded.arch, compiled, x, y, batch_size, json_out, resume)
         return
     if input is None or save is None:
         raise UserError("simulate needs --input and --save (or --ladder with --data).")
@@ -377,7 +380,7 @@ def _process_group():
         torch.distributed.destroy_process_group()
 
 
-def _ladder(arch, compiled, x, y, batch_size, json_out):
+def _ladder(arch, compiled, x, y, batch_size, json_out, resume):
     with _process_group() as group, out.status(f"{arch}: float, folded and fixed point on {len(x)} samples") as status:
         start = {}
 
@@ -387,7 +390,7 @@ def _ladder(arch, compiled, x, y, batch_size, json_out):
             rate = done / (time.perf_counter() - t0)
             status.update(f"{arch}: {rung} {done}/{total} samples, {rate:.2f} samples/s, "
                           f"{(total - done) / rate:.0f} s left of this rung")
-        report = run_ladder(compiled, x, y, batch_size, group, progress)
+        report = run_ladder(compiled, x, y, batch_size, group, progress, resume)
     if report is None:
         return  # a rank other than 0 under torchrun: rank 0 reports
     acc = report["accuracy"]

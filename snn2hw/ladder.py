@@ -3,7 +3,10 @@
 `run_model` runs the float torch model with per-layer spike counts; `simulate` runs any rung; `ladder` gives
 accuracy, firing rates and the quantization report per rung, and where spikes first diverge (`first_divergence`).
 """
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +16,7 @@ from torch import nn
 from . import ir
 from .compile import Compiled
 from .errors import UserError
+from .files import write_text_atomic
 from .hardware_sims.runner import RunRecord, graph_segments, run_fixed, segments_runner
 from .hardware_sims.loihi_formats import ACT_SHIFT
 from .models.neurons import NEURONS
@@ -109,36 +113,55 @@ def rung_runner(compiled: Compiled, backend: str):
     return segments_runner(graph_segments(compiled.fixed), compiled.fixed.output)  # chip specs made once
 
 
-def run_in_batches(run, layers: list[str], x: np.ndarray, batch_size: int = 64, progress=None):
-    """`run` (batch → (output, values)) over `x` → (outputs concatenated, {layer: spike counts [N, T]});
-    `progress(samples done)` after each batch."""
+def run_in_batches(run, layers: list[str], x: np.ndarray, batch_size: int = 64):
+    """`run` (batch → (output, values)) over `x` → (outputs concatenated, {layer: spike counts [N, T]})."""
     outputs, counts = [], []
     for start in range(0, len(x), batch_size):
         out, values = run(torch.as_tensor(x[start:start + batch_size]))
         outputs.append(out.numpy())
         counts.append(spike_counts(layers, values))
-        if progress:
-            progress(min(start + batch_size, len(x)))
     return np.concatenate(outputs), {k: np.concatenate([c[k] for c in counts]) for k in counts[0]}
 
 
-def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 64, progress=None):
-    """→ (output as the official forward returns it, {layer: spike counts [N, T]}); `progress(samples done)`."""
+def simulate(compiled: Compiled, backend: str, x: np.ndarray, batch_size: int = 64):
+    """→ (output as the official forward returns it, {layer: spike counts [N, T]})."""
+    return rung_simulator(compiled, backend, batch_size)(x)
+
+
+def rung_simulator(compiled: Compiled, backend: str, batch_size: int = 64):
+    """`simulate` on one rung as a function of the inputs, its runner built once (a fixed-point runner makes its
+    chip specs when built)."""
     if backend == "torch":
-        return run_model(compiled.model, x, batch_size, progress)
+        return lambda x: run_model(compiled.model, x, batch_size)
     graph = compiled.folded if backend == "folded" else compiled.fixed
-    return run_in_batches(rung_runner(compiled, backend), spiking_nodes(graph), x, batch_size, progress)
+    runner, layers = rung_runner(compiled, backend), spiking_nodes(graph)
+    return lambda x: run_in_batches(runner, layers, x, batch_size)
 
 
 def _rung_totals(compiled: Compiled, backend: str, x: np.ndarray, y: np.ndarray, batch_size: int,
-                 progress=None) -> dict:
-    """What one rung counts on `x`, as integers that add up across shards: correct answers and each layer's spikes,
-    with the samples and (sample, step) pairs they were counted over."""
-    out, counts = simulate(compiled, backend, x, batch_size, progress)
-    correct = int((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy() == y).sum())
-    steps = next(iter(counts.values())).shape[1]
-    return {"correct": correct, "samples": len(x), "sample_steps": len(x) * steps,
-            "spikes": {n: int(c.sum()) for n, c in counts.items()}}
+                 progress=None, saved: dict | None = None, save=None) -> dict:
+    """What one rung counts on `x`, batch by batch, as integers that add up across batches and shards: correct
+    answers and each layer's spikes, with the samples and (sample, step) pairs they were counted over. `saved`: the
+    totals of the batches a killed run completed (they are skipped); `save(totals)` after every batch."""
+    totals = saved or {"batches": 0, "correct": 0, "samples": 0, "sample_steps": 0, "spikes": {}}
+    run = rung_simulator(compiled, backend, batch_size)
+    for b, start in enumerate(range(0, len(x), batch_size)):
+        if b < totals["batches"]:
+            continue
+        batch = slice(start, start + batch_size)
+        out, counts = run(x[batch])
+        totals["correct"] += int((class_scores(compiled.arch, torch.as_tensor(out)).argmax(1).numpy()
+                                  == y[batch]).sum())
+        totals["samples"] += len(x[batch])
+        totals["sample_steps"] += next(iter(counts.values())).size  # [samples, T]
+        for n, c in counts.items():
+            totals["spikes"][n] = totals["spikes"].get(n, 0) + int(c.sum())
+        totals["batches"] = b + 1
+        if save:
+            save(totals)
+        if progress:
+            progress(min(start + batch_size, len(x)))
+    return totals
 
 
 def _summed(totals: dict, group) -> dict:
@@ -160,23 +183,58 @@ def shard(n: int, rank: int, world: int) -> slice:
     return slice(start, start + size + (rank < extra))
 
 
+class _Progress:
+    """`--resume FILE`: the totals of every batch a ladder run has completed, written after each batch (atomically),
+    so a killed run continues from its last completed batch with the same integers. The file names the run (arch,
+    T, compile options, samples, batch size, this rank's share, a hash of the data) and is refused for another."""
+
+    def __init__(self, path: Path, compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int, mine: slice):
+        self.path = path
+        self.run = {"arch": compiled.arch, "timesteps": compiled.fixed.timesteps, "tcja": compiled.tcja,
+                    "residual": compiled.residual, "netx": compiled.netx, "samples": len(x),
+                    "batch_size": batch_size, "share": [mine.start, mine.stop],
+                    "data_sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()
+                                                  + np.ascontiguousarray(y).tobytes()).hexdigest()}
+        self.rungs = {}
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text())
+                same = saved["run"] == self.run
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"--resume {path} is not a progress file snn2hw wrote.") from None
+            if not same:
+                raise UserError(f"--resume {path} holds the progress of another run (its arch, options, data or "
+                                "batch size differ); remove it or name another file.")
+            self.rungs = saved["rungs"]
+
+    def rung(self, backend: str) -> tuple[dict | None, object]:
+        def save(totals: dict) -> None:
+            self.rungs[backend] = totals
+            write_text_atomic(self.path, json.dumps({"run": self.run, "rungs": self.rungs}))
+        return self.rungs.get(backend), save
+
+
 def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 64, group=None,
-           progress=None) -> dict | None:
+           progress=None, resume=None) -> dict | None:
     """Accuracy and per-layer firing rates for float → folded → fixed, and where spikes first diverge.
 
     With a torch.distributed process group (`group`; under torchrun), each rank runs its share of the samples
     (`shard`) and the integer totals are summed across ranks, so the report equals the single-process one to the
     bit (a mean of integers is exact in float64); rank 0 builds it (the divergence probe runs there) and the other
-    ranks get None. `progress(rung, samples done, samples)`, on this rank's share."""
+    ranks get None. `progress(rung, samples done, samples)`, on this rank's share. `resume`: a progress file
+    (`_Progress`; one per rank, `FILE.rankN`) that a killed run continues from."""
     rank, world = (torch.distributed.get_rank(group), torch.distributed.get_world_size(group)) if group else (0, 1)
     if len(x) < world:
         raise UserError(f"the ladder on {len(x)} samples cannot be split over {world} processes.")
     mine = shard(len(x), rank, world)
+    progress_file = None if resume is None else _Progress(Path(f"{resume}.rank{rank}") if world > 1 else Path(resume),
+                                                          compiled, x, y, batch_size, mine)
     rungs = {}
     neurons = {n: int(np.prod(node.shape)) for n, node in compiled.folded.nodes.items() if isinstance(node, ir.LIF)}
     for backend in RUNGS:
         report = (lambda done, rung=backend: progress(rung, done, len(x[mine]))) if progress else None
-        totals = _summed(_rung_totals(compiled, backend, x[mine], y[mine], batch_size, report), group)
+        saved, save = progress_file.rung(backend) if progress_file else (None, None)
+        totals = _summed(_rung_totals(compiled, backend, x[mine], y[mine], batch_size, report, saved, save), group)
         acc = float(np.float64(totals["correct"]) / totals["samples"])
         rates = {n: float(np.float64(s) / totals["sample_steps"] / neurons[n]) for n, s in totals["spikes"].items()
                  if n in neurons}

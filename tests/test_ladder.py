@@ -10,6 +10,7 @@ import pytest
 from helpers import compiled_demo
 from snn2hw.data import evaluation_data
 from snn2hw.demo import demo_checkpoint
+from snn2hw.errors import UserError
 from snn2hw.ladder import ladder, shard
 
 
@@ -63,3 +64,36 @@ def test_shards_cover_the_samples_once_in_order():
     for n, world in [(45, 2), (7, 3), (4, 4)]:
         parts = [list(range(n))[shard(n, r, world)] for r in range(world)]
         assert sum(parts, []) == list(range(n)) and max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_killed_ladder_resumes_from_its_last_batch_with_the_same_report(tmp_path, monkeypatch):
+    """A run that dies in its third fixed-point batch continues, with --resume's file, at that batch: the batches
+    done are not run again, and the report equals an uninterrupted run's."""
+    import snn2hw.ladder as ladder_module
+
+    compiled, x, y, _ = compiled_demo("tcja-tiny")
+    x, y = x[:40], y[:40]
+    whole = ladder(compiled, x, y, 8)
+    real, calls = ladder_module.rung_simulator, []
+
+    def counted(die_at=None):
+        def make(compiled, backend, batch_size=64):
+            run = real(compiled, backend, batch_size)
+
+            def batch(xb):
+                calls.append(backend)
+                if backend == "fixed" and calls.count("fixed") == die_at:
+                    raise RuntimeError("killed")
+                return run(xb)
+            return batch
+        return make
+
+    monkeypatch.setattr(ladder_module, "rung_simulator", counted(die_at=3))
+    with pytest.raises(RuntimeError, match="killed"):
+        ladder(compiled, x, y, 8, resume=tmp_path / "progress.json")
+    calls.clear()
+    monkeypatch.setattr(ladder_module, "rung_simulator", counted())
+    assert ladder(compiled, x, y, 8, resume=tmp_path / "progress.json") == whole
+    assert calls == ["fixed"] * 3  # 40 samples in 5 batches: 2 were done
+    with pytest.raises(UserError, match="holds the progress of another run"):
+        ladder(compiled, x[:32], y[:32], 8, resume=tmp_path / "progress.json")
