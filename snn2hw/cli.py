@@ -369,13 +369,22 @@ def _simulate_deployment(dep, backend, input, save, batch_size, lava_limits, sam
 @contextlib.contextmanager
 def _process_group():
     """Under torchrun (WORLD_SIZE > 1): a gloo process group over the ranks, torch.distributed's own engine; else
-    None."""
+    None. An error on a rank names the rank; a rank whose peer died says so in one sentence (torchrun then stops
+    the others)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield None
         return
     torch.distributed.init_process_group("gloo")
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     try:
         yield torch.distributed.group.WORLD
+    except UserError as e:
+        raise UserError(f"rank {rank} of {world}: {e}") from None
+    except RuntimeError as e:
+        if "gloo" not in str(e):  # gloo's transport errors (a peer gone) are plain RuntimeErrors naming it
+            raise
+        reason = str(e).strip().splitlines()[0].split("] ", 1)[-1][:160]
+        raise UserError(f"rank {rank} of {world}: stopped, since another rank failed ({reason}).") from None
     finally:
         torch.distributed.destroy_process_group()
 

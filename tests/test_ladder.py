@@ -97,3 +97,19 @@ def test_a_killed_ladder_resumes_from_its_last_batch_with_the_same_report(tmp_pa
     assert calls == ["fixed"] * 3  # 40 samples in 5 batches: 2 were done
     with pytest.raises(UserError, match="holds the progress of another run"):
         ladder(compiled, x[:32], y[:32], 8, resume=tmp_path / "progress.json")
+
+
+def test_a_failed_rank_is_named_and_the_other_rank_says_why_it_stopped(tmp_path):
+    """Under torchrun, rank 1 cannot read its progress file: its error names it; rank 0 ends in one sentence too."""
+    (tmp_path / "progress.json.rank1").write_text("not a progress file")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "snn2hw",
+                "simulate", str(demo_checkpoint("tcja-tiny")), "--ladder", "--data", "digits", "--limit", "16",
+                "--resume", str(tmp_path / "progress.json")]
+    res = subprocess.run(launcher, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert f"error: rank 1 of 2: --resume {tmp_path / 'progress.json.rank1'} is not a progress file snn2hw wrote." \
+        in errors, res.stderr[-3000:]
+    # rank 0 either meets the dead peer in its next all_reduce or is stopped by torchrun first: one sentence each way
+    assert any(e.startswith("error: rank 0 of 2: stopped, since another rank failed (")
+               or e.startswith("error: interrupted by SIGTERM") for e in errors), errors
