@@ -176,11 +176,15 @@ def _summed(totals: dict, group) -> dict:
     return {"correct": correct, "samples": samples, "sample_steps": sample_steps, "spikes": dict(zip(names, spikes))}
 
 
-def shard(n: int, rank: int, world: int) -> slice:
-    """Rank `rank`'s contiguous share of `n` samples (the first ranks take one more where `world` does not divide)."""
-    size, extra = divmod(n, world)
+def shard(n: int, rank: int, world: int, head: int = 0) -> slice:
+    """Rank `rank`'s contiguous share of `n` samples (the first ranks take one more where `world` does not divide).
+    `head`: work rank 0 does besides (the ladder's probe, in samples), counted as samples it already has, so the
+    ranks finish together; ignored where it would leave rank 0 no sample."""
+    if head and (n + head) // world <= head:
+        head = 0
+    size, extra = divmod(n + head, world)
     start = rank * size + min(rank, extra)
-    return slice(start, start + size + (rank < extra))
+    return slice(max(start - head, 0), start + size + (rank < extra) - head)
 
 
 class _Progress:
@@ -226,7 +230,8 @@ def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 6
     rank, world = (torch.distributed.get_rank(group), torch.distributed.get_world_size(group)) if group else (0, 1)
     if len(x) < world:
         raise UserError(f"the ladder on {len(x)} samples cannot be split over {world} processes.")
-    mine = shard(len(x), rank, world)
+    probe = torch.as_tensor(x[:batch_size])  # the divergence and quantization probe, rank 0's extra work
+    mine = shard(len(x), rank, world, len(probe) if world > 1 else 0)
     progress_file = None if resume is None else _Progress(Path(f"{resume}.rank{rank}") if world > 1 else Path(resume),
                                                           compiled, x, y, batch_size, mine)
     rungs = {}
@@ -242,7 +247,6 @@ def ladder(compiled: Compiled, x: np.ndarray, y: np.ndarray, batch_size: int = 6
     if rank != 0:
         return None
     # Divergence needs the full spike tensors; a slice of the data keeps it affordable.
-    probe = torch.as_tensor(x[:batch_size])
     source_spikes = compiled.source.run(probe, record=True)[1]
     folded_values = compiled.folded.run(probe, record=True)[1]
     fixed_run = run_fixed(compiled.fixed, probe, keep_membrane=True)[1]

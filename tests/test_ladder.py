@@ -48,7 +48,8 @@ def test_cli_ladder_and_fixed_backend(run_cli, tmp_path):
 def test_ladder_under_torchrun_with_two_processes_equals_one_process(run_cli, tmp_path):
     """torch.distributed's own launcher, 2 CPU processes (gloo): each runs half the samples, the integer totals are
     summed, and rank 0's JSON report equals the single-process one byte for byte."""
-    args = ["simulate", demo_checkpoint("tcja-tiny"), "--ladder", "--data", "digits", "--limit", "45"]
+    args = ["simulate", demo_checkpoint("tcja-tiny"), "--ladder", "--data", "digits", "--limit", "45",
+            "--batch-size", "8"]
     single = run_cli(*args, "--json", tmp_path / "one.json")
     assert single.returncode == 0, single.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -57,13 +58,17 @@ def test_ladder_under_torchrun_with_two_processes_equals_one_process(run_cli, tm
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("accuracy float") == 1  # rank 0 alone reports
     assert (tmp_path / "two.json").read_bytes() == (tmp_path / "one.json").read_bytes()
-    assert json.loads((tmp_path / "one.json").read_text())["samples"] == 45  # odd: the shards are 23 and 22
+    assert json.loads((tmp_path / "one.json").read_text())["samples"] == 45  # shards 19 (+ the 8-sample probe), 26
 
 
 def test_shards_cover_the_samples_once_in_order():
-    for n, world in [(45, 2), (7, 3), (4, 4)]:
-        parts = [list(range(n))[shard(n, r, world)] for r in range(world)]
-        assert sum(parts, []) == list(range(n)) and max(map(len, parts)) - min(map(len, parts)) <= 1
+    """Every sample once, in order; rank 0 takes `head` fewer (its probe), unless that would leave it none."""
+    for n, world, head in [(45, 2, 0), (7, 3, 0), (4, 4, 0), (32, 2, 8), (45, 2, 8), (4, 2, 8), (7, 3, 2)]:
+        parts = [list(range(n))[shard(n, r, world, head)] for r in range(world)]
+        assert sum(parts, []) == list(range(n)) and all(parts)
+        sizes = [len(p) for p in parts]
+        sizes[0] += head if (n + head) // world > head else 0
+        assert max(sizes) - min(sizes) <= 1, (n, world, head, sizes)
 
 
 def test_a_killed_ladder_resumes_from_its_last_batch_with_the_same_report(tmp_path, monkeypatch):
