@@ -252,7 +252,7 @@ def split_segment(spec: dict, arrays: dict[str, np.ndarray],
 
 
 def _run_spec(spec: dict, members: list[dict], name: str) -> dict:
-    """The spec of one run of `split_segment`: `members` (consecutive nodes of `spec`), fed what they read from
+    """The spec of one run of `split_segment`: `members` (nodes of `spec`, in its order), fed what they read from
     outside."""
     inside = {n["name"] for n in members}
     by_name = {n["name"]: n for n in spec["nodes"]}
@@ -275,6 +275,8 @@ def _run_spec(spec: dict, members: list[dict], name: str) -> dict:
             "nodes": [{**n, "depth": n["depth"] - shift} for n in members],
             "outputs": [{**o, "depth": o["depth"] - shift} for o in spec["outputs"] if o["name"] in inside],
             "steps": spec["timesteps"] + max(n["depth"] for n in members) - shift}
+
+
 def default_timeout(spec: dict, arrays: dict[str, np.ndarray], samples: int) -> float:
     """Seconds a segment's Lava runs may take by default: each run's start-up, plus `TIMEOUT_MARGIN` times the
     estimated cost of its steps (every conv as a Conv, the slower form) and of building its Sparse convs."""
