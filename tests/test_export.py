@@ -230,6 +230,27 @@ def test_official_msresnet_at_another_t_exports_at_that_t(tmp_path, run_cli, arc
     assert output.shape == (2, 4, 10)
 
 
+@pytest.mark.parametrize("arch, trained, x_shape, out_shape", [
+    ("tcja-cifar10dvs", {"timesteps": 16}, (2, 16, 2, 128, 128), (16, 2, 10)),  # the scripts' -T 16
+    ("gac-msresnet34-imagenet", {"timesteps": 6, "sca_kernel": 8}, (2, 3, 224, 224), (2, 6, 1000)),  # K = 8 for 34
+])
+def test_official_configurations_export_and_run_from_their_files(tmp_path, arch, trained, x_shape, out_shape):
+    """Official-size networks trained with settings other than the defaults, saved as their repos save them: read
+    from the weights, exported, and run from the deployment's files with the T they were trained at."""
+    torch.manual_seed(0)
+    x = torch.poisson(torch.full(x_shape, 0.3)) if arch.startswith("tcja") else torch.rand(x_shape)
+    model = calibrated(build_model(arch, **trained), x)
+    for m in model.modules():  # a channel these random weights never excite: a trained net's variance is not 0
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.clamp_(min=1e-3)
+    torch.save({"net": model.state_dict()} if arch.startswith("tcja") else model.state_dict(), tmp_path / "m.pt")
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.arch == arch and {k: loaded.options[k] for k in trained} == trained
+    export_deployment(loaded, x.numpy(), tmp_path / "deploy", system=None)
+    output, _ = load_deployment(tmp_path / "deploy").simulate(x.numpy())
+    assert output.shape == out_shape
+
+
 @pytest.mark.parametrize("tcja", ["host", "fold"])
 def test_the_tet_vgg_for_cifar10dvs_exports_and_runs_from_its_files(tmp_path, tcja):
     """VGGSNN_TCJA of the TCJA repo's src/tet/, saved bare as its script saves it, found without --arch: its first
