@@ -56,7 +56,8 @@ RUN_MAX_CONNECTIONS = 40_000_000
 # the segment's size. Measured on the 2-core sandbox with lava-nc 0.10: Lava's Conv takes 7 µs + 40 ns per output
 # position per channel pair and step (one scipy convolve2d each: 8 µs on 4x4 maps, 47 µs on 32x32), its Sparse
 # about 2 ns per connection and step plus about 110 ns per connection to build (conv_to_sparse), and Lava starts in
-# 2-5 s. The official gac-msresnet18-cifar (32 runs) took 218 s for one sample, where this estimates 400 s.
+# 2-5 s. The official gac-msresnet18-cifar (32 runs) took 392 s for two samples (benchmarks fixed_vs_lava --full),
+# where this estimates 527 s.
 START_S = 30.0
 CONV_PAIR_S = 7e-6
 CONV_PAIR_POSITION_S = 40e-9
@@ -277,10 +278,10 @@ def _run_spec(spec: dict, members: list[dict], name: str) -> dict:
             "steps": spec["timesteps"] + max(n["depth"] for n in members) - shift}
 
 
-def default_timeout(spec: dict, arrays: dict[str, np.ndarray], samples: int) -> float:
-    """Seconds a segment's Lava runs may take by default: each run's start-up, plus `TIMEOUT_MARGIN` times the
-    estimated cost of its steps (every conv as a Conv, the slower form) and of building its Sparse convs."""
-    runs = split_segment(spec, arrays)
+def default_timeout(runs: list[dict], arrays: dict[str, np.ndarray], samples: int) -> float:
+    """Seconds a segment's Lava runs (`split_segment`) may take by default: each run's start-up, plus
+    `TIMEOUT_MARGIN` times the estimated cost of its steps (every conv as a Conv, the slower form) and of building
+    its Sparse convs."""
     cost = 0.0
     for run in runs:
         per_step = build = 0.0
@@ -339,7 +340,7 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
     values, samples = _batch_first_inputs(spec, inputs)
     runs = split_segment(spec, arrays, max_connections)
     if timeout is None:
-        timeout = default_timeout(spec, arrays, samples)
+        timeout = default_timeout(runs, arrays, samples)
     start = time.perf_counter()
     deadline = time.monotonic() + timeout
     abort = threading.Event()

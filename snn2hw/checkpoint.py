@@ -129,7 +129,7 @@ def _fit(arch: str, sd: dict) -> float:
     weights determine (on meta: no allocation); 0 where those options build nothing."""
     try:
         options = options_from_weights(arch, sd)
-        classes = _infer_num_classes(arch, sd, options)
+        classes = _held_classes(arch, sd, options)
         expected = build_model(arch, classes, device="meta", **options).state_dict()
     except (TypeError, ValueError, RuntimeError):
         return 0.0
@@ -159,17 +159,11 @@ def _arch_from_weights(path: Path, sd: dict, notes: list[str]) -> str:
 
 def _held_classes(arch: str, sd: dict, options: dict) -> int | None:
     """The class count `sd`'s classifier holds: the arch default where every shape fits it, else the count that
-    makes only the classifier fit (`_infer_num_classes`); None where other shapes differ too."""
-    _, _, shaped = _mismatch(build_model(arch, device="meta", **options), sd)
-    return ARCHS[arch].num_classes if not shaped else _infer_num_classes(arch, sd, options)
-
-
-def _infer_num_classes(arch: str, sd: dict, options: dict) -> int | None:
-    """If only the classifier's output size differs from the arch default, the class count that fits it."""
+    makes only the classifier's shapes fit; None where other shapes differ too."""
     default = ARCHS[arch].num_classes
     _, _, shaped = _mismatch(build_model(arch, device="meta", **options), sd)
     if not shaped:
-        return None
+        return default
     if any(got[1:] != want[1:] for _, got, want in shaped):
         return None
     ratios = {got[0] * default / want[0] for _, got, want in shaped}
