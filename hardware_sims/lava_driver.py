@@ -5,7 +5,10 @@ Lava needs its own interpreter (`.venv-lava`, Python 3.10, numpy<2), so a segmen
 temporary WORKDIR and the results read back from it (files only: Lava and slayer print to stdout).
 
 Lava forks one OS process per process model, so the runner gets a session of its own and the whole process group
-is killed when it ends, fails or runs out of time: nothing of a Lava run outlives the call. A memory limit, if given,
+is killed when it ends, fails or runs out of time: nothing of a Lava run outlives the call. Lava 0.10 can hang at
+random with every process alive (it has no hang detection, lava-nc/lava#178; seen once in 2026-12 CI on a demo segment
+that takes 10 s, never in 40 runs here under load): a run that runs out of time first has its processes write their
+stacks to the log, and is then run once more, with a warning. A memory limit, if given,
 caps each of its processes' address space (RLIMIT_AS): an official-size segment can otherwise take the machine's
 memory (DESIGN.md: Lava's sparse convolutions grow with channels² × positions).
 """
@@ -18,6 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,8 @@ LOG_DIR = Path(tempfile.gettempdir()) / "snn2hw-logs"  # a failed Lava run's std
 RUNNER_ERROR_PREFIXES = ("lava_runner: ", "lava_netx_runner: ")  # the runners' one-line errors (run_script)
 STDERR_WIDTH = 300
 POLL_S = 0.05
+STACKS_S = 1.0  # after SIGUSR1, before the kill: time for a hung run's processes to write their stacks
+HANG_RETRIES = 1  # a run that hangs is run this many more times (lava-nc/lava#178)
 TERM_GRACE_S = 1.0  # after SIGTERM, before SIGKILL: time for multiprocessing's resource tracker to clean up
 # How a failed allocation shows on stderr: Python, the dynamic loader (mmap of a library), C++ (numpy, scipy), and
 # a thread whose stack cannot be mapped (Lava starts threads for its channels).
@@ -46,6 +52,10 @@ OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|failed to map se
 
 class LavaError(UserError):
     """A Lava run failed, timed out, or the Lava environment is missing."""
+
+
+class LavaHang(LavaError):
+    """A Lava run did not finish in time (stopped, its processes' stacks logged)."""
 
 
 # A segment with more connections than this runs as several Lava runs of consecutive neuron layers, each fed the
@@ -120,17 +130,23 @@ def _batch_first_inputs(spec: dict, inputs: dict[str, np.ndarray]) -> tuple[dict
     return out, samples.pop()
 
 
+def _log(workdir: Path, what: str) -> Path:
+    """A copy of a failed run's stderr that outlives the run's temporary folder."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"{re.sub(r'[^A-Za-z0-9.-]+', '-', what)}-{os.getpid()}-{time.time_ns()}.log"
+    stderr = workdir / "stderr.txt"
+    log.write_bytes(stderr.read_bytes() if stderr.exists() else b"")
+    return log
+
+
 def _failure(workdir: Path, what: str) -> str:
     """The cause of a failed Lava run in one clause (the runner's own one-line error, else stderr's last line) and
-    where its whole stderr now is: a log file that outlives the run's temporary folder."""
+    where its whole stderr now is (`_log`)."""
     text = (workdir / "stderr.txt").read_text(errors="replace") if (workdir / "stderr.txt").exists() else ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     own = [line.split(": ", 1)[1] for line in lines if line.startswith(RUNNER_ERROR_PREFIXES) and ": " in line]
     cause = (own or lines or ["no output on stderr"])[-1][:STDERR_WIDTH]
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / f"{re.sub(r'[^A-Za-z0-9.-]+', '-', what)}-{os.getpid()}-{time.time_ns()}.log"
-    log.write_text(text)
-    return f"{cause}; its output is in {log}"
+    return f"{cause}; its output is in {_log(workdir, what)}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -168,13 +184,47 @@ def _stop_group(proc: subprocess.Popen, clean_exit: bool) -> None:
     proc.wait()
 
 
+def _dump_stacks(pgid: int, script: Path) -> None:
+    """Have the runner and the Lava processes it forked (the members of its group running `script`) write their
+    threads' stacks to stderr (the runner's `faulthandler` on SIGUSR1), and wait `STACKS_S` for them. Not the
+    resource tracker, which SIGUSR1 would kill before it unlinks the run's shared memory."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pgrp = int(stat.read_text().rsplit(")", 1)[1].split()[2])  # after the name: state, ppid, pgrp
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if pgrp == pgid and os.fsencode(script) in cmdline.split(b"\0"):
+            try:
+                os.kill(int(stat.parent.name), signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+    time.sleep(STACKS_S)
+
+
 def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_limit_bytes: int | None,
-                abort: threading.Event | None = None, deadline: float | None = None) -> None:
+                abort: threading.Event | None = None, deadline: float | None = None) -> int:
+    """Run a Lava-side script on WORKDIR in the Lava environment (`_run_script_once`); one that hangs is run again,
+    up to `HANG_RETRIES` times, each with `timeout` s, and a warning says so → how many times it was run again."""
+    for retries in range(HANG_RETRIES + 1):
+        try:
+            _run_script_once(script, workdir, what, timeout, memory_limit_bytes, abort,
+                             deadline if retries == 0 else None)
+            return retries
+        except LavaHang as hang:
+            if retries == HANG_RETRIES:
+                raise
+            warnings.warn(f"{hang} Lava 0.10 can hang at random (lava-nc/lava#178): running it once more, for "
+                          f"{timeout:g} s at most.", stacklevel=2)
+    raise AssertionError("unreachable")
+
+
+def _run_script_once(script: Path, workdir: Path, what: str, timeout: float, memory_limit_bytes: int | None,
+                     abort: threading.Event | None, deadline: float | None) -> None:
     """Run a Lava-side script on WORKDIR in the Lava environment, in a session of its own that is killed whole when
     it ends, fails, runs out of `timeout` s (or reaches the `time.monotonic()` `deadline` of the runs `timeout`
     limits together) or `abort` is set. Raises LavaError naming `what` (its cause, and the log file keeping its
-    stderr) if it fails, is
-    killed, runs out of memory or time."""
+    stderr) if it fails, is killed or runs out of memory, LavaHang if it runs out of time."""
     python = lava_python()
     env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
@@ -182,20 +232,25 @@ def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_l
         proc = subprocess.Popen([str(python), "-I", str(script), str(workdir)], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True)
     status = None
+    aborted = False
     try:
         status = _wait(proc, timeout if deadline is None else deadline - time.monotonic(), abort)
+        aborted = status is None and abort is not None and abort.is_set()
+        if status is None and not aborted:
+            _dump_stacks(proc.pid, script)
     finally:
         _stop_group(proc, clean_exit=status is not None and status.si_code == os.CLD_EXITED
                     and status.si_status == 0)
     limit = f"{memory_limit_bytes / 2 ** 20:g} MiB per process" if memory_limit_bytes else None
-    if status is None and abort is not None and abort.is_set():
+    if aborted:
         raise LavaError(f"{what}: stopped, since another Lava run of its segment failed.")
     if status is None:
         # Seen with lava-nc 0.10: a Lava process that cannot allocate mid-run dies silently and the others wait.
         maybe = f" (this may be the memory limit, {limit}: Lava waits forever for a process that ran out)" \
             if limit else ""
-        raise LavaError(f"{what}: the Lava run did not finish within {timeout:g} s and was stopped (all its "
-                        f"processes killed){maybe}; {_failure(workdir, what)}.")
+        raise LavaHang(f"{what}: the Lava run did not finish within {timeout:g} s and was stopped (all its "
+                       f"processes killed){maybe}; the stacks of its processes at that moment are in "
+                       f"{_log(workdir, what)}.")
     if proc.returncode != 0:
         how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                else f"failed (exit code {proc.returncode})")
@@ -313,8 +368,10 @@ def _run_one(spec: dict, arrays: dict[str, np.ndarray], batch_first: dict[str, n
         np.savez(workdir / "inputs.npz", **{i["name"]: batch_first[i["name"]] for i in spec["inputs"]})
         (workdir / "request.json").write_text(json.dumps({"samples": samples, "probe": probe,
                                                           "memory_limit_bytes": memory_limit_bytes}))
-        _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes, abort, deadline)
-        return _result(workdir, f"chip segment {name}")
+        retries = _run_script(runner_path(), workdir, f"chip segment {name}", timeout, memory_limit_bytes, abort,
+                              deadline)
+        raw, stats = _result(workdir, f"chip segment {name}")
+        return raw, {**stats, "lava_retries": retries}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -323,8 +380,8 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
                            probe: list[str] | None = None, timeout: float | None = None,
                            memory_limit_bytes: int | None = None, max_connections: int = RUN_MAX_CONNECTIONS,
                            workers: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """`run_chip_segment`, also returning the runs' statistics: samples, Lava runs, processes and steps (summed over
-    the runs), the convs built as a Lava Sparse (the others are Lava Convs), and timings in seconds (`build_s`,
+    """`run_chip_segment`, also returning the runs' statistics: samples, Lava runs, runs repeated after a hang,
+    processes and steps (summed over the runs), the convs built as a Lava Sparse (the others are Lava Convs), and timings in seconds (`build_s`,
     `compile_and_first_step_s` and `run_s` summed over the runs,
     `wall_s` for the whole call).
 
@@ -344,7 +401,8 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
     start = time.perf_counter()
     deadline = time.monotonic() + timeout
     abort = threading.Event()
-    stats = {"samples": samples, "lava_runs": len(runs), "processes": 0, "lava_steps": 0, "sparse_convs": [],
+    stats = {"samples": samples, "lava_runs": len(runs), "lava_retries": 0, "processes": 0, "lava_steps": 0,
+             "sparse_convs": [],
              "build_s": 0.0, "compile_and_first_step_s": 0.0, "run_s": 0.0}
     todo = list(runs)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -363,8 +421,8 @@ def run_chip_segment_timed(spec: dict, arrays: dict[str, np.ndarray], inputs: di
                     del running[future]
                     raw, run_stats = future.result()
                     values.update(raw)
-                    for key in ("processes", "lava_steps", "sparse_convs", "build_s", "compile_and_first_step_s",
-                                "run_s"):
+                    for key in ("lava_retries", "processes", "lava_steps", "sparse_convs", "build_s",
+                                "compile_and_first_step_s", "run_s"):
                         stats[key] += run_stats[key]
         except BaseException:
             abort.set()
@@ -394,7 +452,7 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     Raises LavaError naming the segment if the Lava environment is missing, the run fails (with the last lines of
     its stderr), runs out of `memory_limit_bytes` (address space per process, if given) or takes longer than
     `timeout` seconds (default: `default_timeout`), Lava's start-up (~1-3 s) included; its whole process tree is
-    then killed. A large segment runs as several Lava runs (`split_segment`), which compute what one run would.
+    then killed. A run that ran out of time is run once more first (`HANG_RETRIES`), with a warning. A large segment runs as several Lava runs (`split_segment`), which compute what one run would.
     """
     return run_chip_segment_timed(spec, arrays, inputs, probe, timeout, memory_limit_bytes)[0]
 

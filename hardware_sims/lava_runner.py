@@ -59,8 +59,12 @@ How the segment becomes Lava processes
   would cost ~15 µs to 70 µs per value, since Lava sends Vars element by element: minutes for a few hundred samples.
 * errors: building and compiling raise here. A Lava process that raises or dies during a step makes Lava 0.10 wait
   forever (the others wait for its messages; the error is reported nowhere), so `LavaProcessWatch` ends the runner
-  as soon as one of them is gone, with its error; the caller then kills what is left of the run.
+  as soon as one of them is gone, with its error; the caller then kills what is left of the run. A run that hangs
+  with every process alive (Lava 0.10 has no hang detection, lava-nc/lava#178) is stopped by the caller, which
+  first sends SIGUSR1: the runner and every Lava process it forked write their threads' stacks to stderr
+  (`faulthandler`, registered before Lava forks).
 """
+import faulthandler
 import importlib.util
 import json
 import os
@@ -404,6 +408,7 @@ def run_script(run, script: str) -> None:
     interpreter waiting for its processes."""
     if len(sys.argv) != 2:
         sys.exit(f"usage: {script}.py WORKDIR")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # inherited by Lava's forked processes
     try:
         run(Path(sys.argv[1]))
     except Exception as e:

@@ -613,6 +613,7 @@ def _interrupt(signum, frame):
 def main():
     # torch warns on every forward that padding='same' with an even kernel (TCJA's Conv1d) costs a padded copy.
     warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
     try:

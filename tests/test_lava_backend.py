@@ -225,25 +225,32 @@ exec {python} -I {script} "$@"
 # Runs the real runner, but every Lava LIF process, in its first step, logs its pid, its session and the shared
 # memory files of its Lava channels, then blocks ($SNN2HW_TEST_LIF=hang), is killed as the kernel's out-of-memory
 # killer would do it (=die), asks for 32 GiB (=allocate), or blocks if it is the first LIF to step and is killed
-# otherwise (=hang-first-die-next).
+# (=hang-first-die-next) or steps as Lava's own (=hang-first) otherwise.
 PATCHED_RUNNER = """import os, runpy, signal, sys, time
 import numpy as np
 from lava.proc.lif import models
 
+lava_step = models.PyLifResetModelBitAcc.run_spk
+
 def first_step(self):
+    if getattr(self, "patched_steps", False):
+        return lava_step(self)
+    self.patched_steps = True
     shm = {line.split()[-1] for line in open("/proc/self/maps") if "/dev/shm/" in line}
     with open(os.environ["SNN2HW_TEST_LIF_LOG"], "a") as f:
         f.write(f"{os.getpid()} {os.getsid(0)} {' '.join(sorted(shm))}\\n")
     mode = os.environ["SNN2HW_TEST_LIF"]
-    if mode == "hang-first-die-next":
+    if mode.startswith("hang-first"):
         try:
             os.close(os.open(os.environ["SNN2HW_TEST_LIF_LOG"] + ".first", os.O_CREAT | os.O_EXCL))
             mode = "hang"
         except FileExistsError:
-            mode = "die"
+            mode = "die" if mode == "hang-first-die-next" else "step"
+    if mode == "step":
+        return lava_step(self)
     if mode == "die":
         os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ["SNN2HW_TEST_LIF"] == "allocate":
+    if mode == "allocate":
         np.ones(2 ** 35, np.uint8)
     time.sleep(3600)
 
@@ -303,14 +310,34 @@ def _session_members(sid: int) -> list[int]:
 
 @pytest.mark.lava
 def test_a_hanging_run_is_killed_with_all_its_lava_processes(fixed_runs, lava_python, tmp_path, monkeypatch):
+    """It runs out of time twice (run once more after the first), and the log it names holds the stack of the
+    blocked Lava process."""
     log = _patched_lava(tmp_path, monkeypatch, lava_python, "hang")
     graph, act = fixed_runs["tcja-tiny"]
     spec, arrays = _segment(graph, "chip1")
     start = time.monotonic()
     # Long enough for Lava to import, compile and fork its processes on a slow machine.
-    with pytest.raises(LavaError, match=r"chip segment chip1: the Lava run did not finish within 15 s"):
+    with pytest.warns(UserWarning, match=r"chip segment chip1: the Lava run did not finish within 15 s.* running "
+                                         r"it once more"), \
+            pytest.raises(LavaError, match=r"chip segment chip1: the Lava run did not finish within 15 s") as e:
         run_chip_segment(spec, arrays, _chip_inputs(spec, act), None, timeout=15)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 60
+    stacks = Path(re.search(r"the stacks of its processes at that moment are in (\S+)\.$", str(e.value))[1])
+    assert re.search(r'line \d+ in first_step', stacks.read_text()), "the blocked LIF process wrote no stack"
+    assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2, "it should have run twice"
+    _assert_nothing_of_the_run_survives(log)
+
+
+@pytest.mark.lava
+def test_a_run_that_hangs_once_is_run_again_and_gives_lavas_result(fixed_runs, lava_python, tmp_path, monkeypatch):
+    log = _patched_lava(tmp_path, monkeypatch, lava_python, "hang-first")
+    graph, act = fixed_runs["tcja-tiny"]
+    spec, arrays = _segment(graph, "chip1")
+    with pytest.warns(UserWarning, match=r"chip segment chip1: the Lava run did not finish within 15 s"):
+        out, stats = run_chip_segment_timed(spec, arrays, _chip_inputs(spec, act), spec["spiking_layers"], 15)
+    assert stats["lava_retries"] == 1
+    for layer in spec["spiking_layers"]:
+        assert np.array_equal(out[layer], act.values[layer].numpy().astype(bool)), layer
     _assert_nothing_of_the_run_survives(log)
 
 
