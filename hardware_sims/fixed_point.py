@@ -24,13 +24,14 @@ class NeuronStats:
     membrane: np.ndarray | None = field(default=None, repr=False)  # v after each step `[T, N, ...]`, if asked for
 
 
-def accumulate(node: dict, weight: np.ndarray, s: np.ndarray) -> np.ndarray:
+def accumulate(node: dict, weight: np.ndarray, s: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Integer synaptic accumulation of a spec `conv`/`dense` node for every step at once, `[T, N, ...]` in and out
-    (binary inputs when the node's `num_message_bits` is 0, graded payloads otherwise)."""
+    (binary inputs when the node's `num_message_bits` is 0, graded payloads otherwise); a conv convolves on
+    `device`."""
     flat = s.reshape(-1, *s.shape[2:])
     if node["op"] == "conv":
         a = num.conv_accumulate(weight, flat, node["stride"], node["padding"], node["dilation"], node["groups"],
-                                num_message_bits=node["num_message_bits"])
+                                num_message_bits=node["num_message_bits"], device=device)
     else:
         a = num.dense_accumulate(num.effective_dense_weights(weight), flat, 0,
                                  num_message_bits=node["num_message_bits"])
@@ -88,11 +89,13 @@ def _run_lif(node: dict, arrays: dict, a: np.ndarray, keep_membrane: bool) -> tu
 
 def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
                      probe: list[str] | None = None, keep_membrane: bool = False,
-                     repeats: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, NeuronStats]]:
+                     repeats: dict[str, str] | None = None,
+                     device: str = "cpu") -> tuple[dict[str, np.ndarray], dict[str, NeuronStats]]:
     """Run one chip segment in fixed point. `inputs`: per spec input name, the integers the chip receives,
     `[T, N, ...]`. → ({output: spikes (bool) or a relay's graded spikes (int64); probed layer: spikes}, all
     `[T, N, ...]`;
-    {neuron layer: NeuronStats}). `repeats` (`repeated_synapses`), if the caller keeps it, saves recomputing it."""
+    {neuron layer: NeuronStats}). `repeats` (`repeated_synapses`), if the caller keeps it, saves recomputing it.
+    Convs run on `device` (the same integers on any)."""
     repeats = repeated_synapses(spec, arrays) if repeats is None else repeats
     ints: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
     stats = {}
@@ -101,11 +104,11 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
         if name in repeats:
             ints[name] = ints[repeats[name]]
         elif op in ("conv", "dense"):
-            ints[name] = accumulate(node, arrays[node["weight"]], ints[node["input"]])
+            ints[name] = accumulate(node, arrays[node["weight"]], ints[node["input"]], device)
         elif op == "identity" and identity_as_conv(node["shape"], node["weight_exp"]):
             kernel = identity_kernel(node["weight"], node["shape"][0])
             ints[name] = accumulate({**node, "op": "conv", "stride": 1, "padding": 0, "dilation": 1, "groups": 1},
-                                    kernel, ints[node["input"]])
+                                    kernel, ints[node["input"]], device)
         elif op == "identity":
             ints[name] = num.identity_accumulate(node["weight"], node["weight_exp"], ints[node["input"]],
                                                  node["num_message_bits"])

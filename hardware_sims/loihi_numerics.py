@@ -28,6 +28,7 @@ Conventions
   spatially flipped), ``(X, Y, C) = (W, H, C)`` tensors and ``(X, Y)`` parameters:
   see :func:`torch_to_lava_conv_weight`.
 """
+from contextlib import nullcontext
 from typing import Optional
 
 import numpy as np
@@ -265,7 +266,7 @@ def graded_vec_step(a_in: np.ndarray, vth: int = 0) -> np.ndarray:
 # Conv
 # ---------------------------------------------------------------------------------------------------------------------
 def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation=1, groups: int = 1,
-                    num_message_bits: int = 0) -> np.ndarray:
+                    num_message_bits: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
     """One step of ``PyConvModelFixed``'s accumulation, as the next process receives it (one step later).
 
     ``w``: torch layout ``(Cout, Cin/groups, kH, kW)``; ``s_in``: ``[N, Cin, H, W]``; stride/padding/dilation in
@@ -280,6 +281,8 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
 
     Lava sums in float64 and casts to int32, so sums of magnitude >= 2**31 have no defined Lava result: we raise
     ``OverflowError`` for them rather than invent one.
+
+    ``device``: where torch convolves (the result is the same integers on every device, see below).
     """
     w = wrap_signed(_as_int(w, "weight"), INT32_BITS)
     s = np.asarray(s_in)
@@ -294,10 +297,14 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
         raise OverflowError("conv inputs can reach 2**53: neither Lava's float64 conv nor ours is exact there")
     # float32 convolutions are several times faster (oneDNN, direct algorithm) and just as exact below 2**24
     dtype = torch.float32 if bound < FLOAT32_EXACT_LIMIT else torch.float64
-    out = torch.nn.functional.conv2d(torch.from_numpy(s).to(dtype), torch.from_numpy(w).to(dtype),
-                                     stride=hw_pair(stride), padding=hw_pair(padding), dilation=hw_pair(dilation),
-                                     groups=int(groups))
-    acc = out.numpy().astype(np.int64)  # exact integers already: the bound holds for every partial sum
+    device = torch.device(device)
+    # On CUDA, cuDNN may pick Winograd or FFT algorithms, whose rounding is not exact on integers, and TF32, which
+    # keeps 10 mantissa bits; with both off, CUDA's own im2col + GEMM sums exact products as the CPU does.
+    with torch.backends.cudnn.flags(enabled=False, allow_tf32=False) if device.type == "cuda" else nullcontext():
+        out = torch.nn.functional.conv2d(torch.from_numpy(s).to(device, dtype), torch.from_numpy(w).to(device, dtype),
+                                         stride=hw_pair(stride), padding=hw_pair(padding),
+                                         dilation=hw_pair(dilation), groups=int(groups))
+    acc = out.cpu().numpy().astype(np.int64)  # exact integers already: the bound holds for every partial sum
     if bound >= 2 ** 31 and np.abs(acc).max(initial=0) >= 2 ** 31:
         raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
     return acc if bound < 2 ** (CONV_OUT_BITS - 1) else wrap_signed(acc, CONV_OUT_BITS)

@@ -23,7 +23,7 @@ from .host_runner import OnnxHostSession
 def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
     """A host value as the integers the chip receives at spec input `entry`: round(value · 2^q) (q = 0 for spikes
     and event counts)."""
-    return np.rint(value.double().numpy() * 2 ** entry["frac_bits"]).astype(np.int64)
+    return np.rint(value.double().cpu().numpy() * 2 ** entry["frac_bits"]).astype(np.int64)
 
 
 def from_chip(node: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
@@ -56,11 +56,12 @@ class ChipSegment:
 
 
 class TorchHostSegment:
-    """A host segment of an in-memory graph, node by node in torch as the float graph runs; every node's value is
-    kept (the ladder and the energy counts read the host's own neurons)."""
+    """A host segment of an in-memory graph, node by node in torch as the float graph runs, on the device the
+    graph's tensors are on; every node's value is kept (the ladder and the energy counts read the host's own
+    neurons)."""
 
-    def __init__(self, graph: ir.Graph, segment: dict):
-        self.name = segment["name"]
+    def __init__(self, graph: ir.Graph, segment: dict, device: torch.device = torch.device("cpu")):
+        self.name, self.device = segment["name"], device
         self.nodes = [graph.nodes[n] for n in segment["nodes"]]
 
     def run(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,7 +69,7 @@ class TorchHostSegment:
         for node in self.nodes:
             args = [values[MODEL_INPUT]] if isinstance(node, ir.Input) else \
                 [new[i] if i in new else values[i] for i in node.inputs]
-            new[node.name] = node.run(*args)
+            new[node.name] = node.run(*(a.to(self.device) for a in args))
         return new
 
 
@@ -114,9 +115,11 @@ class RunRecord:
         return {k: s.membrane for k, s in self.neurons.items() if s.membrane is not None}
 
 
-def fixed_chip(segment: ChipSegment, inputs: dict, probe: list[str], keep_membrane: bool = False):
-    """The fixed-point chip runner."""
-    return fixed_point.run_chip_segment(segment.spec, segment.arrays, inputs, probe, keep_membrane, segment.repeats)
+def fixed_chip(segment: ChipSegment, inputs: dict, probe: list[str], keep_membrane: bool = False,
+               device: torch.device = torch.device("cpu")):
+    """The fixed-point chip runner (its convs on `device`)."""
+    return fixed_point.run_chip_segment(segment.spec, segment.arrays, inputs, probe, keep_membrane, segment.repeats,
+                                        device)
 
 
 def lava_chip(segment: ChipSegment, inputs: dict, probe: list[str],
@@ -173,15 +176,19 @@ def segments_runner(segments: list, output: str, chip=fixed_chip, progress=None)
     return run
 
 
-def graph_segments(graph: ir.Graph) -> list:
-    """The segments of a quantized, partitioned graph in memory: chip ones as their chip specs, host ones in torch."""
+def graph_segments(graph: ir.Graph, device: torch.device = torch.device("cpu")) -> list:
+    """The segments of a quantized, partitioned graph in memory: chip ones as their chip specs, host ones in torch on
+    `device`."""
     if not graph.quant_layers:
         raise ValueError("running a graph's segments needs a quantized graph (run the quantize pass first)")
+    on_device = graph.to(device)
     return [ChipSegment(s["name"], *chip_segment_spec(graph, s)) if s["placement"] == "chip"
-            else TorchHostSegment(graph, s) for s in graph.segments]
+            else TorchHostSegment(on_device, s, device) for s in graph.segments]
 
 
-def run_fixed(graph: ir.Graph, x, keep_membrane: bool = False) -> tuple[torch.Tensor, RunRecord]:
-    """The fixed-point run of a quantized graph in memory on inputs `x` `[N, *input_shape]` → (output as the source
-    model returns it, RunRecord)."""
-    return run_segments(graph_segments(graph), graph.output, x, partial(fixed_chip, keep_membrane=keep_membrane))
+def run_fixed(graph: ir.Graph, x, keep_membrane: bool = False,
+              device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, RunRecord]:
+    """The fixed-point run of a quantized graph in memory on inputs `x` `[N, *input_shape]`, its host segments and
+    chip convs on `device` → (output as the source model returns it, RunRecord)."""
+    return run_segments(graph_segments(graph, device), graph.output, x,
+                        partial(fixed_chip, keep_membrane=keep_membrane, device=device))

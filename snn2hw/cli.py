@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compile import compile_model
-from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_data, load_inputs, load_npy
+from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_samples, load_inputs, load_npy
 from .demo import run_demo
 from .deployment import (NETX_FILE, is_netx_deployment, load_deployment, load_netx_deployment,
                          verify_deployment)
@@ -33,6 +33,7 @@ from .files import atomic_path, check_output, write_text_atomic
 from .hardware_sims.lava_driver import LavaLimits, run_netx_on_lava
 from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report, netx_report
+from .device import resolve_device
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
 from .models.zoo import MAX_TIMESTEPS, class_scores, get_arch
 from .netx_import import as_built, read_netx
@@ -100,6 +101,8 @@ def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
     return LavaLimits(timeout, memory_limit_mib * 2 ** 20 if memory_limit_mib else None)
 
 
+DeviceOpt = typer.Option(None, "--device", help="Where the torch, folded and fixed-point runs and the ladder compute: "
+                         "cpu or cuda (default: cuda where torch sees a GPU; the fixed-point integers are the same).")
 TimestepsOpt = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS,
                             help="T: for a checkpoint whose weights do not determine it (e.g. MS-ResNet without GAC), "
                                  "or a .net (which stores no T).")
@@ -269,7 +272,7 @@ def simulate(ctx: typer.Context, checkpoint: Path,
              resume: Optional[Path] = typer.Option(None, "--resume", help="For --ladder: keep the progress in this "
                                                    "file after every batch, and continue from it if it holds this "
                                                    "run's (under torchrun, one file per rank: FILE.rankN)."),
-             batch_size: int = typer.Option(64, "--batch-size", min=1),
+             batch_size: int = typer.Option(64, "--batch-size", min=1), device: Optional[str] = DeviceOpt,
              labels: Optional[Path] = typer.Option(None, "--labels", help="Optional .npy of labels: prints accuracy."),
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
              timeout: Optional[float] = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
@@ -302,13 +305,14 @@ def simulate(ctx: typer.Context, checkpoint: Path,
               "batch_size", "samples", "timeout", "memory_limit")
     elif ladder:
         _only(ctx, "with --ladder", "arch", "num_classes", "calibration", "tcja", "residual", "netx", "ladder", "data",
-              "limit", "json_out", "resume", "batch_size", "trust_pickle", "timesteps")
+              "limit", "json_out", "resume", "batch_size", "device", "trust_pickle", "timesteps")
     else:
         _only(ctx, "on a checkpoint without --ladder", "input", "save", "arch", "num_classes", "backend", "calibration",
-              "tcja", "residual", "netx", "batch_size", "labels", "trust_pickle", "timesteps")
+              "tcja", "residual", "netx", "batch_size", "device", "labels", "trust_pickle", "timesteps")
     if backend not in RUNGS + (("lava",) if deployed else ()):
         raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(RUNGS)}"
                         f"{', lava' if deployed else ' (lava runs a deployment directory: snn2hw export first)'}.")
+    where = None if deployed else resolve_device(device)
     if deployed:
         dep = load_deployment(checkpoint)
         _simulate_deployment(dep, backend, input, save, batch_size, _lava_limits(timeout, memory_limit), samples)
@@ -318,11 +322,11 @@ def simulate(ctx: typer.Context, checkpoint: Path,
     if ladder:
         if data is None:
             raise UserError("--ladder needs --data (digits, NAME:ROOT or an .npz with x and y).")
-        x, y, calib = evaluation_data(data, loaded.arch, limit)
+        samples, calib = evaluation_samples(data, loaded.arch, limit)
         if calibration is not None:
             calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)
         compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx)
-        _ladder(loaded.arch, compiled, x, y, batch_size, json_out, resume)
+        _ladder(loaded.arch, compiled, samples, batch_size, json_out, resume, where)
         return
     if input is None or save is None:
         raise UserError("simulate needs --input and --save (or --ladder with --data).")
@@ -333,12 +337,12 @@ def simulate(ctx: typer.Context, checkpoint: Path,
         if y.shape != (len(x),):
             raise UserError(f"--labels {labels} has shape {y.shape}; expected ({len(x)},), one label per input.")
     if backend == "torch":
-        output, counts = run_model(loaded.model, x, batch_size)
+        output, counts = run_model(loaded.model.to(where), x, batch_size)
     else:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch) if calibration \
             else x[:CALIBRATION_SAMPLES]
         compiled = compile_model(loaded.model, loaded.arch, torch.as_tensor(calib), tcja, residual, netx)
-        output, counts = run_backend(compiled, backend, x, batch_size)
+        output, counts = run_backend(compiled, backend, x, batch_size, where)
     _save_npz(save, {"output": output, **{f"spike_counts/{k}": v for k, v in counts.items()}})
     out.print(spike_table(f"{loaded.arch} on {input.name} ({len(x)} samples, backend {backend})", counts))
     if y is not None:
@@ -367,14 +371,14 @@ def _simulate_deployment(dep, backend, input, save, batch_size, lava_limits, sam
 
 
 @contextlib.contextmanager
-def _process_group():
-    """Under torchrun (WORLD_SIZE > 1): a gloo process group over the ranks, torch.distributed's own engine; else
-    None. An error on a rank names the rank; a rank whose peer died says so in one sentence (torchrun then stops
-    the others)."""
+def _process_group(device: torch.device):
+    """Under torchrun (WORLD_SIZE > 1): a process group over the ranks, torch.distributed's own engine (gloo on CPUs,
+    NCCL on GPUs); else None. An error on a rank names the rank; a rank whose peer died says so in one sentence
+    (torchrun then stops the others)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield None
         return
-    torch.distributed.init_process_group("gloo")
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     try:
         yield torch.distributed.group.WORLD
@@ -389,22 +393,22 @@ def _process_group():
         torch.distributed.destroy_process_group()
 
 
-def _ladder(arch, compiled, x, y, batch_size, json_out, resume):
-    with _process_group() as group, out.status(f"{arch}: float, folded and fixed point on {len(x)} samples") as status:
-        start = {}
+def _ladder(arch, compiled, samples, batch_size, json_out, resume, device):
+    with _process_group(device) as group, \
+            out.status(f"{arch}: float, folded and fixed point on {len(samples)} samples ({device})") as status:
+        t0 = time.perf_counter()
 
-        def progress(rung: str, done: int, total: int) -> None:
-            """Samples/s and the time left of this rung, on this rank's share."""
-            t0 = start.setdefault(rung, time.perf_counter() - 1e-9)
+        def progress(done: int, total: int) -> None:
+            """Samples/s through all three rungs and the time left, on this rank's share."""
             rate = done / (time.perf_counter() - t0)
-            status.update(f"{arch}: {rung} {done}/{total} samples, {rate:.2f} samples/s, "
-                          f"{(total - done) / rate:.0f} s left of this rung")
-        report = run_ladder(compiled, x, y, batch_size, group, progress, resume)
+            status.update(f"{arch}: {done}/{total} samples through float, folded and fixed point, "
+                          f"{rate:.2f} samples/s, {(total - done) / rate:.0f} s left")
+        report = run_ladder(compiled, samples, batch_size, group, progress, resume, device)
     if report is None:
         return  # a rank other than 0 under torchrun: rank 0 reports
     acc = report["accuracy"]
     strategy = f"--tcja {compiled.tcja}{', --netx' if compiled.netx else ''}"
-    out.print(f"[bold]{arch}[/bold] ({strategy}), {len(x)} samples: accuracy float {acc['torch']:.2%} → "
+    out.print(f"[bold]{arch}[/bold] ({strategy}), {len(samples)} samples: accuracy float {acc['torch']:.2%} → "
               f"folded {acc['folded']:.2%} → fixed {acc['fixed']:.2%}", soft_wrap=True)
     table = Table(title="firing rate per layer (spikes per neuron per step)")
     for col in ("layer", "float", "folded", "fixed", "fixed - float"):

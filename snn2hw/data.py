@@ -1,4 +1,5 @@
 """Where evaluation and calibration data come from: `--data NAME_OR_PATH` and `--calibration X.npy`."""
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -53,24 +54,69 @@ def load_inputs(path: Path, option: str, model, arch: str) -> np.ndarray:
     return load_npy(path, option, tuple(model.input_shape), events=get_arch(arch).reads_events)
 
 
-def evaluation_data(spec: str, arch: str, limit: int | None = None):
-    """`--data`: "digits" (the demo models' data), "NAME:ROOT" (an official data set, e.g. cifar10:/data/cifar),
-    or an .npz holding `x` and `y` (and optionally `calibration`). → (x, y, calibration inputs)."""
+class ArraySamples:
+    """Evaluation samples held in memory (the demo data, an .npz): `batch(start, stop)` → (x float32, y int64)."""
 
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[start:stop], self.y[start:stop]
+
+    def fingerprint(self) -> str:
+        """What identifies the samples for `--resume`: a hash of their bytes."""
+        return hashlib.sha256(np.ascontiguousarray(self.x).tobytes() + np.ascontiguousarray(self.y).tobytes()
+                              ).hexdigest()
+
+
+class DatasetSamples:
+    """The first `count` samples of an official data set, decoded a batch at a time when `batch` asks for them:
+    memory holds one batch, whatever the data set's size."""
+
+    def __init__(self, spec: str, dataset, count: int):
+        self.spec, self.dataset, self.count = spec, dataset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batch(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            pairs = [self.dataset[i] for i in range(start, min(stop, self.count))]
+        except datasets.DatasetError as e:
+            raise UserError(f"--data {self.spec}: {e}.") from None
+        return np.stack([x for x, _ in pairs]), np.array([y for _, y in pairs], np.int64)
+
+    def fingerprint(self) -> str:
+        """What identifies the samples for `--resume`: the data set, its folder and how many (decoding every sample
+        to hash it would cost a pass over the data)."""
+        name, root = self.spec.split(":", 1)
+        return hashlib.sha256(f"{name}|{Path(root).resolve()}|{self.count}".encode()).hexdigest()
+
+
+def evaluation_samples(spec: str, arch: str, limit: int | None = None):
+    """`--data`: "digits" (the demo models' data), "NAME:ROOT" (an official data set, e.g. cifar10:/data/cifar,
+    read batch by batch), or an .npz holding `x` and `y` (and optionally `calibration`). → (ArraySamples or
+    DatasetSamples, calibration inputs)."""
     if spec == "digits":
         kind = get_arch(arch).demo_data
         if kind is None:
             raise UserError(f"--data digits only fits the demo models (tcja-tiny, gac-msresnet-tiny), not {arch}.")
         x, y = DEMO_DATA[kind]("test")
-        return x[:limit], y[:limit], DEMO_DATA[kind]("train")[0][:CALIBRATION_SAMPLES]
+        return ArraySamples(x[:limit], y[:limit]), DEMO_DATA[kind]("train")[0][:CALIBRATION_SAMPLES]
     if ":" in spec and spec.split(":", 1)[0] in datasets.DATASETS:
         name, root = spec.split(":", 1)
         try:
-            x, y = datasets.load_arrays(name, root, "test", limit)
+            test = datasets.open_dataset(name, root, "test")
+            count = len(test) if limit is None else min(limit, len(test))
+            if count == 0:
+                raise datasets.DatasetError(f"{root}: no test samples of {name} found")
             calibration, _ = datasets.load_arrays(name, root, "train", CALIBRATION_SAMPLES)
         except datasets.DatasetError as e:
             raise UserError(f"--data {spec}: {e}.") from None
-        return x, y, calibration
+        return DatasetSamples(spec, test, count), calibration
     path = Path(spec)
     if path.suffix != ".npz" or not path.is_file():
         raise UserError(f"--data {spec}: expected 'digits', NAME:ROOT with NAME one of "
@@ -80,4 +126,10 @@ def evaluation_data(spec: str, arch: str, limit: int | None = None):
             raise UserError(f"--data {path} must hold arrays 'x' and 'y'.")
         x, y = f["x"].astype(np.float32)[:limit], f["y"].astype(np.int64)[:limit]
         calibration = f["calibration"].astype(np.float32) if "calibration" in f else x[:CALIBRATION_SAMPLES]
-    return x, y, calibration
+    return ArraySamples(x, y), calibration
+
+
+def evaluation_data(spec: str, arch: str, limit: int | None = None):
+    """`evaluation_samples` read whole → (x, y, calibration inputs)."""
+    samples, calibration = evaluation_samples(spec, arch, limit)
+    return *samples.batch(0, len(samples)), calibration

@@ -312,6 +312,20 @@ class Graph:
     def replace(self, nodes: dict[str, Node], note: str | None = None, **fields) -> "Graph":
         return dataclasses.replace(self, nodes=nodes, notes=self.notes + ([note] if note else []), **fields)
 
+    def to(self, device: torch.device) -> "Graph":
+        """This graph with every node's tensors and host modules on `device`: the nodes copied, a tensor already
+        there shared, a host module copied (`nn.Module.to` would move the one this graph and others share)."""
+        def moved(node: Node) -> Node:
+            changes = {}
+            for f in dataclasses.fields(node):
+                value = getattr(node, f.name)
+                if isinstance(value, torch.Tensor):
+                    changes[f.name] = value.to(device)
+                elif isinstance(value, nn.Module):
+                    changes[f.name] = copy.deepcopy(value).to(device)
+            return node.copy(**changes)
+        return dataclasses.replace(self, nodes={k: moved(v) for k, v in self.nodes.items()})
+
     @torch.no_grad()
     def run(self, x: torch.Tensor, record: bool = False, observe=None):
         """Float execution on inputs `[N, *input_shape]` → (output, {node: `[T, N, ...]` tensor} if record).

@@ -265,6 +265,11 @@ CASES = [
                                               k.events(), "--json", k.out / "e.json"], "--input")),
     ("timesteps-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--timesteps", "4"),
                                            "--timesteps")),
+    ("device-unknown", lambda k: (k.simulate_checkpoint(TCJA, k.events(), "--device", "tpu"), "--device")),
+    ("device-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--device", "cpu"), "--device")),
+    *([("device-cuda-without-gpu", lambda k: (["simulate", GAC, "--ladder", "--data", "digits", "--device", "cuda",
+                                               "--json", k.out / "l.json"], "--device cuda"))]
+      if not torch.cuda.is_available() else []),
     ("timesteps-huge", lambda k: (["energy", "--arch", "tcja-tiny", "--firing-rate", "0.1", "--timesteps",
                                    "1000000"], "--timesteps")),
     # a subprocess that fails: one sentence naming the segment and the cause, its output in a log file

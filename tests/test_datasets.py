@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from snn2hw.models.datasets import (
-    CIFAR10DVS, DVS128Gesture, DatasetError, Events, ImageNet, NCaltech101, events_to_frames, load_arrays,
+    CIFAR10, CIFAR10DVS, DVS128Gesture, DatasetError, Events, ImageNet, NCaltech101, events_to_frames, load_arrays,
     open_dataset, read_aedat31, read_cifar10dvs_aedat, read_ncaltech_bin)
 
 # ---------------------------------------------------------------------------------------------- file writers
@@ -375,3 +375,35 @@ def test_open_dataset_rejects_unknown_names_and_paths(tmp_path):
         load_arrays("cifar10", tmp_path / "nowhere")
     with pytest.raises(DatasetError, match="no split 'val'"):
         open_dataset("dvs128_gesture", tmp_path, "val")
+
+
+def test_evaluation_samples_decode_only_the_batch_asked_for(tmp_path, monkeypatch):
+    """`--data cifar10:ROOT`: the test split is read a batch at a time (the ladder's streaming), equal to the
+    arrays `load_arrays` stacks; `--limit` caps it; the fingerprint `--resume` checks names the data set and count."""
+    from snn2hw.data import DatasetSamples, evaluation_samples
+    from snn2hw.errors import UserError
+
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ["test_batch.bin", *(f"data_batch_{i}.bin" for i in range(1, 6))]:
+        (folder / name).write_bytes(b"".join(cifar_record([i % 10], rng.integers(0, 256, (3, 32, 32)))
+                                             for i in range(7)))
+    decoded = []
+    real = CIFAR10.__getitem__
+    monkeypatch.setattr(CIFAR10, "__getitem__", lambda self, i: decoded.append(i) or real(self, i))
+    samples, calibration = evaluation_samples(f"cifar10:{tmp_path}", "gac-msresnet18-cifar", limit=5)
+    assert isinstance(samples, DatasetSamples) and len(samples) == 5 and len(calibration) == 5 * 7
+    decoded.clear()
+    x, y = samples.batch(1, 4)
+    assert decoded == [1, 2, 3]
+    X, Y = load_arrays("cifar10", tmp_path, "test", limit=5)
+    np.testing.assert_array_equal(x, X[1:4])
+    assert y.tolist() == Y[1:4].tolist() and y.dtype == np.int64
+    assert samples.batch(3, 9)[0].shape[0] == 2  # the limit holds
+    again = evaluation_samples(f"cifar10:{tmp_path}", "gac-msresnet18-cifar", limit=5)[0]
+    other = evaluation_samples(f"cifar10:{tmp_path}", "gac-msresnet18-cifar", limit=4)[0]
+    assert again.fingerprint() == samples.fingerprint() != other.fingerprint()
+    (folder / "test_batch.bin").write_bytes(b"")
+    with pytest.raises(UserError, match=r"--data cifar10:.*test_batch.bin: 0 bytes is not a whole number"):
+        evaluation_samples(f"cifar10:{tmp_path}", "gac-msresnet18-cifar")

@@ -1,0 +1,67 @@
+"""`--device`: the graphs and simulators on another device compute what they do on the CPU; the fixed-point
+simulator's integers are the same arrays. The CUDA comparisons run where torch sees a GPU and are skipped, saying
+so, where it does not; the device plumbing itself runs on the CPU everywhere."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import compiled_demo
+from snn2hw import ir
+from snn2hw.device import resolve_device
+from snn2hw.errors import UserError
+from snn2hw.hardware_sims import loihi_numerics as num
+from snn2hw.hardware_sims.runner import run_fixed
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the GPU comparison "
+                          "needs one (the same code path runs on the CPU in the other tests)")
+
+
+def test_graph_to_copies_host_modules_and_leaves_the_original_where_it_was():
+    """TCJA's attention gates are host modules: the moved graph gets its own copies (moving the shared module would
+    move every graph holding it), tensors already on the device are shared, and both graphs compute the same."""
+    compiled, x, _, _ = compiled_demo("tcja-tiny")
+    graph = compiled.fixed
+    moved = graph.to(torch.device("cpu"))
+    gates = [n for n in graph.nodes.values() if isinstance(n, ir.HostModule)]
+    assert gates, "tcja-tiny --tcja host keeps its gates on the host"
+    for node in gates:
+        assert moved.nodes[node.name].module is not node.module
+    conv = next(n for n in graph.nodes.values() if isinstance(n, ir.Conv2d))
+    assert moved.nodes[conv.name].weight is conv.weight
+    x = torch.as_tensor(x[:4])
+    assert torch.equal(moved.run(x)[0], graph.run(x)[0])
+
+
+def test_unknown_or_missing_devices_are_refused_in_one_sentence():
+    with pytest.raises(UserError, match=r"--device 'tpu' is not a device snn2hw runs on; use cpu or cuda\."):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"--device cuda: torch .* sees no CUDA device on this machine"):
+            resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@CUDA
+def test_conv_accumulate_on_cuda_equals_the_cpu_at_both_float_widths():
+    """Binary spikes (float32 path, sums < 2^24) and graded 24-bit payloads (float64 path): the same integers."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (16, 8, 3, 3))
+    spikes = rng.random((4, 8, 12, 12)) < 0.3
+    graded = rng.integers(-2 ** 23, 2 ** 23, (4, 8, 12, 12))
+    for s, bits in ((spikes, 0), (graded, 24)):
+        cpu = num.conv_accumulate(w, s, 1, 1, num_message_bits=bits)
+        gpu = num.conv_accumulate(w, s, 1, 1, num_message_bits=bits, device=resolve_device("cuda"))
+        assert np.array_equal(cpu, gpu), bits
+
+
+@CUDA
+@pytest.mark.parametrize("arch", ["tcja-tiny", "gac-msresnet-tiny"])
+def test_fixed_point_on_cuda_equals_the_cpu_array_for_array(arch):
+    compiled, x, _, _ = compiled_demo(arch)
+    x = torch.as_tensor(x[:16])
+    out_cpu, cpu = run_fixed(compiled.fixed, x)
+    out_gpu, gpu = run_fixed(compiled.fixed, x, device=resolve_device("cuda"))
+    assert torch.equal(out_gpu.cpu(), out_cpu)
+    for name, value in cpu.values.items():
+        assert torch.equal(gpu.values[name].cpu(), value), name
+    assert {k: vars(s) for k, s in gpu.neurons.items()} == {k: vars(s) for k, s in cpu.neurons.items()}
