@@ -1,7 +1,7 @@
 """Host segments as ONNX (`host/<segment>.onnx` in a deployment directory); `hardware_sims.host_runner` runs them.
 
-A host segment's ONNX graph computes exactly that segment's IR nodes: their own `run` methods, traced by PyTorch's
-TorchScript exporter (`dynamo=False`). Its interface, all float32:
+A host segment's ONNX graph computes exactly that segment's IR nodes: their own `run` methods, captured by
+`torch.export` and translated by PyTorch's ONNX exporter (`dynamo=True`, with onnxscript). Its interface, all float32:
 
 - inputs: what the segment reads from outside itself, in order of first use. The segment holding the Input node
   reads the model input `[N, *input_shape]` under the name `MODEL_INPUT`; every other input is an IR tensor
@@ -17,8 +17,8 @@ TorchScript exporter (`dynamo=False`). Its interface, all float32:
 - shapes: T and the per-sample shapes are static; the batch axis N is the dynamic dimension "N".
 """
 import contextlib
-import io
 import json
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -30,13 +30,16 @@ from torch import nn
 from .. import ir
 from ..files import atomic_path
 
-# Opset 17 (ONNX 1.12, 2022): onnxruntime (from 1.13) and PyTorch's TorchScript exporter (from torch 1.13) have
-# handled it since late 2022, so a host segment loads in any runtime of the last years, not only the pinned
-# onnxruntime 1.3x, and it is well inside the exporter's range (up to 20). Every op these segments use is there with
-# the semantics later opsets keep (Conv with asymmetric 'same' pads, global average/max pooling, ReduceMean,
-# MaxPool, AveragePool, Sigmoid, Relu, Greater, Cast, Split, Tile, Transpose, Reshape); opsets 18+ change only how
-# some of them take arguments (axes as inputs), not what they compute.
-PINNED_OPSET = 17
+# Opset 18 (ONNX 1.13, December 2022; `onnx.helper.VERSION_TABLE`) is the lowest opset torch's exporter translates to
+# directly: its op library is written for 18 (`TORCHLIB_OPSET = 18` in torch/onnx/_internal/exporter/_constants.py,
+# torch 2.13), and for a lower opset it exports at 18 and then runs ONNX's version converter, which it warns "may not
+# be successful" (_compat.py). onnxruntime has run opset 18 since 1.14 (February 2023; its compatibility table), so a
+# host segment loads in any runtime of the last years, not only the pinned onnxruntime 1.3x. The ops these segments
+# use (Conv with explicit asymmetric pads, MaxPool, AveragePool, ReduceMean, ReduceMax, MatMul, Sigmoid, Relu, Greater,
+# Where, Cast, Tile, Expand, Add, Mul, Reshape, Transpose, Squeeze, Unsqueeze, and Shape, Gather, Slice, Concat on the
+# batch size) keep their opset-18 semantics: later versions of them only add input types and options (AveragePool's
+# dilations, Cast's saturation to float8), per `onnx.defs`' schema history.
+PINNED_OPSET = 18
 MODEL_INPUT = "model_input"  # the raw model input `[N, *input_shape]`, which has no IR tensor name
 BATCH_DIM = "N"
 EXPORT_BATCH = 2  # samples in the example tensors traced at export; any N runs afterwards
@@ -85,9 +88,10 @@ class HostSegment(nn.Module):
 
 
 def _run(node: ir.Node, args: list[torch.Tensor]) -> torch.Tensor:
-    """`node.run`, except adaptive average pooling, which torch's ONNX export refuses on these `[T, N, ...]` values
-    ("input size not accessible"; TCJA's CIFAR10-DVS net pools 128 → 48). That pooling is separable: each output
-    row averages input rows [⌊iH/h⌋, ⌈(i+1)H/h⌉), and columns alike, so it is two matmuls with constant matrices."""
+    """`node.run`, except adaptive average pooling. Where the windows differ in size, torch's decomposition of it
+    gathers each window offset separately: TCJA's CIFAR10-DVS net pools 128 → 48, and that one layer becomes 47 ONNX
+    nodes and 630 KB of indices. The pooling is separable: each output row averages input rows [⌊iH/h⌋, ⌈(i+1)H/h⌉),
+    and columns alike, so it is two matmuls with constant matrices (4 nodes, 53 KB)."""
     if isinstance(node, ir.AvgPool2d) and node.output_size is not None:
         (out_h, out_w), (in_h, in_w) = node.output_size, args[0].shape[-2:]
         return _averaging_matrix(out_h, in_h) @ args[0] @ _averaging_matrix(out_w, in_w).T
@@ -125,56 +129,35 @@ def onnx_names(names: list[str]) -> list[str]:
     return out
 
 
-def _example_inputs(graph: ir.Graph, names: list[str], batch: int, device: str = "cpu") -> list[torch.Tensor]:
+def _example_inputs(graph: ir.Graph, names: list[str], batch: int) -> list[torch.Tensor]:
     """Zero tensors of the shapes a segment reads, with `batch` samples."""
-    return [torch.zeros(batch, *graph.input_shape, device=device) if name == MODEL_INPUT else
-            torch.zeros(graph.timesteps, batch, *graph.nodes[name].shape, device=device) for name in names]
-
-
-def _output_shapes(module: HostSegment, graph: ir.Graph) -> list[list]:
-    """Each output's shape with `BATCH_DIM` on its batch axis: the one axis whose size follows N, found by running
-    two batch sizes (the Readout's layouts differ from `[T, N, ...]`) on the meta device, as `Graph.infer` does:
-    shapes without computing (on the CPU, 6 s for the GAC encoder of an ImageNet model)."""
-    with torch.no_grad(), contextlib.ExitStack() as on_meta:
-        for node in module.nodes:
-            on_meta.enter_context(ir.on_meta(node))
-        a = module(*_example_inputs(graph, module.input_names, EXPORT_BATCH, "meta"))
-        b = module(*_example_inputs(graph, module.input_names, EXPORT_BATCH + 1, "meta"))
-    shapes = []
-    for name, x, y in zip(module.output_names, a, b):
-        moved = [d for d, (m, n) in enumerate(zip(x.shape, y.shape)) if m != n]
-        if len(moved) != 1:
-            raise ValueError(f"output {name} has no single batch axis (shapes {list(x.shape)}, {list(y.shape)})")
-        shapes.append([BATCH_DIM if d == moved[0] else size for d, size in enumerate(x.shape)])
-    return shapes
+    return [torch.zeros(batch, *graph.input_shape) if name == MODEL_INPUT else
+            torch.zeros(graph.timesteps, batch, *graph.nodes[name].shape) for name in names]
 
 
 @contextlib.contextmanager
-def _dynamic_unflatten(opset: int):
-    """Export `Tensor.unflatten` as a Reshape whose batch size follows the input, while the block runs.
+def _quiet_exporter():
+    """Silence, while the block runs, the two messages torch's exporter (torch 2.13.0) emits on every export that
+    this project can do nothing about; anything else it says still shows.
 
-    `_per_step` (in the IR and in the GAC attention) restores `[T, N]` with `unflatten(0, x.shape[:2])`. The
-    TorchScript exporter's own symbolic computes the split position through Add/Mod/Reshape ops that ONNX shape
-    inference cannot follow, so the exporter falls back to the traced sizes and folds the *next* `x.shape` into a
-    constant: an export at N=2 then rejects any other N. Slicing the shape at constant positions keeps N symbolic.
-    The override uses the exporter's public custom-symbolic registry and is removed afterwards."""
-    from torch.onnx import symbolic_helper
+    - FutureWarning "`isinstance(treespec, LeafSpec)` is deprecated": torch.export's `run_decompositions` deep-copies
+      its module call graph, and unpickling the copy's argument specs builds the deprecated `LeafSpec`
+      (torch/export/exported_program.py, `_get_updated_module_call_graph`).
+    - "torchvision is not installed. Skipping torchvision::nms" (and three more ops), logged at WARNING level while
+      the exporter builds its op registry: torchvision is absent here on purpose (requirements/main-nodeps.txt), and
+      host segments use none of its ops."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
 
-    @symbolic_helper.parse_args("v", "i", "v")
-    def unflatten(g, x, dim, sizes):
-        dim %= x.type().dim()
-        shape = g.op("Shape", x)
-        head = g.op("Slice", shape, g.op("Constant", value_t=torch.tensor([0])),
-                    g.op("Constant", value_t=torch.tensor([dim])))
-        tail = g.op("Slice", shape, g.op("Constant", value_t=torch.tensor([dim + 1])),
-                    g.op("Constant", value_t=torch.tensor([torch.iinfo(torch.int64).max])))
-        return g.op("Reshape", x, g.op("Concat", head, sizes, tail, axis_i=0))
-
-    torch.onnx.register_custom_op_symbolic("aten::unflatten", unflatten, opset)
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registry_log.addFilter(keep)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
     finally:
-        torch.onnx.unregister_custom_op_symbolic("aten::unflatten", opset)
+        registry_log.removeFilter(keep)
 
 
 def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNED_OPSET,
@@ -188,26 +171,20 @@ def export_host_segment(graph: ir.Graph, segment: dict, path, opset: int = PINNE
     # Inputs and outputs are named together: an input and an output must never share an ONNX name.
     names = onnx_names(module.input_names + module.output_names)
     in_names, out_names = names[:len(module.input_names)], names[len(module.input_names):]
-    out_shapes = _output_shapes(module, graph)
-    dynamic = {n: {0 if i == MODEL_INPUT else 1: BATCH_DIM} for n, i in zip(in_names, module.input_names)}
-    dynamic.update({n: {shape.index(BATCH_DIM): BATCH_DIM} for n, shape in zip(out_names, out_shapes)})
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), _dynamic_unflatten(opset):
-        # The LIF loop iterates over the time axis; T is static in every deployment, so unrolling it is right.
-        warnings.filterwarnings("ignore", message="Iterating over a tensor", category=torch.jit.TracerWarning)
-        torch.onnx.export(module, tuple(_example_inputs(graph, module.input_names, EXPORT_BATCH)), buffer,
-                          input_names=in_names, output_names=out_names, dynamic_axes=dynamic, opset_version=opset,
-                          dynamo=False)
-    model = onnx.load_from_string(buffer.getvalue())
-    # The exporter names output dims it could not infer with made-up symbols ('Transposeencoding_dim_0'); declare
-    # the shapes the module really returns instead (ONNX shape inference cannot check these, so they come from the
-    # module's own outputs).
-    for value, shape in zip(model.graph.output, out_shapes):
-        for dim, size in zip(value.type.tensor_type.shape.dim, shape):
-            if size == BATCH_DIM:
-                dim.dim_param = BATCH_DIM
-            else:
-                dim.dim_value = size
+    # One Dim shared by all inputs: they hold the same samples. torch.export fails (rather than fixing N at
+    # EXPORT_BATCH) if the segment's code needs N to be a particular size; the LIF loop over the time axis is unrolled,
+    # T being static in every deployment.
+    batch = torch.export.Dim(BATCH_DIM)
+    dynamic_shapes = (tuple({0 if i == MODEL_INPUT else 1: batch} for i in module.input_names),)  # for `*xs`
+    with _quiet_exporter():
+        program = torch.onnx.export(module, tuple(_example_inputs(graph, module.input_names, EXPORT_BATCH)),
+                                    input_names=in_names, output_names=out_names, dynamic_shapes=dynamic_shapes,
+                                    opset_version=opset, dynamo=True, verbose=False)  # verbose=None prints progress
+    model = program.model_proto
+    for value in model.graph.output:  # torch.export derives the output shapes; the module docstring promises them
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        if dims.count(BATCH_DIM) != 1 or not all(isinstance(d, int) or d == BATCH_DIM for d in dims):
+            raise ValueError(f"output {value.name} has no single batch axis {BATCH_DIM} (shape {dims})")
     onnx.helper.set_model_props(model, {
         "snn2hw.segment": segment["name"], "snn2hw.timesteps": str(graph.timesteps),
         "snn2hw.inputs": json.dumps([list(p) for p in zip(in_names, module.input_names)]),

@@ -123,6 +123,19 @@ def test_gac_encoder_spikes_from_onnxruntime_are_exactly_the_irs(deployed, tmp_p
     assert not encoding[want == 0].any()
 
 
+def test_an_export_warns_and_prints_nothing(deployed, tmp_path, recwarn, capfd):
+    # recwarn records every warning, also ones already shown once: the TorchScript exporter (dynamo=False) warned a
+    # DeprecationWarning on each export, and torch's own FutureWarning and torchvision log lines must stay filtered.
+    graph, _, _ = deployed("tcja-tiny")
+    capfd.readouterr()
+    export_host_segment(graph, graph.segments[2], tmp_path / "host2.onnx")
+    # Only torch's note on the TCJA attention's even-kernel 'same' convolution may come: any first run of that conv
+    # in the process gives it, exported or not.
+    warned = [f"{w.category.__name__}: {w.message}" for w in recwarn]
+    assert [w for w in warned if not w.startswith("UserWarning: Using padding='same' with even kernel")] == []
+    assert capfd.readouterr() == ("", "")  # neither the exporter's progress lines nor its logged warnings
+
+
 def test_names_are_c_identifiers_distinct_from_each_other():
     assert onnx_names(["conv.0.0", "conv_0_0", "1x", "", "layer2.0.lif1.in.from.encoding"]) == \
         ["conv_0_0", "conv_0_0_2", "_1x", "_", "layer2_0_lif1_in_from_encoding"]
@@ -148,9 +161,8 @@ def test_bad_calls_fail_clearly_and_a_failed_export_keeps_the_earlier_file(deplo
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host2.onnx"]
 
 
-@pytest.mark.parametrize("size", [(5, 5), (4, 6)])  # dividing 10x15 or not (TCJA CIFAR10-DVS: 128 → 48)
-def test_adaptive_average_pooling_exports(size, tmp_path):
-    # torch's own ONNX export of adaptive_avg_pool2d refuses these [T, N, ...] values ("input size not accessible").
+def _pooling_graph(size) -> ir.Graph:
+    """One host segment: a graded input `[N, T=3, 2, 10, 15]` pooled adaptively to `size`, flattened, read out."""
     from snn2hw.passes.partition import partition_host_chip
 
     nodes = {"input": ir.Input("input", [], timesteps=3, source_kind="graded"),
@@ -159,9 +171,24 @@ def test_adaptive_average_pooling_exports(size, tmp_path):
              "output": ir.Readout("output", ["flat"], mode="per_step_tn")}
     graph = partition_host_chip(ir.Graph(nodes, 3, (3, 2, 10, 15)).infer())
     assert [s["placement"] for s in graph.segments] == ["host"]
+    return graph
+
+
+@pytest.mark.parametrize("size", [(5, 5), (4, 6)])  # dividing 10x15 or not (TCJA CIFAR10-DVS: 128 → 48)
+def test_adaptive_average_pooling_exports(size, tmp_path):
+    # Exported as two matmuls, not torch's own decomposition (see `_run`): the values must still be the IR's.
+    graph = _pooling_graph(size)
     path = export_host_segment(graph, graph.segments[0], tmp_path / "host0.onnx")
     x = torch.poisson(torch.full((5, 3, 2, 10, 15), 2.0))
     got = run_host_segment_onnx(path, {MODEL_INPUT: x.numpy()})["output"]
     want = graph.run(x)[0].numpy()
     assert got.shape == want.shape == (3, 5, 2 * size[0] * size[1])
     np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
+
+
+def test_an_output_without_a_batch_axis_is_refused(tmp_path, monkeypatch):
+    graph = _pooling_graph((5, 5))
+    monkeypatch.setattr(ir.Readout, "run", lambda self, x: x[:, 0])  # the first sample's values, for any N
+    with pytest.raises(ValueError, match=r"output output has no single batch axis N \(shape \[3, 50\]\)"):
+        export_host_segment(graph, graph.segments[0], tmp_path / "host0.onnx")
+    assert not any(tmp_path.iterdir())
