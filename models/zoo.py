@@ -7,18 +7,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import msresnet, tcja
+from . import msresnet, nir_net, tcja
 
 
 # The most steps --timesteps takes: far above the official 2-20, so a mistyped T fails at once instead of allocating
 # T x T weights or T-step activations (a million steps asked for 16 TB).
 MAX_TIMESTEPS = 1024
+NIR_ARCH = "nir"  # a NIR graph's own network: built from the graph file (snn2hw.nir_import.load_nir), no checkpoint
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
-    family: str  # "tcja" or "msresnet": decides the neuron convention and which ops are host-only
+    family: str  # "tcja", "msresnet" or "nir": decides the neuron convention and which ops are host-only
     build: Callable[..., nn.Module]
     source: str  # the official file this re-implements
     num_classes: int  # the official default
@@ -83,6 +84,10 @@ ARCHS: dict[str, Arch] = {a.name: a for a in [
     Arch("gac-msresnet-tiny", "msresnet", msresnet.gac_msresnet_tiny,
          "snn2hw demo (GAC + MS-ResNet blocks, few channels)", 10, 1,
          "digit-images", (_gac_timesteps_and_kernel, _first_conv_width("conv1.weight"))),
+    # The output per step [N, T, K] (the graph's Output node), scored by its mean over T; the class count is the
+    # Output's size, so the arch has none of its own (0).
+    Arch(NIR_ARCH, "nir", nir_net.NIRNet, "a NIR graph (neuromorphs/NIR 1.0.8), read by snn2hw.nir_import.load_nir",
+         0, 1, events=False),
 ]}
 
 

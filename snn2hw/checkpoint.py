@@ -16,13 +16,14 @@ from torch import nn
 
 from .errors import UserError
 from .files import atomic_path
-from .models.zoo import ARCHS, build_model, builder_options, options_from_weights
+from .models.zoo import ARCHS, NIR_ARCH, build_model, builder_options, options_from_weights
 
 FORMAT_VERSION = 1
 _WRAPPER_KEYS = ("net", "state_dict", "model")
 _SHOWN = 3  # how many key names a mismatch message lists
 HINT_MIN_FIT = 0.5  # below this share of fitting keys, no arch is named as the closest
 _LABELS = {"timesteps": "T", "channels": "width", "sca_kernel": "SCA kernel"}
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # the HDF5 signature, at the start of a file without a user block
 
 
 @dataclass
@@ -42,11 +43,45 @@ def save_checkpoint(path, model: nn.Module, arch: str, options: dict, **meta) ->
                     "state_dict": model.state_dict()}, tmp)
 
 
+def file_kind(path: Path) -> str:
+    """What a file is, by its content: "nir" (a NIR graph: HDF5 with NIR's `version` and `node`), "netx" (a lava-dl
+    .net: HDF5 with a `layer` group), "hdf5" (another HDF5 file) or "other" (a torch checkpoint, or not one)."""
+    with open(path, "rb") as f:
+        if f.read(len(HDF5_MAGIC)) != HDF5_MAGIC:
+            return "other"
+    import h5py  # only for HDF5 files: a checkpoint never needs it
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "version" in f and isinstance(f.get("node"), h5py.Group):
+                return "nir"
+            return "netx" if isinstance(f.get("layer"), h5py.Group) else "hdf5"
+    except OSError:  # the signature, then a damaged or truncated file
+        return "hdf5"
+
+
+def _check_not_hdf5(path: Path) -> None:
+    """Refuse an HDF5 file, saying what it is: torch.load's own message ("Weights only load failed ...
+    weights_only=False") would send the user the wrong way."""
+    kind = file_kind(path)
+    if kind == "nir":
+        raise UserError(f"{path} is a NIR graph, not a PyTorch checkpoint: give it to the snn2hw commands as it is "
+                        "(with --timesteps T and --dt where the graph records none), or in Python to "
+                        "snn2hw.nir_import.load_nir.")
+    if kind == "netx":
+        raise UserError(f"{path} is a lava-dl netx network (.net), not a PyTorch checkpoint: snn2hw takes it as "
+                        "NET.net with --timesteps.")
+    if kind == "hdf5":
+        raise UserError(f"{path} is an HDF5 file, neither a PyTorch checkpoint nor a NIR graph or netx .net that "
+                        "snn2hw recognises.")
+
+
 def _read(path: Path, trust_pickle: bool, warnings: list[str]):
     """The file's content, read with `weights_only`; only a file that needs unpickling code is read with it, if
     trusted, and a warning says so."""
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file.")
+    _check_not_hdf5(path)
     _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -138,14 +173,14 @@ def _fit(arch: str, sd: dict) -> float:
 
 
 def best_fitting_arch(sd: dict) -> tuple[str, float]:
-    scores = {name: _fit(name, sd) for name in ARCHS}
+    scores = {name: _fit(name, sd) for name in ARCHS if name != NIR_ARCH}
     best = max(scores, key=scores.get)
     return best, scores[best]
 
 
 def _arch_from_weights(path: Path, sd: dict, notes: list[str]) -> str:
     """The one arch whose keys and shapes all fit `sd` (said in a note), or a UserError naming the candidates."""
-    scores = {name: _fit(name, sd) for name in ARCHS}
+    scores = {name: _fit(name, sd) for name in ARCHS if name != NIR_ARCH}
     fitting = [name for name, score in scores.items() if score == 1.0]
     if len(fitting) == 1:
         notes.append(f"arch {fitting[0]}: the only one whose keys and shapes all fit the checkpoint")
@@ -259,6 +294,8 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
         if arch is not None and arch not in ARCHS:
             raise UserError(f"checkpoint {path} records arch {arch!r}, which snn2hw does not support; known: "
                             f"{', '.join(ARCHS)}.")
+    if arch == NIR_ARCH:
+        raise UserError(f"checkpoint {path}: arch {NIR_ARCH} is built from a NIR graph file, not from a checkpoint.")
     if arch is None:
         arch = _arch_from_weights(path, sd, notes)
     if arch not in ARCHS:
@@ -284,3 +321,21 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
         raise UserError(_describe(path, arch, missing, unexpected, shaped, list(model.state_dict())) + hint + ".")
     model.load_state_dict(sd, strict=True)
     return Loaded(model.eval(), arch, options, path, notes, meta, warnings)
+
+
+def load_model(path, arch: str | None = None, num_classes: int | None = None, trust_pickle: bool = False,
+               timesteps: int | None = None, dt: float | None = None) -> Loaded:
+    """What a user gives snn2hw as a model, by its content: a NIR graph (`nir_import.load_nir`, run with step `dt`;
+    arch, classes and pickles do not apply to it) or a checkpoint (`load_checkpoint`; `dt` does not apply)."""
+    path = Path(path)
+    if path.is_file() and file_kind(path) == "nir":
+        given = [flag for flag, value in (("--arch", arch), ("--num-classes", num_classes),
+                                          ("--trust-pickle", trust_pickle or None)) if value is not None]
+        if given:
+            raise UserError(f"{given[0]} has no effect on {path}, a NIR graph: the graph itself is the network.")
+        from .nir_import import load_nir  # it imports this module
+        return load_nir(path, dt, timesteps)
+    if dt is not None:
+        raise UserError(f"--dt has no effect on {path}, which is not a NIR graph (a checkpoint's steps are its "
+                        "model's own).")
+    return load_checkpoint(path, arch, num_classes, trust_pickle, timesteps)

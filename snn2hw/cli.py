@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
 from .compile import compile_model
 from .data import CALIBRATION_SAMPLES, DEMO_DATA, evaluation_samples, load_inputs, load_npy
 from .demo import run_demo
@@ -91,9 +91,9 @@ def _only(ctx: typer.Context, mode: str, *allowed: str) -> None:
 def _model_options(ctx: typer.Context, arch: str) -> None:
     """Refuse --tcja on a model without TCJA gates and --residual on one without MS-ResNet's residual stream."""
     family = get_arch(arch).family
-    for name, flag, needs in (("tcja", "--tcja", "tcja"), ("residual", "--residual", "msresnet")):
-        if _given(ctx, name) and family != needs:
-            what = "TCJA gates" if needs == "tcja" else "residual stream"
+    for name, flag, needs in (("tcja", "--tcja", ("tcja",)), ("residual", "--residual", ("msresnet", "nir"))):
+        if _given(ctx, name) and family not in needs:
+            what = "TCJA gates" if name == "tcja" else "residual stream"
             raise UserError(f"{flag} has no effect on {arch}, which has no {what}.")
 
 
@@ -105,11 +105,16 @@ DeviceOpt = typer.Option(None, "--device", help="Where the torch, folded and fix
                          "cpu or cuda (default: cuda where torch sees a GPU; the fixed-point integers are the same).")
 TimestepsOpt = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS,
                             help="T: for a checkpoint whose weights do not determine it (e.g. MS-ResNet without GAC), "
-                                 "or a .net (which stores no T).")
+                                 "a NIR graph that records none, or a .net (which stores no T).")
 
 
-def _load(checkpoint: Path, arch, num_classes, trust_pickle, timesteps=None):
-    loaded = load_checkpoint(checkpoint, arch, num_classes, trust_pickle, timesteps)
+DtOpt = typer.Option(None, "--dt",
+                     help="For a NIR graph: the step its time constants are measured in (default: the graph's "
+                          "metadata 'dt', else 1; SpikingJelly's and snntorch's exports need 1e-4).")
+
+
+def _load(checkpoint: Path, arch, num_classes, trust_pickle, timesteps=None, dt=None):
+    loaded = load_model(checkpoint, arch, num_classes, trust_pickle, timesteps, dt)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for note in loaded.notes:
@@ -130,7 +135,7 @@ def spike_table(title: str, counts: dict[str, np.ndarray]) -> Table:
 @app.command()
 def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Optional[int] = ClassesOpt,
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-            trust_pickle: bool = TrustOpt, timesteps: Optional[int] = TimestepsOpt):
+            trust_pickle: bool = TrustOpt, timesteps: Optional[int] = TimestepsOpt, dt: Optional[float] = DtOpt):
     """Architecture table, parameter count, neuron conventions, spike-driven (chip) and host ops; for a lava-dl
     `.net`, its blocks as netx runs them; for a deployment directory, its segments, every file checked against the
     SHA-256 its manifest records."""
@@ -143,7 +148,7 @@ def inspect(checkpoint: Path, arch: Optional[str] = ArchOpt, num_classes: Option
     if checkpoint.is_dir():
         _inspect_deployment(checkpoint, as_json)
         return
-    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps, dt)
     info = describe(loaded.model, loaded.arch)
     if as_json:
         print(json.dumps(info, indent=2))
@@ -277,7 +282,7 @@ def simulate(ctx: typer.Context, checkpoint: Path,
              samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Run only the first N inputs."),
              timeout: Optional[float] = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
              trust_pickle: bool = TrustOpt,
-             timesteps: Optional[int] = TimestepsOpt,
+             timesteps: Optional[int] = TimestepsOpt, dt: Optional[float] = DtOpt,
              record_states: bool = typer.Option(False, "--record-states", help="For a .net: also save spikes/ and "
                                                 "the states (u/ and v/, or sigma/) of every layer after every step "
                                                 "[N, T, ...]"),
@@ -305,10 +310,10 @@ def simulate(ctx: typer.Context, checkpoint: Path,
               "batch_size", "samples", "timeout", "memory_limit")
     elif ladder:
         _only(ctx, "with --ladder", "arch", "num_classes", "calibration", "tcja", "residual", "netx", "ladder", "data",
-              "limit", "json_out", "resume", "batch_size", "device", "trust_pickle", "timesteps")
+              "limit", "json_out", "resume", "batch_size", "device", "trust_pickle", "timesteps", "dt")
     else:
         _only(ctx, "on a checkpoint without --ladder", "input", "save", "arch", "num_classes", "backend", "calibration",
-              "tcja", "residual", "netx", "batch_size", "device", "labels", "trust_pickle", "timesteps")
+              "tcja", "residual", "netx", "batch_size", "device", "labels", "trust_pickle", "timesteps", "dt")
     if backend not in RUNGS + (("lava",) if deployed else ()):
         raise UserError(f"--backend {backend!r} is not available; use one of {', '.join(RUNGS)}"
                         f"{', lava' if deployed else ' (lava runs a deployment directory: snn2hw export first)'}.")
@@ -317,7 +322,7 @@ def simulate(ctx: typer.Context, checkpoint: Path,
         dep = load_deployment(checkpoint)
         _simulate_deployment(dep, backend, input, save, batch_size, _lava_limits(timeout, memory_limit), samples)
         return
-    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps, dt)
     _model_options(ctx, loaded.arch)
     if ladder:
         if data is None:
@@ -458,7 +463,7 @@ def export(ctx: typer.Context, checkpoint: Path,
            tcja: str = typer.Option("host", "--tcja", help="TCJA gates: host (exact) or fold (static scales)."),
            residual: str = ResidualOpt, netx: bool = NetxOpt,
            system: str = SystemOpt, trust_pickle: bool = TrustOpt,
-           timesteps: Optional[int] = TimestepsOpt,
+           timesteps: Optional[int] = TimestepsOpt, dt: Optional[float] = DtOpt,
            skip: int = typer.Option(0, "--skip-layers", min=0, help="For a .net: netx's skip_layers."),
            reset_offset: Optional[int] = typer.Option(None, "--reset-offset", min=0, help="For a .net: netx's "
                                                       "reset_offset.")):
@@ -479,8 +484,8 @@ def export(ctx: typer.Context, checkpoint: Path,
         out.print(f"wrote {outdir}/ (manifest.json, report.md, {NETX_FILE})")
         return
     _only(ctx, "on a checkpoint", "outdir", "arch", "num_classes", "target", "calibration", "tcja", "residual", "netx",
-          "system", "trust_pickle", "timesteps")
-    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps)
+          "system", "trust_pickle", "timesteps", "dt")
+    loaded = _load(checkpoint, arch, num_classes, trust_pickle, timesteps, dt)
     _model_options(ctx, loaded.arch)
     if calibration is not None:
         calib = load_inputs(calibration, "--calibration", loaded.model, loaded.arch)[:CALIBRATION_SAMPLES]

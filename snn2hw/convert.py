@@ -3,13 +3,13 @@
 One small handler per module type emits IR nodes and returns the name of the node holding its output. Containers
 of the source models (SpikingJelly's SeqToANN, GAC's TdLayer, ...) only apply their contents to every time step,
 which every IR node already does, so they unwrap. Anything without a handler stops the conversion with its module
-path and type.
+path and type. A NIR graph's network (`NIRNet`) converts node by node, its IR nodes named after the NIR nodes.
 """
 from torch import nn
 
 from . import ir
 from .errors import UserError
-from .models import msresnet, tcja
+from .models import msresnet, nir_net, tcja
 from .models.neurons import LeakyLIF, SpikingJellyLIF
 from .models.zoo import get_arch
 
@@ -72,6 +72,9 @@ def _maxpool(b, path, m: nn.MaxPool2d, x):
 def _avgpool(b, path, m, x):
     if isinstance(m, nn.AdaptiveAvgPool2d):
         return b.add(ir.AvgPool2d(path, [x], output_size=_pair(m.output_size)))
+    if _pair(m.padding) != (0, 0) or m.ceil_mode:
+        raise UserError(f"module {path} (AvgPool2d) pads its input or rounds its output size up, which snn2hw's "
+                        "AvgPool2d does not.")
     return b.add(ir.AvgPool2d(path, [x], kernel_size=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size)))
 
 
@@ -116,7 +119,64 @@ def _ms_block(b, path, m, x):
     return b.add(ir.Add(f"{path}.add", [y, short]))
 
 
+# NIR's neurons as our LIF (v = decay v + input_scale x, hard reset to 0, one value per layer): the NIRNet coefficient
+# behind each ir.LIF field, and the NIR parameter it comes from, for the refusals.
+_NIR_PARAMS = {"tau_steps": "tau", "v_leak": "v_leak", "decay": "tau", "scale": "r", "leak": "v_leak",
+               "current_decay": "tau_syn", "current_scale": "w_in", "v_threshold": "v_threshold",
+               "v_reset": "v_reset", "threshold": "threshold"}
+
+
+def _one_value(path, m, key) -> float:
+    values = getattr(m, key).flatten()
+    if not bool((values == values[0]).all()):
+        raise UserError(f"{type(m).__name__} node {path}: its {_NIR_PARAMS[key]} differs between neurons, and "
+                        "snn2hw's LIF has one value per layer (Loihi 2: one du, dv and vth per process).")
+    return float(values[0])
+
+
+def _nir_neuron(b, path, m, x):
+    """NIR's IF, LIF and CubaLIF (models/nir_net.py) as ir.LIF, with the same float operations: SpikingJelly's
+    order `v + (x - v) / tau` (ir.LIF's `tau`), else `v * decay + x * input_scale`. Refused where our LIF cannot
+    compute the same: a reset or leak potential other than 0, a current that decays over steps, parameters that
+    differ between neurons."""
+    kind = type(m).__name__
+    for key in ("v_reset", "v_leak" if getattr(m, "spikingjelly_order", False) else "leak"):
+        if hasattr(m, key) and _one_value(path, m, key) != 0.0:
+            raise UserError(f"{kind} node {path}: its {_NIR_PARAMS[key]} is not 0, and snn2hw's LIF leaks towards "
+                            "and resets to 0.")
+    threshold = _one_value(path, m, "v_threshold")
+    if isinstance(m, nir_net.LIF) and m.spikingjelly_order:
+        tau = _one_value(path, m, "tau_steps")
+        return b.add(ir.LIF(path, [x], decay=1.0 - 1.0 / tau, threshold=threshold, input_scale=1.0 / tau, tau=tau))
+    decay = 1.0 if isinstance(m, nir_net.IF) else _one_value(path, m, "decay")
+    scale = _one_value(path, m, "scale")
+    if isinstance(m, nir_net.CubaLIF):
+        if _one_value(path, m, "current_decay") != 0.0:
+            raise UserError(f"CubaLIF node {path}: its current decays over steps (tau_syn > dt), and snn2hw's LIF "
+                            "keeps no current (Loihi's du = 4095).")
+        # v = v * decay + (x * w) * s: one input scale computes the same float only if w or s is 1
+        current_scale = _one_value(path, m, "current_scale")
+        if current_scale != 1.0 and scale != 1.0:
+            raise UserError(f"CubaLIF node {path}: both w_in dt/tau_syn ({current_scale:g}) and r dt/tau_mem "
+                            f"({scale:g}) differ from 1, and snn2hw's LIF has one input scale.")
+        scale = current_scale if scale == 1.0 else scale
+    return b.add(ir.LIF(path, [x], decay=decay, threshold=threshold, input_scale=scale))
+
+
+def _nir_threshold(b, path, m, x):
+    """z = x > threshold is a LIF that forgets everything each step: decay 0, input scale 1."""
+    return b.add(ir.LIF(path, [x], decay=0.0, threshold=_one_value(path, m, "threshold"), input_scale=1.0))
+
+
+def _nir_scale(b, path, m, x):
+    raise UserError(f"Scale node {path}: snn2hw's graph has no elementwise scale that computes it exactly; fold it "
+                    "into the synapse next to it before exporting the graph.")
+
+
 _HANDLERS = [
+    (nir_net.NEURONS, _nir_neuron),
+    (nir_net.Threshold, _nir_threshold),
+    (nir_net.Scale, _nir_scale),
     ((SpikingJellyLIF, LeakyLIF), _lif),
     (nn.Conv2d, _conv),  # SeqConv2d too
     (nn.Linear, _linear),
@@ -172,6 +232,22 @@ def _convert_msresnet(model, b: _Builder) -> None:
     b.add(ir.Readout("output", [x], mode="per_step_nt"))
 
 
+def _nir_sum(b: _Builder, name: str, sources: list[str]) -> str:
+    """The value a NIR node reads: its one source, or the sum of its edges (`<node>.join`)."""
+    return sources[0] if len(sources) == 1 else b.add(ir.Add(f"{name}.join", list(sources)))
+
+
+def _convert_nir(model: nir_net.NIRNet, b: _Builder) -> None:
+    # What the graph's input carries is unknown (pixels, event counts, spikes): analog keeps the first synapse on
+    # the host, which is right for all three.
+    b.add(ir.Input(model.input_name, [], timesteps=model.timesteps))
+    for name, layer, sources in model.nodes():
+        if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
+            raise UserError(f"Flatten node {name}: it keeps some axes apart, and snn2hw's Flatten makes one vector.")
+        b.module(name, layer, _nir_sum(b, name, sources))
+    b.add(ir.Readout(model.output_name, [_nir_sum(b, model.output_name, model.output_sources)], mode="per_step_nt"))
+
+
 def host_module_ops(module: nn.Module, shape: tuple, timesteps: int) -> tuple[int, int] | None:
     """(MACs, ACs) of one sample's whole window through a non-causal host module on inputs `[T, C, H, W]`; None for
     a module without a formula. Products and sigmoids count as MACs (one each: a lower bound for the sigmoid), sums,
@@ -219,9 +295,11 @@ def convert(model: nn.Module, arch: str = "") -> ir.Graph:
         _convert_tet_vgg(model, b, get_arch(arch).reads_events if arch else True)
     elif isinstance(model, (msresnet.MSResNetCifar, msresnet.MSResNetImageNet)):
         _convert_msresnet(model, b)
+    elif isinstance(model, nir_net.NIRNet):
+        _convert_nir(model, b)
     else:
         raise UserError(f"model {type(model).__name__} is not supported by snn2hw's converter "
-                        "(supported: the TCJA and GAC/MS-ResNet networks of the zoo).")
+                        "(supported: the TCJA and GAC/MS-ResNet networks of the zoo, and NIR graphs).")
     graph = ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape), arch).infer()
     for node in graph.nodes.values():
         if isinstance(node, ir.HostModule):

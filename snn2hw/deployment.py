@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from . import __version__, ir
-from .checkpoint import Loaded, load_checkpoint
+from .checkpoint import Loaded, load_model
 from .compile import Compiled, compile_model
 from .data import load_inputs, load_npy
+from .models.zoo import NIR_ARCH
 from .errors import UserError
 from .files import jsonable
 from .graph_json import graph_from_json
@@ -57,6 +58,11 @@ def _with_batch_axis(node) -> list:
     return [*node.shape[:axis], None, *node.shape[axis:]]
 
 
+def source_copy(arch: str) -> str:
+    """Where a deployment keeps its source: a NIR graph's file as it was given, a checkpoint as snn2hw saves it."""
+    return "source/graph.nir" if arch == NIR_ARCH else "source/checkpoint.pt"
+
+
 def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], calibration: np.ndarray,
                    files: dict[str, str], resources: dict) -> dict:
     graph = compiled.fixed
@@ -65,7 +71,7 @@ def build_manifest(loaded: Loaded, compiled: Compiled, segments: list[dict], cal
         "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": {"checkpoint": str(loaded.path), "sha256": sha256(loaded.path.read_bytes()), "arch": loaded.arch,
-                   "options": loaded.options, "copy": "source/checkpoint.pt"},
+                   "options": loaded.options, "copy": source_copy(loaded.arch)},
         "target": "loihi2", "timesteps": graph.timesteps, "tcja": compiled.tcja, "netx": compiled.netx,
         "residual": compiled.residual, "residual_forms": compiled.residual_forms,
         "input": {"shape": [None, *graph.input_shape], "kind": first.kind,
@@ -317,7 +323,12 @@ class Deployment:
         """(the source checkpoint, the calibration inputs) from `source/`, checked against their hashes."""
         path, manifest = self.path, self.manifest
         read_verified(path, manifest, [manifest["source"]["copy"], manifest["calibration"]["file"]])
-        loaded = load_checkpoint(_file(path, manifest["source"]["copy"]))
+        source = manifest["source"]
+        if source["arch"] == NIR_ARCH:  # a graph file records neither the step nor T it was exported with
+            loaded = load_model(_file(path, source["copy"]), timesteps=source["options"]["timesteps"],
+                                dt=source["options"]["dt"])
+        else:
+            loaded = load_model(_file(path, source["copy"]))
         calibration = load_inputs(_file(path, manifest["calibration"]["file"]), "calibration", loaded.model,
                                   loaded.arch)
         return loaded, torch.as_tensor(calibration)

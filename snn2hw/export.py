@@ -9,7 +9,8 @@
                          biases are on netx's grid (`--netx` puts them there): always spike for spike the chip spec
     host/<seg>.onnx      each host segment (with the spikes of its own neurons as extra outputs)
     graph.json           the structure of the source and deployed graphs, for the energy accounting (graph_json.py)
-    source/              the checkpoint (weights only, with its arch) and the calibration inputs: provenance, and
+    source/              the checkpoint (weights only, with its arch; a NIR graph: its file as given) and the
+                         calibration inputs: provenance, and
                          what the float rungs rebuild the compiled graph from (checked against the chip files)
     report.md            what was folded, quantized and cut, and why
 """
@@ -27,7 +28,7 @@ import torch
 from . import ir
 from .checkpoint import Loaded, save_checkpoint
 from .compile import Compiled, compile_model
-from .deployment import GRAPH_FILE, NETX_FILE, build_manifest, build_netx_manifest, sha256
+from .deployment import GRAPH_FILE, NETX_FILE, build_manifest, build_netx_manifest, sha256, source_copy
 from .energy import DEFAULT_SYSTEM, check_system, chip_model, load_preset, loihi_resources
 from .errors import UserError
 from .exporters.lava_spec import chip_segment_spec
@@ -39,6 +40,7 @@ from .files import jsonable
 from .graph_json import graph_to_json
 from .hardware_sims import loihi_formats as fmt
 from .hardware_sims.loihi_formats import identity_as_conv
+from .models.zoo import NIR_ARCH
 from .netx_import import NetxNetwork, netx_graph
 from .passes.quantize import A_SAFE, weight_summary
 from .passes.residual import residual_terms
@@ -173,7 +175,10 @@ def export_deployment(loaded: Loaded, calibration: np.ndarray, outdir: Path, tcj
     def write(tmp: Path) -> None:
         for sub in ("chip", "host", "source"):
             (tmp / sub).mkdir(parents=True)
-        save_checkpoint(tmp / "source" / "checkpoint.pt", loaded.model, loaded.arch, loaded.options)
+        if loaded.arch == NIR_ARCH:
+            shutil.copyfile(loaded.path, tmp / source_copy(loaded.arch))
+        else:
+            save_checkpoint(tmp / source_copy(loaded.arch), loaded.model, loaded.arch, loaded.options)
         np.save(tmp / "source" / "calibration.npy", calibration)
         (tmp / GRAPH_FILE).write_text(json.dumps({"source": graph_to_json(compiled.source),
                                                   "deployed": graph_to_json(compiled.fixed)}))

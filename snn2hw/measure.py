@@ -14,7 +14,7 @@ from .errors import UserError
 from .hardware_sims.runner import lava_chip, run_fixed
 from .hardware_sims.lava_driver import LavaLimits
 from .hardware_sims.netx_sim import run_netx
-from .models.zoo import build_model
+from .models.zoo import NIR_ARCH, build_model
 from .netx_import import NetxNetwork, netx_graph
 from .passes.pipeline import float_and_integer, pipeline, run_passes
 
@@ -49,6 +49,9 @@ def analytic_graphs(arch: str, timesteps: int | None = None) -> tuple[ir.Graph, 
     """(source, deployed structure) of an architecture without a checkpoint: weights random but non-zero (uniform
     in [0.5, 1.5], so that every zero in the compiled graph is structural, e.g. the one-to-one identity paths of the
     unrolled stream), compiled by the passes up to the partition (no quantization: it needs data)."""
+    if arch == NIR_ARCH:
+        raise UserError("--arch nir has no analytic mode: a NIR graph's network is in its file; export it and run "
+                        "`snn2hw energy DEPLOY_DIR --input X.npy`.")
     try:
         model = build_model(arch, **({"timesteps": timesteps} if timesteps else {}))
     except KeyError as e:

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import nir
 import numpy as np
 import pytest
 import torch
@@ -61,6 +62,16 @@ class Kit:
 
     def events(self) -> Path:
         return self.array(self.inputs["events"], "events.npy")
+
+    def nir_graph(self) -> Path:
+        """A small valid NIR graph (linear → LIF) written with the nir package."""
+        w = np.full((3, 4), 0.5, np.float32)
+        graph = nir.NIRGraph.from_list(nir.Input(np.array([4])), nir.Linear(w),
+                                       nir.LIF(tau=np.full(3, 2.0, np.float32), r=np.ones(3, np.float32),
+                                               v_leak=np.zeros(3, np.float32),
+                                               v_threshold=np.ones(3, np.float32)), nir.Output(np.array([3])))
+        nir.write(self.dir / "graph.nir", graph)
+        return self.dir / "graph.nir"
 
     def deployment_copy(self, edit) -> Path:
         """A copy of the real export with `edit(directory)` applied."""
@@ -265,6 +276,11 @@ CASES = [
                                               k.events(), "--json", k.out / "e.json"], "--input")),
     ("timesteps-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--timesteps", "4"),
                                            "--timesteps")),
+    ("dt-on-checkpoint", lambda k: (k.export(TCJA, "--dt", "0.001"), "--dt")),
+    ("dt-not-positive", lambda k: (k.export(k.nir_graph(), "--dt", "-1", "--timesteps", "4"), "dt")),
+    ("arch-on-nir-graph", lambda k: (k.export(k.nir_graph(), "--arch", "tcja-tiny", "--timesteps", "4"), "--arch")),
+    ("analytic-energy-of-nir", lambda k: (["energy", "--arch", "nir", "--firing-rate", "0.1", "--timesteps", "4"],
+                                          "--arch nir")),
     ("device-unknown", lambda k: (k.simulate_checkpoint(TCJA, k.events(), "--device", "tpu"), "--device")),
     ("device-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--device", "cpu"), "--device")),
     *([("device-cuda-without-gpu", lambda k: (["simulate", GAC, "--ladder", "--data", "digits", "--device", "cuda",

@@ -39,3 +39,32 @@ def test_normalise_neurons_leaves_neurons_without_decay_input_alone():
     before, after = graph.run(x, record=True), normal.run(x, record=True)
     assert torch.equal(before[0], after[0])
     assert all(torch.equal(before[1][n], after[1][n]) for n in graph.nodes)
+
+
+def test_normalise_neurons_scales_every_term_of_a_sum_the_neuron_reads():
+    """A residual join into a SpikingJelly-form LIF (NIR's LIF with r = 1): 1/tau moves into the synapse term's
+    weights and, for the term that is no synapse (here the input itself), into a new one-to-one synapse."""
+    import nir
+    import numpy as np
+
+    from snn2hw.nir_import import nir_model
+
+    full = lambda v: np.full(4, v, dtype=np.float32)  # noqa: E731
+    graph = nir.NIRGraph(nodes={
+        "in": nir.Input(input_type={"input": np.array([4])}),
+        "fc": nir.Linear(weight=np.random.default_rng(0).normal(0, 1, (4, 4)).astype(np.float32)),
+        "lif": nir.LIF(tau=full(2.0), r=full(1.0), v_leak=full(0.0), v_threshold=full(0.5)),
+        "out": nir.Output(output_type={"output": np.array([4])})},
+        edges=[("in", "fc"), ("fc", "lif"), ("in", "lif"), ("lif", "out")], metadata={"dt": 1.0}, type_check=False)
+    source = convert(nir_model(graph, "test", timesteps=8)[0], "nir")
+    normal = normalise_neurons(source).infer()
+    lif = normal.nodes["lif"]
+    assert (source.nodes["lif"].input_scale, lif.input_scale, lif.tau) == (0.5, 1.0, None)
+    assert normal.nodes["lif.join"].inputs == ["fc", "lif.join.scaled.in"]
+    assert list(normal.nodes).index("lif.join.scaled.in") < list(normal.nodes).index("lif.join")
+    assert torch.equal(normal.nodes["fc"].weight, source.nodes["fc"].weight / 2)
+    assert torch.equal(normal.nodes["lif.join.scaled.in"].weight, torch.eye(4) / 2)
+    torch.manual_seed(0)
+    x = torch.randn(64, 8, 4)
+    spikes = source.run(x)[0]
+    assert spikes.any() and torch.equal(normal.run(x)[0], spikes)  # tau = 2: the spikes of the same membranes

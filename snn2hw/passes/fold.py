@@ -7,6 +7,7 @@ line to `graph.notes` saying what it did, for the export report.
 import torch
 
 from .. import ir
+from .relay import identity_synapse
 
 
 def _rewire(nodes: dict[str, ir.Node], old: str, new: str) -> None:
@@ -46,27 +47,54 @@ def fold_batchnorm(graph: ir.Graph) -> ir.Graph:
 
 def normalise_neurons(graph: ir.Graph) -> ir.Graph:
     """Bring every LIF to Loihi's form v = decay * v + x (input_scale 1): SpikingJelly's decay_input (x / tau) moves
-    into the weights and bias of the synapse that feeds the neuron alone.
+    into the weights and bias of the synapse that feeds the neuron alone, or into every term of the sum that feeds it
+    alone (a residual join: `_scale_sum`).
 
     Preserves: the function up to float rounding (for tau = 2 the scaling by 1/2 is exact; the charge's float order
     changes from v + (x - v)/tau to (1 - 1/tau) v + x/tau, so spikes change only at exact threshold ties)."""
     nodes = graph.copied_nodes()
-    moved, kept = 0, []
+    moved, kept, before = 0, [], {}
     for name, lif in list(nodes.items()):
         if not isinstance(lif, ir.LIF) or (lif.input_scale == 1.0 and lif.tau is None):
             continue
         src = nodes[lif.inputs[0]]
         if isinstance(src, ir.SYNAPSES) and graph.consumers(src.name) == [name]:
             nodes[src.name] = _scale_synapse(src, torch.full((src.weight.shape[0],), lif.input_scale))
-            nodes[name] = lif.copy(input_scale=1.0, tau=None)
-            moved += 1
+        elif isinstance(src, ir.Add) and graph.consumers(src.name) == [name]:
+            before[src.name] = _scale_sum(graph, nodes, src, lif.input_scale)
         else:
             nodes[name] = lif.copy(tau=None)
             kept.append(name)
+            continue
+        nodes[name] = lif.copy(input_scale=1.0, tau=None)
+        moved += 1
     note = f"normalise_neurons: moved 1/tau into the synapses of {moved} neurons"
     if kept:
         note += f"; kept an input scale on {', '.join(kept)} (their input is shared or not a synapse)"
-    return graph.replace(nodes, note)
+    ordered = {}
+    for name, node in nodes.items():  # a new synapse runs just before the sum that reads it
+        ordered.update({s.name: s for s in before.get(name, [])})
+        ordered[name] = node
+    return graph.replace(ordered, note)
+
+
+def _scale_sum(graph: ir.Graph, nodes: dict[str, ir.Node], add: ir.Add, scale: float) -> list[ir.Node]:
+    """Scale every term of `add` (and its bias) by `scale`, in `nodes`: a synapse that only the sum reads in its
+    weights and bias, any other term (spikes, a shared value) through a new one-to-one synapse of weight `scale`,
+    `<add>.scaled.<term>`. → the new synapses."""
+    new, renamed = [], {}
+    for i in dict.fromkeys(add.inputs):  # a term read twice is scaled once
+        term = nodes[i]
+        if isinstance(term, ir.SYNAPSES) and graph.consumers(i) == [add.name]:
+            nodes[i] = _scale_synapse(term, torch.full((term.weight.shape[0],), scale))
+            renamed[i] = i
+        else:
+            one_to_one = identity_synapse(f"{add.name}.scaled.{i}", i, graph.nodes[i].shape)
+            new.append(one_to_one.copy(weight=one_to_one.weight * scale))
+            renamed[i] = new[-1].name
+    nodes[add.name] = add.copy(inputs=[renamed[i] for i in add.inputs],
+                               bias=None if add.bias is None else add.bias * scale)
+    return new
 
 
 def _chain_to_synapse(graph: ir.Graph, start: str) -> list[str] | None:
