@@ -298,8 +298,9 @@ def convert(model: nn.Module, arch: str = "") -> ir.Graph:
     elif isinstance(model, nir_net.NIRNet):
         _convert_nir(model, b)
     else:
-        raise UserError(f"model {type(model).__name__} is not supported by snn2hw's converter "
-                        "(supported: the TCJA and GAC/MS-ResNet networks of the zoo, and NIR graphs).")
+        raise UserError(f"model {type(model).__name__} is not supported by snn2hw's converter (supported: the "
+                        "TCJA and GAC/MS-ResNet networks of the zoo, and NIR graphs: a model of SpikingJelly or norse "
+                        "neurons goes through its own NIR export with snn2hw.nir_import.from_module).")
     graph = ir.Graph(b.nodes, model.timesteps, tuple(model.input_shape), arch).infer()
     for node in graph.nodes.values():
         if isinstance(node, ir.HostModule):

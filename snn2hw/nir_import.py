@@ -33,6 +33,7 @@ from torch import nn
 
 from .checkpoint import HDF5_MAGIC, Loaded
 from .errors import UserError
+from .files import atomic_path
 from .models import nir_net
 from .models.zoo import MAX_TIMESTEPS, NIR_ARCH
 
@@ -65,6 +66,41 @@ def load_nir(path, dt: float | None = None, timesteps: int | None = None) -> NIR
     model, dt, dt_source, timesteps = nir_model(graph, str(path), dt, timesteps)
     notes = [f"dt = {dt:g}, {dt_source}", f"T = {timesteps}"]
     return NIRLoaded(model, NIR_ARCH, {"timesteps": timesteps, "dt": dt}, path, notes, dt=dt, dt_source=dt_source)
+
+
+def _spikingjelly_nir(model: nn.Module, example: torch.Tensor) -> nir.NIRGraph:
+    from spikingjelly.activation_based.nir_exchange import export_to_nir
+    return export_to_nir(model, example, dt=1.0)
+
+
+def _norse_nir(model: nn.Module, example: torch.Tensor) -> nir.NIRGraph:
+    from norse.torch.utils.export_nir import to_nir
+    return to_nir(model, example, dt=1.0)
+
+
+# A framework's neuron modules, by the package they come from → its own NIR exporter, asked for dt = 1 so that the
+# graph's time constants are in steps, as `from_module` reads them back.
+PEER_EXPORTERS = {"spikingjelly": _spikingjelly_nir, "norse": _norse_nir}
+
+
+def from_module(model: nn.Module, example: torch.Tensor, path) -> NIRLoaded:
+    """A PyTorch model of torch.nn layers and SpikingJelly or norse neurons (`PEER_EXPORTERS`), through that
+    framework's own NIR export, written to `path` and loaded from it as `load_nir` loads any graph file (the file is
+    what a deployment keeps as its source). `example`: an input as the model takes it, time first (`[T, N, ...]`:
+    SpikingJelly in multi-step mode, norse), which sets T. The loaded model takes `[N, T, ...]`, as every NIR graph
+    does here."""
+    packages = {type(m).__module__.split(".")[0] for m in model.modules()}
+    framework = next((f for f in PEER_EXPORTERS if f in packages), None)
+    if framework is None:
+        raise UserError(f"model {type(model).__name__} has no neurons of {' or '.join(PEER_EXPORTERS)}, whose own NIR "
+                        "exporters snn2hw uses: export it to NIR with its framework and give snn2hw the file.")
+    try:
+        graph = PEER_EXPORTERS[framework](model, example)
+        with atomic_path(Path(path)) as tmp:
+            nir.write(tmp, graph)
+    except Exception as e:  # the peer's exporter or nir.write: either fails on what it cannot represent
+        raise UserError(f"model {type(model).__name__}: {framework}'s NIR export failed ({_first_line(e)}).") from None
+    return load_nir(path, dt=1.0, timesteps=int(example.shape[0]))
 
 
 def _first_line(e: Exception) -> str:

@@ -431,3 +431,39 @@ def test_spikingjelly_graphs_go_through_the_command_line_to_lava(tmp_path, index
     assert np.array_equal(np.load(tmp_path / "again.npz")["output"], want)
     res = run_cli("energy", tmp_path / "dep", "--input", tmp_path / "x.npy", "--json", tmp_path / "e.json")
     assert res.returncode == 0, res.stderr
+
+
+def test_a_spikingjelly_model_in_python_goes_through_its_own_nir_export(tmp_path):
+    """`from_module`: the Python API for a model of torch.nn layers and SpikingJelly neurons. Its float forward is
+    SpikingJelly's, exactly, and it compiles as any NIR graph; a plain torch model is refused in one sentence."""
+    from spikingjelly.activation_based import functional
+    from snn2hw.nir_import import from_module
+
+    name, net = _spikingjelly_nets()[1]
+    x = torch.rand(16, T, 2, 8, 8) * 4
+    loaded = from_module(net, x[:1].transpose(0, 1), tmp_path / "model.nir")
+    functional.reset_net(net)
+    with torch.no_grad():
+        want = net(x.transpose(0, 1)).transpose(0, 1)
+        got = loaded.model(x)
+    assert loaded.path == tmp_path / "model.nir" and loaded.options == {"timesteps": T, "dt": 1.0}
+    assert 0.02 < want.mean() < 0.95 and (got - want).abs().max() == 0
+    compiled = compile_model(loaded.model, "nir", x[:8])
+    assert torch.equal(compiled.source.run(x)[0], got)
+    with pytest.raises(UserError, match=r"model Sequential has no neurons of spikingjelly or norse"):
+        from_module(torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.zeros(T, 1, 4), tmp_path / "plain.nir")
+    with pytest.raises(UserError, match=r"NIR graphs: a model of SpikingJelly or norse neurons goes through its own "
+                                        r"NIR export with snn2hw.nir_import.from_module"):
+        convert(net.eval())
+
+
+def test_a_norse_model_whose_graph_nir_cannot_write_is_one_sentence(tmp_path):
+    """norse 1.1.0 exports LIFBoxCell's parameters as scalars, which nir 1.0.8's writer refuses: said in one
+    sentence naming the framework, and no file is left."""
+    import norse.torch as norse
+    from snn2hw.nir_import import from_module
+
+    model = norse.SequentialState(torch.nn.Linear(4, 3), norse.LIFBoxCell())
+    with pytest.raises(UserError, match=r"^model SequentialState: norse's NIR export failed \(TypeError: "):
+        from_module(model, torch.rand(T, 1, 4), tmp_path / "norse.nir")
+    assert list(tmp_path.iterdir()) == []
