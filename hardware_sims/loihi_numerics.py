@@ -76,6 +76,9 @@ def _shift(x: np.ndarray, exp: ArrayLike) -> np.ndarray:
     """``x << exp`` where exp >= 0, else ``x >> -exp`` (arithmetic: floors), in int64. Counts are capped at 63
     because numpy defines int64 shifts by >= 64 as 0 (left) / sign fill (right), which is what a cap gives too."""
     exp = np.asarray(exp, dtype=np.int64)
+    if exp.ndim == 0:  # one count for the whole array (a synapse's weight_exp): one shift, not both and a select
+        e = int(exp)
+        return x if e == 0 else np.left_shift(x, min(e, 63)) if e > 0 else np.right_shift(x, min(-e, 63))
     left = np.left_shift(x, np.clip(exp, 0, 63))
     right = np.right_shift(x, np.clip(-exp, 0, 63))
     return np.where(exp >= 0, left, right)
@@ -259,7 +262,7 @@ def graded_vec_step(a_in: np.ndarray, vth: int = 0) -> np.ndarray:
     """One step of ``PyGradedVecModelFixed`` (lava/proc/graded/models.py:27): v = 0 + a_in (v is zeroed after
     every step), sent as ``v`` where ``|v| > vth``, else 0; int32 throughout. With vth 0 it sends its input sum."""
     v = _i32(a_in)
-    return np.where(np.abs(v) > vth, v, 0)
+    return v if vth == 0 else np.where(np.abs(v) > vth, v, 0)  # |v| > 0 sends v, and v = 0 sends 0 alike
 
 
 # ---------------------------------------------------------------------------------------------------------------------
