@@ -1,9 +1,8 @@
 """A chip segment as a NIR graph (`chip/<segment>.nir`): float weights and dynamics, Loihi integers in metadata.
 
-Time. NIR (nir 1.0.8) states neurons as ODEs; ours are discrete. The graph fixes dt = 1 (one time step of the
-source model: graph metadata `dt`, `time_unit`) and the discretisation (metadata `discretisation`): forward Euler
-with the current updated first, which is how norse integrates NIR's CubaLIF (`from_nir(graph, dt=1.0)`) and how
-Loihi updates u before v:
+Time. NIR (nir 1.0.8) states neurons as ODEs; ours are discrete. The graph states its step, dt = 1e-4 s per step
+of the source model (graph metadata `dt`, `time_unit`), and the discretisation (metadata `discretisation`):
+forward Euler with the current updated first, as norse integrates NIR's CubaLIF and Loihi updates u before v:
 
     I[t] = I[t-1] + dt/tau_syn·(w_in·S[t] - I[t-1])       = (1 - dt/tau_syn)·I[t-1] + dt/tau_syn·w_in·S[t]
     v[t] = v[t-1] + dt/tau_mem·(v_leak - v[t-1] + r·I[t])  = (1 - dt/tau_mem)·v[t-1] + dt/tau_mem·(v_leak + r·I[t])
@@ -12,16 +11,44 @@ with S[t] the sum of all edges into the neuron. Our LIF is v[t] = decay·v[t-1] 
 v > θ (v >= θ for SpikingJelly's neurons), hard reset to 0. Matching coefficients gives tau_syn = dt
 (I[t] = w_in·S[t]: no current memory, Loihi's du = 4095), w_in = input_scale, tau_mem = dt / (1 - decay),
 r = 1 / (1 - decay) (dt/tau_mem · r = 1), v_leak = 0, v_reset = 0. For decay 0.5 (both demo models) that is
-tau_mem = 2, r = 2; the OR neurons of `maxpool_to_or` (decay 0) get tau_mem = dt, r = 1. In the decay form, with
-these float32 coefficients (0.5 and 1, or 0 and 1), the float arithmetic is the folded graph's own.
+tau_mem = 2e-4 s, r = 2; the OR neurons of `maxpool_to_or` (decay 0) get tau_mem = dt, r = 1. Neuron parameters
+are float64, so dt / tau is exactly 1 and 1 - decay where the peers compute it in float64; in the decay form the
+arithmetic is then the folded graph's own.
 Threshold: NIR fires on v > v_threshold. A neuron that fires on v >= θ gets v_threshold = the largest float32
 below θ: identical to v >= θ in float32 arithmetic (metadata keeps θ and the comparison).
 
-Nodes (names are the IR node names; parameters are float32 numpy arrays, neuron parameters with the layer's full
-shape, no batch dim anywhere):
+Why 1e-4: it is the step SpikingJelly 2.0 (`nir_exchange.import_from_nir(graph, dt=1e-4)`, the default) and snntorch
+1.0.0 (`_nir_to_snntorch_module`, hard-coded) assume, and both accept a CubaLIF only with r = tau_mem / dt
+(SpikingJelly also w_in = tau_syn / dt); their decays are 1 - dt/tau, our discretisation. What each peer needs
+(tests/test_nir_export.py runs norse, SpikingJelly and snntorch on the demo segments):
+    norse 1.1.0      `norse.torch.from_nir(graph, dt=1e-4)` (its default dt is 1e-3). Segments where edges join
+                     (GAC's residual stream) need nirtorch's executor with norse's node map instead,
+                     `nirtorch.nir_to_torch(graph, {T: partial(norse.torch.utils.import_nir._import_norse_module,
+                     dt=1e-4)})` for T in Affine, Conv2d, CubaLIF, Flatten, Linear, SumPool2d (AvgPool2d: nirtorch's
+                     default): from_nir's executor (nirtorch.load's GraphExecutor) runs nodes in depth-first order
+                     from one root (nirtorch graph_utils.trace_execution), so a summing node runs before some of its
+                     sources, and norse maps no AvgPool2d; on GAC's segment it raises or returns a wrong value.
+    SpikingJelly     `import_from_nir(graph)`; its CUBALIFNode fires on v >= v_threshold (functional.cuba_lif_step,
+    2.0.0            surrogate.heaviside), so each neuron's `v_threshold` is to be raised to the next float32 up;
+                     as imported, spikes differ where v == v_threshold exactly, which GAC's encodings hit (their
+                     sigmoid saturates at 1.0, the threshold).
+    snntorch 1.0.0   `snntorch.import_nir.import_from_nir(graph)`: nothing else.
+    rockpool 3.1.0   `rockpool.nn.modules.torch.nir.from_nir(graph)` cannot run these neurons: its CubaLIF is
+                     LIFTorch with decays exp(-dt/tau) and dt = min(tau_mem / (1 + r)) (`_convert_nir_to_rockpool`),
+                     so a current without memory is out of reach. It maps no Conv2d (NotImplementedError); a dense
+                     segment (tcja-tiny's chip5) imports and runs with other spikes, without an error.
+    sinabs 3.1.3     requires nir <= 1.0.4, which cannot read these files, and maps no CubaLIF
+                     (`_import_sinabs_module`).
+A segment that several host tensors enter (none of the demo models' does) has several Inputs: nirtorch.nir_to_torch,
+under SpikingJelly's and snntorch's imports, raises `RuntimeError: Node redefined name is_none!` (NIRTorch issue
+#30), and norse's from_nir feeds the first Input alone, with a logged warning only.
 
-    Input      one per (host tensor, chip synapse), named `tensor->synapse` as in the Lava spec: the spikes or
-               graded payloads the host sends each step, as floats
+Nodes (names are the IR node names; weights are float32 numpy arrays, neuron parameters float64 with the layer's
+full shape, no batch dim anywhere):
+
+    Input      one per host tensor, named as the tensor: the spikes or graded payloads the host sends each step,
+               as floats; an edge to every synapse that reads it. Lava receives it once per such synapse, through
+               the adapter `tensor->synapse` (the synapse's metadata `input_adapter`)
     Conv2d     a Conv2d synapse: the folded weight (Cout, Cin, kH, kW), bias (zeros if none), stride, padding,
                dilation, input_shape (H, W)
     SumPool2d  a depthwise Conv2d of unit weights without bias (the sum-pool of a max-pool turned OR); NIR 1.0.8
@@ -29,7 +56,9 @@ shape, no batch dim anywhere):
     AvgPool2d  a depthwise Conv2d of weights 1/(kh·kw) without bias (an average pool, `avgpool_to_conv`)
     Affine     a Linear synapse with a bias; `Linear` when it has none
     CubaLIF    each LIF, as above
-    Flatten    start_dim 0, end_dim -1 over the batch-free type (C, H, W) → (C·H·W,)
+    Flatten    start_dim -len(shape), end_dim -1 over the batch-free type (C, H, W) → (C·H·W,): negative dims
+               name the same axes with a batch dim in front, where norse and snntorch (torch.nn.Flatten(start_dim,
+               end_dim)) and SpikingJelly and sinabs (which shift non-negative dims by one) all apply them
     Output     one per chip neuron the host reads, named `node->host`: a LIF's spikes, or a relay's value
 Edges: several edges into one node are summed (NIR's rule). An IR `Add` (a neuron's synapse groups, the MS-ResNet
 membrane shortcut) has no node: each summand is an edge into the neuron. A relay neuron (y = x in float: Lava's
@@ -42,13 +71,14 @@ Metadata (flat: Python scalars, strings and numpy arrays, so nir.write/nir.read 
 form, as the quantize pass set it and the Lava spec (exporters/lava_spec.py) runs it:
     synapse    `weight` (the Lava spec's int16 array: round(W · scale / unit) on Lava's 8-bit grid; SumPool2d: its
                depthwise weights; an identity synapse: its one weight), `weight_exp` (0, or an identity's),
-               `scale` σ (integer units per float unit of the neuron it feeds), `payload_frac_bits`,
-               `num_message_bits`, `depth`, `bias_realised_by`
+               `scale` σ (integer units per float unit of the neuron it feeds), `payload_frac_bits` (also the
+               frac_bits of a host input it reads), `num_message_bits`, `depth`, `bias_realised_by`; a synapse
+               reading a host tensor: `input_adapter` (the Lava spec's input) and `input_adapter_depth`
     neuron     `du`, `dv`, `vth`, `bias_mant` (the Lava spec's int16 array, full shape), `bias_exp`, `scale` σ,
                `depth`; the source semantics `source_decay`, `source_threshold`, `source_input_scale`,
                `source_fires_when`
-    Input      `tensor`, `consumer`, `payload` ("spikes" 0/1 | "graded" round(value · 2^frac_bits)), `frac_bits`,
-               `depth`, `kind` (the IR value kind), `waits_for_window` (1: the host needs all T steps first)
+    Input      `tensor`, `payload` ("spikes" 0/1 | "graded" round(value · 2^frac_bits)), `kind` (the IR value
+               kind), `waits_for_window` (1: the host needs all T steps first)
     Output     `tensor`, `kind` ("spikes" | "graded": the host computes a / scale + the relay's carried bias),
                `depth`, `scale`
     graph      `format`, `format_version`, `snn2hw_version`, `segment`, `arch`, `timesteps`, `dt`, `time_unit`,
@@ -67,8 +97,8 @@ from ..files import atomic_path
 from .lava_spec import chip_segment_spec
 
 FORMAT = "snn2hw-nir"
-FORMAT_VERSION = 1
-DT = 1.0  # one time step of the source model
+FORMAT_VERSION = 2  # 2: dt 1e-4 s, one Input per host tensor, Flatten's negative dims
+DT = 1e-4  # seconds per step of the source model: the step SpikingJelly's and snntorch's NIR imports assume
 DISCRETISATION = ("forward Euler, current first: I[t] = I[t-1] + dt/tau_syn*(w_in*S[t] - I[t-1]); "
                   "v[t] = v[t-1] + dt/tau_mem*(v_leak - v[t-1] + r*I[t]); z[t] = v[t] > v_threshold; "
                   "v[t] = v_reset where z[t]; S[t] = sum of the edges into the node")
@@ -78,8 +108,8 @@ def _f32(x) -> np.ndarray:
     return np.array(x, dtype=np.float32)
 
 
-def _full(value: float, shape: tuple) -> np.ndarray:
-    return np.full(shape, value, dtype=np.float32)
+def _full64(value: float, shape: tuple) -> np.ndarray:
+    return np.full(shape, value, dtype=np.float64)
 
 
 def _cuba_lif(node: ir.LIF) -> nir.CubaLIF:
@@ -90,10 +120,12 @@ def _cuba_lif(node: ir.LIF) -> nir.CubaLIF:
     if node.fire_at_threshold:
         threshold = np.nextafter(threshold, np.float32(-np.inf))
     shape = tuple(node.shape)
-    return nir.CubaLIF(tau_syn=_full(DT, shape), tau_mem=_full(DT / (1.0 - node.decay), shape),
-                       r=_full(1.0 / (1.0 - node.decay), shape), v_leak=_full(0.0, shape),
-                       v_threshold=_full(threshold, shape), v_reset=_full(0.0, shape),
-                       w_in=_full(node.input_scale, shape))
+    # float64: the peers compute dt / tau in float64, so dt / tau_syn is exactly 1 and 1 - dt / tau_mem the decay;
+    # float32's 1e-4 is 2.5e-12 below it, a tau_syn < dt that SpikingJelly refuses (`_NodeMapper.map_cuba_lif`)
+    return nir.CubaLIF(tau_syn=_full64(DT, shape), tau_mem=_full64(DT / (1.0 - node.decay), shape),
+                       r=_full64(1.0 / (1.0 - node.decay), shape), v_leak=_full64(0.0, shape),
+                       v_threshold=_full64(threshold, shape), v_reset=_full64(0.0, shape),
+                       w_in=_full64(node.input_scale, shape))
 
 
 def _is_sum_pool(node: ir.Conv2d, bias) -> bool:
@@ -165,12 +197,14 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
 
-    for inp in spec["inputs"]:
-        meta = {"tensor": inp["tensor"], "consumer": inp["to"], "payload": inp["payload"],
-                "frac_bits": int(inp["frac_bits"]), "depth": int(inp["depth"]),
-                "kind": folded.nodes[inp["tensor"]].kind, "waits_for_window": int(waits[inp["tensor"]])}
-        nodes[inp["name"]] = nir.Input(input_type={"input": np.array(inp["shape"])}, metadata=meta)
-        edges.append((inp["name"], inp["to"]))
+    adapters = {inp["to"]: inp for inp in spec["inputs"]}
+    for inp in spec["inputs"]:  # one Input per host tensor, however many synapses read it
+        tensor = inp["tensor"]
+        if tensor not in nodes:
+            meta = {"tensor": tensor, "payload": inp["payload"], "kind": folded.nodes[tensor].kind,
+                    "waits_for_window": int(waits[tensor])}
+            nodes[tensor] = nir.Input(input_type={"input": np.array(inp["shape"])}, metadata=meta)
+        edges.append((tensor, inp["to"]))
 
     for name in segment["nodes"]:
         node, q = folded.nodes[name], fixed.nodes[name].quant
@@ -188,9 +222,11 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
                         folded.nodes[reader], ir.Relay) else f"neuron {reader}: bias_mant << bias_exp"}
             if name in carriers:
                 meta["add_bias_of"] = carriers[name]
+            if name in adapters:
+                meta.update(input_adapter=adapters[name]["name"], input_adapter_depth=int(adapters[name]["depth"]))
             nodes[name] = _synapse(node, folded.nodes[node.inputs[0]].shape, bias)
             nodes[name].metadata = meta
-            if node.inputs[0] in members:  # else the Input `tensor->name` already feeds it
+            if node.inputs[0] in members:  # else the tensor's Input already feeds it
                 edges.append((node.inputs[0], name))
         elif isinstance(node, ir.Add):
             if not any(isinstance(folded.nodes[r], ir.NEURONS) for r in folded.consumers(name)):
@@ -208,8 +244,10 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
                 edges += [(f.name, name) for f in folded.input_port_feeds(name)]
             # a relay is y = x in float: no node; its sum's edges go straight to what reads it (below)
         elif isinstance(node, ir.Flatten):
-            nodes[name] = nir.Flatten(input_type={"input": np.array(folded.nodes[node.inputs[0]].shape)},
-                                      start_dim=0, end_dim=-1, metadata={"depth": int(spec_nodes[name]["depth"])})
+            in_shape = folded.nodes[node.inputs[0]].shape
+            # negative dims name the same axes with or without a batch dim in front, as every peer reads them
+            nodes[name] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=-len(in_shape),
+                                      end_dim=-1, metadata={"depth": int(spec_nodes[name]["depth"])})
             edges.append((node.inputs[0], name))
         else:
             raise ValueError(f"chip node {name} ({type(node).__name__}) has no NIR form")
@@ -226,7 +264,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
 
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "snn2hw_version": __version__,
                 "segment": segment["name"], "arch": folded.arch, "timesteps": int(folded.timesteps), "dt": DT,
-                "time_unit": "one time step of the source model", "discretisation": DISCRETISATION,
+                "time_unit": "s", "discretisation": DISCRETISATION,
                 "lava_steps": int(spec["steps"])}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
 

@@ -15,7 +15,7 @@ are left out. Anything else (Delay, LI, CubaLI, I, Conv1d, nested graphs, cycles
 the node.
 
 dt, the step in the unit of the graph's time constants: the caller's, else the graph's metadata `dt` (snn2hw's own
-chip/*.nir record dt = 1 step), else 1. NIR has no standard key for it and SpikingJelly 2.0 and snntorch record none;
+chip/*.nir record dt = 1e-4 s, exporters/nir_export.py), else 1. NIR has no standard key for it and SpikingJelly 2.0 and snntorch record none;
 both export with dt = 1e-4 by default (SpikingJelly's LIFNode(tau) becomes LIF(tau = tau·dt, r = 1), its IFNode
 IF(r = 1/dt)), so their graphs need dt = 1e-4: a time constant shorter than dt is refused, naming it.
 T, the number of steps: the caller's, else the graph's metadata `timesteps` (snn2hw's own export).
