@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import warnings
 from functools import partial
@@ -522,13 +523,14 @@ def _print_fit(manifest: dict) -> None:
 
 @app.command()
 def energy(ctx: typer.Context,
-           deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export) or a "
-                                                       "lava-dl .net."),
+           deploy_dir: Optional[Path] = typer.Argument(None, help="A deployment directory (snn2hw export), a "
+                                                       "lava-dl .net, or a checkpoint or NIR graph (exported to a "
+                                                       "temporary deployment first)."),
            input: Optional[Path] = typer.Option(None, "--input", help="Inputs (.npy) whose activity is counted."),
            backend: str = typer.Option("fixed", "--backend", help="fixed, folded or lava: where the activity comes from."),
            arch: Optional[str] = typer.Option(None, "--arch", help="Analytic mode (no data): the architecture."),
            timesteps: Optional[int] = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS,
-                                                   help="Analytic mode or a .net: T."),
+                                                   help="Analytic mode, a .net or a NIR graph: T."),
            firing_rate: Optional[str] = typer.Option(None, "--firing-rate", help="Analytic mode: a rate in [0, 1] "
                                                      "or a JSON of per-layer rates."),
            mode: str = typer.Option("faithful", "--mode", help="paper (the published convention) or faithful."),
@@ -539,6 +541,7 @@ def energy(ctx: typer.Context,
            samples: Optional[int] = typer.Option(None, "--samples", min=1),
            batch_size: int = typer.Option(64, "--batch-size", min=1),
            timeout: Optional[float] = TimeoutOpt, memory_limit: Optional[int] = MemoryLimitOpt,
+           dt: Optional[float] = DtOpt,
            json_out: Optional[Path] = typer.Option(None, "--json"),
            html_out: Optional[Path] = typer.Option(None, "--html")):
     """MAC vs AC counts and energy per layer and per host/chip segment, paper and faithful modes side by side, and the
@@ -560,6 +563,20 @@ def energy(ctx: typer.Context,
         x = _netx_inputs(net, input, timesteps, samples)
         with out.status(f"{deploy_dir.name}: fixed point on {len(x)} samples"):
             report = netx_report(net, x, timesteps, cost, mode, system_name, batch_size)
+    elif deploy_dir is not None and deploy_dir.is_file():
+        _only(ctx, "on a checkpoint or NIR graph", "deploy_dir", "input", "backend", "mode", "preset", "system",
+              "samples", "batch_size", "timeout", "memory_limit", "timesteps", "dt", "json_out", "html_out")
+        if input is None:
+            raise UserError(f"energy {deploy_dir} needs --input X.npy.")
+        loaded = _load(deploy_dir, None, None, False, timesteps, dt)
+        x = load_inputs(input, "--input", loaded.model, loaded.arch)[:samples]
+        # The deployment `export` would write, counted as `energy DEPLOY_DIR` counts it: one path for both.
+        with tempfile.TemporaryDirectory(prefix="snn2hw-energy-") as tmp, \
+                out.status(f"{deploy_dir.name}: exporting, then the {backend} backend on {len(x)} samples"):
+            export_deployment(loaded, x[:CALIBRATION_SAMPLES], Path(tmp) / "deployment", system=system_name)
+            report = deployment_report(load_deployment(Path(tmp) / "deployment"), x, backend, cost, mode,
+                                       system_name, batch_size, _lava_limits(timeout, memory_limit))
+        report["origin"] = str(deploy_dir)
     elif deploy_dir is not None:
         _only(ctx, "on a deployment directory (--arch, --timesteps and --firing-rate are for the analytic mode)",
               "deploy_dir", "input", "backend", "mode", "preset", "system", "samples", "batch_size", "timeout",

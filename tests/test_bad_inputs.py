@@ -281,6 +281,7 @@ CASES = [
     ("arch-on-nir-graph", lambda k: (k.export(k.nir_graph(), "--arch", "tcja-tiny", "--timesteps", "4"), "--arch")),
     ("analytic-energy-of-nir", lambda k: (["energy", "--arch", "nir", "--firing-rate", "0.1", "--timesteps", "4"],
                                           "--arch nir")),
+    ("energy-of-a-model-without-input", lambda k: (["energy", TCJA, "--json", k.out / "e.json"], "--input")),
     ("device-unknown", lambda k: (k.simulate_checkpoint(TCJA, k.events(), "--device", "tpu"), "--device")),
     ("device-on-deployment", lambda k: (k.simulate_deployment(lambda d: None, "--device", "cpu"), "--device")),
     *([("device-cuda-without-gpu", lambda k: (["simulate", GAC, "--ladder", "--data", "digits", "--device", "cuda",

@@ -1,6 +1,8 @@
 """Importing NIR graphs (nir_import.load_nir → NIRNet, arch nir): the float forward is NIR's equations, the IR graph
 runs it bit for bit, and it compiles and runs in fixed point as the zoo's models do; what our LIF cannot compute
 exactly is refused in one sentence naming the node."""
+import json
+
 import h5py
 import nir
 import numpy as np
@@ -431,6 +433,13 @@ def test_spikingjelly_graphs_go_through_the_command_line_to_lava(tmp_path, index
     assert np.array_equal(np.load(tmp_path / "again.npz")["output"], want)
     res = run_cli("energy", tmp_path / "dep", "--input", tmp_path / "x.npy", "--json", tmp_path / "e.json")
     assert res.returncode == 0, res.stderr
+    # the graph itself: exported to a temporary deployment, then counted as that deployment is
+    res = run_cli("energy", graph, *given, "--input", tmp_path / "x.npy", "--json", tmp_path / "graph.json")
+    assert res.returncode == 0, res.stderr
+    from_graph, from_deployment = (json.loads((tmp_path / f).read_text()) for f in ("graph.json", "e.json"))
+    assert from_graph.pop("origin") == str(graph) and from_deployment.pop("origin") == str(tmp_path / "dep")
+    del from_graph["created"], from_deployment["created"]
+    assert from_graph == from_deployment and from_graph["modes"]["faithful"]["total_energy_mj"] > 0
 
 
 def test_a_spikingjelly_model_in_python_goes_through_its_own_nir_export(tmp_path):
