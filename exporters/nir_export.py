@@ -55,7 +55,7 @@ full shape, no batch dim anywhere):
                cannot type other grouped convolutions (it reads weight.shape[1] as the input channels)
     AvgPool2d  a depthwise Conv2d of weights 1/(kh·kw) without bias (an average pool, `avgpool_to_conv`)
     Affine     a Linear synapse with a bias; `Linear` when it has none
-    CubaLIF    each LIF, as above
+    CubaLIF    each LIF, as above; IF for one that does not leak (decay 1)
     Flatten    start_dim -len(shape), end_dim -1 over the batch-free type (C, H, W) → (C·H·W,): negative dims
                name the same axes with a batch dim in front, where norse and snntorch (torch.nn.Flatten(start_dim,
                end_dim)) and SpikingJelly and sinabs (which shift non-negative dims by one) all apply them
@@ -112,14 +112,19 @@ def _full64(value: float, shape: tuple) -> np.ndarray:
     return np.full(shape, value, dtype=np.float64)
 
 
-def _cuba_lif(node: ir.LIF) -> nir.CubaLIF:
-    """Our LIF as NIR's CubaLIF under `DISCRETISATION` with dt = `DT` (derivation: the module docstring)."""
-    if not 0.0 <= node.decay < 1.0:
-        raise ValueError(f"LIF {node.name}: decay {node.decay} has no membrane time constant (needs 0 <= decay < 1)")
+def _neuron(node: ir.LIF) -> nir.NIRNode:
+    """Our LIF as NIR's CubaLIF under `DISCRETISATION` with dt = `DT` (derivation: the module docstring); one that
+    does not leak (decay 1, an IF neuron: Loihi's dv = 0) has no membrane time constant, so NIR's IF, whose forward
+    Euler step v[t] = v[t-1] + dt·r·S[t] is ours with r = input_scale / dt."""
+    if not 0.0 <= node.decay <= 1.0:
+        raise ValueError(f"LIF {node.name}: decay {node.decay} is outside [0, 1]")
     threshold = np.float32(node.threshold)
     if node.fire_at_threshold:
         threshold = np.nextafter(threshold, np.float32(-np.inf))
     shape = tuple(node.shape)
+    if node.decay == 1.0:
+        return nir.IF(r=_full64(node.input_scale / DT, shape), v_threshold=_full64(threshold, shape),
+                      v_reset=_full64(0.0, shape))
     # float64: the peers compute dt / tau in float64, so dt / tau_syn is exactly 1 and 1 - dt / tau_mem the decay;
     # float32's 1e-4 is 2.5e-12 below it, a tau_syn < dt that SpikingJelly refuses (`_NodeMapper.map_cuba_lif`)
     return nir.CubaLIF(tau_syn=_full64(DT, shape), tau_mem=_full64(DT / (1.0 - node.decay), shape),
@@ -233,7 +238,7 @@ def chip_segment_to_nir(folded: ir.Graph, fixed: ir.Graph, segment: dict) -> nir
                 raise ValueError(f"Add {name} on chip feeds no neuron; NIR could only sum it at a neuron's input")
         elif isinstance(node, ir.NEURONS):
             if isinstance(node, ir.LIF):
-                nodes[name] = _cuba_lif(node)
+                nodes[name] = _neuron(node)
                 nodes[name].metadata = {
                     "du": int(q["du"]), "dv": int(q["dv"]), "vth": int(q["vth"]),
                     "bias_mant": arrays[spec_nodes[name]["bias_mant"]], "bias_exp": int(q["bias_exp"]),

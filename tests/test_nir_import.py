@@ -476,3 +476,35 @@ def test_a_norse_model_whose_graph_nir_cannot_write_is_one_sentence(tmp_path):
     with pytest.raises(UserError, match=r"^model SequentialState: norse's NIR export failed \(TypeError: "):
         from_module(model, torch.rand(T, 1, 4), tmp_path / "norse.nir")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.lava
+def test_an_if_neuron_on_chip_exports_as_nirs_if_and_runs_on_lava(tmp_path, run_cli, lava_python):
+    """A neuron that does not leak (NIR's IF, decay 1: Loihi's dv = 0) inside the chip part: the chip NIR states it
+    as NIR's IF (a CubaLIF has no time constant for it), and Lava runs the deployment as the fixed-point simulator."""
+    rng = np.random.default_rng(0)
+    w = lambda *shape: (rng.integers(-8, 9, shape) / 8).astype(np.float32)  # noqa: E731
+    conv = lambda cin: nir.Conv2d(input_shape=(6, 6), weight=w(4, cin, 3, 3), stride=1, padding=1,  # noqa: E731
+                                  dilation=1, groups=1, bias=np.zeros(4, np.float32))
+    graph = nir.NIRGraph.from_list(
+        nir.Input(np.array([2, 6, 6])), conv(2), _lif((4, 6, 6), 2.0), conv(4),
+        nir.IF(r=_full(1.0 / DT, (4, 6, 6)), v_threshold=_full(1.0, (4, 6, 6))),  # v += x each step
+        nir.Flatten(input_type={"input": np.array([4, 6, 6])}, start_dim=0, end_dim=-1), nir.Linear(w(5, 144)),
+        _lif((5,), 2.0), nir.Output(np.array([5])))
+    nir.write(tmp_path / "if.nir", graph)
+    np.save(tmp_path / "x.npy", (rng.random((8, 4, 2, 6, 6)) * 3).astype(np.float32))
+    res = run_cli("export", tmp_path / "if.nir", "--timesteps", "4", "--dt", str(DT), "--calibration",
+                  tmp_path / "x.npy", "-o", tmp_path / "dep")
+    assert res.returncode == 0, res.stderr
+    kinds = [type(n).__name__ for f in (tmp_path / "dep" / "chip").glob("*.nir") for n in nir.read(f).nodes.values()]
+    assert "IF" in kinds, kinds
+    runs = {}
+    for backend in ("fixed", "lava"):
+        res = run_cli("simulate", tmp_path / "dep", "--backend", backend, "--input", tmp_path / "x.npy",
+                      "--save", tmp_path / f"{backend}.npz")
+        assert res.returncode == 0, res.stderr
+        runs[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
+    for key, value in runs["fixed"].items():
+        assert np.array_equal(runs["lava"][key], value), key
+    if_layer = next(n for n, node in graph.nodes.items() if isinstance(node, nir.IF))
+    assert runs["fixed"][f"spike_counts/{if_layer}"].sum() > 0, runs["fixed"].keys()
