@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import loihi_numerics as num
-from .loihi_formats import A_IN_BITS, ACT_SHIFT, MAX_UV_VAL, UV_BITS, identity_as_conv, identity_kernel
+from .loihi_formats import A_IN_BITS, ACT_SHIFT, MAX_UV_VAL, UV_BITS, identity_as_conv
 
 
 @dataclass
@@ -105,10 +105,8 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
             ints[name] = ints[repeats[name]]
         elif op in ("conv", "dense"):
             ints[name] = accumulate(node, arrays[node["weight"]], ints[node["input"]], device)
-        elif op == "identity" and identity_as_conv(node["shape"], node["weight_exp"]):
-            kernel = identity_kernel(node["weight"], node["shape"][0])
-            ints[name] = accumulate({**node, "op": "conv", "stride": 1, "padding": 0, "dilation": 1, "groups": 1},
-                                    kernel, ints[node["input"]], device)
+        elif op == "identity" and identity_as_conv(node["shape"], node["weight_exp"]):  # Lava: a 1x1 Conv
+            ints[name] = num.identity_conv_accumulate(node["weight"], ints[node["input"]], node["num_message_bits"])
         elif op == "identity":
             ints[name] = num.identity_accumulate(node["weight"], node["weight_exp"], ints[node["input"]],
                                                  node["num_message_bits"])

@@ -313,6 +313,20 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     return acc if bound < 2 ** (CONV_OUT_BITS - 1) else wrap_signed(acc, CONV_OUT_BITS)
 
 
+def identity_conv_accumulate(weight: int, s_in: ArrayLike, num_message_bits: int = 0) -> np.ndarray:
+    """:func:`conv_accumulate` of the 1x1 kernel ``weight · I`` (``loihi_formats.identity_kernel``) on ``s_in``
+    ``[..., C, H, W]``: every sum has one term, so it is the product ``weight · s`` (``s`` binarised, or wrapped to
+    int32, as the conv takes it), wrapped to 24 bits as the conv's sums are: the same integers, without the C²
+    kernel. Raises ``OverflowError`` where the conv would (a product of magnitude >= 2**31)."""
+    w = int(wrap_signed(_as_int(np.asarray(weight), "weight"), INT32_BITS))
+    s = np.asarray(s_in)
+    s = (s != 0).astype(np.int64) if num_message_bits <= 0 else wrap_signed(_as_int(s, "s_in"), INT32_BITS)
+    acc = w * s
+    if acc.size and max(acc.max(), -acc.min()) >= 2 ** 31:
+        raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
+    return wrap_signed(acc, CONV_OUT_BITS)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # LIF
 # ---------------------------------------------------------------------------------------------------------------------
@@ -397,7 +411,7 @@ def inport_sum(*a: ArrayLike) -> np.ndarray:
     terms = [_as_int(x, "a") for x in a]
     if not terms:
         return np.asarray(0, dtype=np.int64)
-    total = np.array(np.broadcast_to(terms[0], np.broadcast_shapes(*(x.shape for x in terms))), dtype=np.int64)
+    total = terms[0]  # one term is its own sum: no copy (the result may be that term; callers never write to it)
     for x in terms[1:]:
-        total += x  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
+        total = total + x  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
     return wrap_signed(total, INT32_BITS)

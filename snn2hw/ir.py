@@ -313,8 +313,9 @@ class Graph:
         return dataclasses.replace(self, nodes=nodes, notes=self.notes + ([note] if note else []), **fields)
 
     def to(self, device: torch.device) -> "Graph":
-        """This graph with every node's tensors and host modules on `device`: the nodes copied, a tensor already
-        there shared, a host module copied (`nn.Module.to` would move the one this graph and others share)."""
+        """This graph with every node's tensors and host modules on `device`: the nodes copied, a tensor or module
+        already there shared, a host module elsewhere copied (`nn.Module.to` would move the one this graph and
+        others share)."""
         def moved(node: Node) -> Node:
             changes = {}
             for f in dataclasses.fields(node):
@@ -322,7 +323,8 @@ class Graph:
                 if isinstance(value, torch.Tensor):
                     changes[f.name] = value.to(device)
                 elif isinstance(value, nn.Module):
-                    changes[f.name] = copy.deepcopy(value).to(device)
+                    there = all(t.device == device for t in (*value.parameters(), *value.buffers()))
+                    changes[f.name] = value if there else copy.deepcopy(value).to(device)
             return node.copy(**changes)
         return dataclasses.replace(self, nodes={k: moved(v) for k, v in self.nodes.items()})
 

@@ -17,19 +17,24 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 
 
 def test_graph_to_copies_host_modules_and_leaves_the_original_where_it_was():
-    """TCJA's attention gates are host modules: the moved graph gets its own copies (moving the shared module would
-    move every graph holding it), tensors already on the device are shared, and both graphs compute the same."""
+    """TCJA's attention gates are host modules: a graph moved to another device gets its own copies (moving the
+    shared module would move every graph holding it) and the original stays where it was; on the device they are
+    already on, tensors and modules are shared, and both graphs compute the same."""
     compiled, x, _, _ = compiled_demo("tcja-tiny")
     graph = compiled.fixed
-    moved = graph.to(torch.device("cpu"))
     gates = [n for n in graph.nodes.values() if isinstance(n, ir.HostModule)]
     assert gates, "tcja-tiny --tcja host keeps its gates on the host"
+    elsewhere = graph.to(torch.device("meta"))  # a device every machine has, where nothing is computed
     for node in gates:
-        assert moved.nodes[node.name].module is not node.module
+        copy = elsewhere.nodes[node.name].module
+        assert copy is not node.module
+        assert {p.device.type for p in copy.parameters()} == {"meta"}
+        assert {p.device.type for p in node.module.parameters()} == {"cpu"}
+    here = graph.to(torch.device("cpu"))
     conv = next(n for n in graph.nodes.values() if isinstance(n, ir.Conv2d))
-    assert moved.nodes[conv.name].weight is conv.weight
+    assert here.nodes[conv.name].weight is conv.weight and all(here.nodes[n.name].module is n.module for n in gates)
     x = torch.as_tensor(x[:4])
-    assert torch.equal(moved.run(x)[0], graph.run(x)[0])
+    assert torch.equal(here.run(x)[0], graph.run(x)[0])
 
 
 def test_unknown_or_missing_devices_are_refused_in_one_sentence():

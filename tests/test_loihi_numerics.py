@@ -438,3 +438,16 @@ def test_matches_lava(case, lava_results):
         assert np.array_equal(a, a_expected), f"{name}: synaptic output differs at {np.argwhere(a != a_expected)[:5]}"
     if name not in SILENT_CASES:
         assert 0 < expected.s.mean() < 1, f"{name}: the case should fire sometimes, not never or always"
+
+
+@pytest.mark.parametrize("weight, bits, peak", [(37, 0, 1), (-128, 0, 1), (90, 24, 2 ** 23), (-127, 16, 2 ** 15),
+                                                (127, 24, 2 ** 23 - 1)])
+def test_identity_conv_accumulate_is_the_1x1_identity_conv(weight, bits, peak):
+    """The product per neuron equals Lava's Conv of the kernel weight·I, wraps at 24 bits included (90 · 2^23
+    wraps; binary inputs count any non-zero value as a spike)."""
+    rng = np.random.default_rng(abs(weight) + bits)
+    s = rng.integers(-peak, peak + 1, (3, 6, 5, 4)) * (rng.random((3, 6, 5, 4)) < 0.5)
+    want = ln.conv_accumulate(lf.identity_kernel(weight, 6), s, num_message_bits=bits)
+    got = ln.identity_conv_accumulate(weight, s, bits)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert bits < 24 or np.abs(weight * s).max() >= 2 ** 23  # the wrap case is really exercised
