@@ -394,6 +394,21 @@ def test_spikingjelly_export_imports_to_spikingjellys_own_forward(tmp_path, inde
     assert torch.equal(compiled.source.run(x)[0], got)
 
 
+def _fixed_equals_lava(run_cli, tmp_path) -> dict:
+    """`simulate DIR --backend fixed` and `--backend lava` on `tmp_path/dep` with inputs `tmp_path/x.npy`: every saved
+    array equal → the fixed-point run's arrays."""
+    runs = {}
+    for backend in ("fixed", "lava"):
+        res = run_cli("simulate", tmp_path / "dep", "--backend", backend, "--input", tmp_path / "x.npy",
+                      "--save", tmp_path / f"{backend}.npz")
+        assert res.returncode == 0, res.stderr
+        runs[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
+    assert runs["fixed"].keys() == runs["lava"].keys()
+    for key, value in runs["fixed"].items():
+        assert np.array_equal(runs["lava"][key], value), key
+    return runs["fixed"]
+
+
 @pytest.mark.lava
 @pytest.mark.parametrize("index", [0, 1], ids=["conv", "residual"])
 def test_spikingjelly_graphs_go_through_the_command_line_to_lava(tmp_path, index, run_cli, lava_python):
@@ -417,16 +432,8 @@ def test_spikingjelly_graphs_go_through_the_command_line_to_lava(tmp_path, index
     assert np.array_equal(np.load(tmp_path / "float.npz")["output"], want)
     res = run_cli("export", graph, *given, "--calibration", tmp_path / "x.npy", "-o", tmp_path / "dep")
     assert res.returncode == 0, res.stderr
-    runs = {}
-    for backend in ("fixed", "lava"):
-        res = run_cli("simulate", tmp_path / "dep", "--backend", backend, "--input", tmp_path / "x.npy",
-                      "--save", tmp_path / f"{backend}.npz")
-        assert res.returncode == 0, res.stderr
-        runs[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
-    assert runs["fixed"].keys() == runs["lava"].keys()
-    for key, value in runs["fixed"].items():
-        assert np.array_equal(runs["lava"][key], value), key
-    assert runs["fixed"]["output"].shape == want.shape and runs["fixed"]["output"].any()
+    fixed = _fixed_equals_lava(run_cli, tmp_path)
+    assert fixed["output"].shape == want.shape and fixed["output"].any()
     res = run_cli("simulate", tmp_path / "dep", "--backend", "torch", "--input", tmp_path / "x.npy",
                   "--save", tmp_path / "again.npz")  # the float model rebuilt from the deployment's source/
     assert res.returncode == 0, res.stderr
@@ -498,13 +505,6 @@ def test_an_if_neuron_on_chip_exports_as_nirs_if_and_runs_on_lava(tmp_path, run_
     assert res.returncode == 0, res.stderr
     kinds = [type(n).__name__ for f in (tmp_path / "dep" / "chip").glob("*.nir") for n in nir.read(f).nodes.values()]
     assert "IF" in kinds, kinds
-    runs = {}
-    for backend in ("fixed", "lava"):
-        res = run_cli("simulate", tmp_path / "dep", "--backend", backend, "--input", tmp_path / "x.npy",
-                      "--save", tmp_path / f"{backend}.npz")
-        assert res.returncode == 0, res.stderr
-        runs[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
-    for key, value in runs["fixed"].items():
-        assert np.array_equal(runs["lava"][key], value), key
+    fixed = _fixed_equals_lava(run_cli, tmp_path)
     if_layer = next(n for n, node in graph.nodes.items() if isinstance(node, nir.IF))
-    assert runs["fixed"][f"spike_counts/{if_layer}"].sum() > 0, runs["fixed"].keys()
+    assert fixed[f"spike_counts/{if_layer}"].sum() > 0, fixed.keys()
