@@ -41,7 +41,8 @@ LOG_DIR = Path(tempfile.gettempdir()) / "snn2hw-logs"  # a failed Lava run's std
 RUNNER_ERROR_PREFIXES = ("lava_runner: ", "lava_netx_runner: ")  # the runners' one-line errors (run_script)
 STDERR_WIDTH = 300
 POLL_S = 0.05
-STACKS_S = 1.0  # after SIGUSR1, before the kill: time for a hung run's processes to write their stacks
+STACK_S = 0.05  # between one process's SIGUSR1 and the next: each writes its stacks alone, not interleaved
+STACKS_S = 0.5  # after the last SIGUSR1, before the kill: time for the last process to finish writing
 HANG_RETRIES = 1  # a run that hangs is run this many more times (lava-nc/lava#178)
 TERM_GRACE_S = 1.0  # after SIGTERM, before SIGKILL: time for multiprocessing's resource tracker to clean up
 # How a failed allocation shows on stderr: Python, the dynamic loader (mmap of a library), C++ (numpy, scipy), and
@@ -186,8 +187,8 @@ def _stop_group(proc: subprocess.Popen, clean_exit: bool) -> None:
 
 def _dump_stacks(pgid: int, script: Path) -> None:
     """Have the runner and the Lava processes it forked (the members of its group running `script`) write their
-    threads' stacks to stderr (the runner's `faulthandler` on SIGUSR1), and wait `STACKS_S` for them. Not the
-    resource tracker, which SIGUSR1 would kill before it unlinks the run's shared memory."""
+    threads' stacks to stderr (the runner's `faulthandler` on SIGUSR1), one after the other, and wait `STACKS_S`
+    for the last. Not the resource tracker, which SIGUSR1 would kill before it unlinks the run's shared memory."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             pgrp = int(stat.read_text().rsplit(")", 1)[1].split()[2])  # after the name: state, ppid, pgrp
@@ -198,21 +199,30 @@ def _dump_stacks(pgid: int, script: Path) -> None:
             try:
                 os.kill(int(stat.parent.name), signal.SIGUSR1)
             except ProcessLookupError:
-                pass
+                continue
+            time.sleep(STACK_S)
     time.sleep(STACKS_S)
 
 
 def _run_script(script: Path, workdir: Path, what: str, timeout: float, memory_limit_bytes: int | None,
                 abort: threading.Event | None = None, deadline: float | None = None) -> int:
     """Run a Lava-side script on WORKDIR in the Lava environment (`_run_script_once`); one that hangs is run again,
-    up to `HANG_RETRIES` times, each with `timeout` s, and a warning says so → how many times it was run again."""
+    up to `HANG_RETRIES` times, each with `timeout` s, and a warning says so → how many times it was run again.
+
+    Not run again: a run under a memory limit (a process that ran out makes the others wait, and would again), and
+    a run that began more than `START_S` s into its segment's time (`deadline`: its time ran out because the runs
+    before it took it, not because it hung). A run that would begin after the deadline fails at once."""
+    if deadline is not None and deadline <= time.monotonic():
+        raise LavaError(f"{what}: the {timeout:g} s its segment's Lava runs may take together ran out before this "
+                        "run began.")
+    own_time = deadline is None or deadline - time.monotonic() >= timeout - START_S
     for retries in range(HANG_RETRIES + 1):
         try:
             _run_script_once(script, workdir, what, timeout, memory_limit_bytes, abort,
                              deadline if retries == 0 else None)
             return retries
         except LavaHang as hang:
-            if retries == HANG_RETRIES:
+            if retries == HANG_RETRIES or memory_limit_bytes or not own_time:
                 raise
             warnings.warn(f"{hang} Lava 0.10 can hang at random (lava-nc/lava#178): running it once more, for "
                           f"{timeout:g} s at most.", stacklevel=2)

@@ -28,7 +28,7 @@ Conventions
   spatially flipped), ``(X, Y, C) = (W, H, C)`` tensors and ``(X, Y)`` parameters:
   see :func:`torch_to_lava_conv_weight`.
 """
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Optional
 
 import numpy as np
@@ -268,6 +268,19 @@ def graded_vec_step(a_in: np.ndarray, vth: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------------
 # Conv
 # ---------------------------------------------------------------------------------------------------------------------
+@contextmanager
+def _exact_cuda():
+    """cuDNN off (its Winograd and FFT convolutions round) and TF32 off for cuDNN and for the GEMM CUDA convolves with
+    instead (a caller's `torch.set_float32_matmul_precision` would otherwise reach it), restored afterwards."""
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=False, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+
+
 def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation=1, groups: int = 1,
                     num_message_bits: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
     """One step of ``PyConvModelFixed``'s accumulation, as the next process receives it (one step later).
@@ -303,7 +316,7 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     device = torch.device(device)
     # On CUDA, cuDNN may pick Winograd or FFT algorithms, whose rounding is not exact on integers, and TF32, which
     # keeps 10 mantissa bits; with both off, CUDA's own im2col + GEMM sums exact products as the CPU does.
-    with torch.backends.cudnn.flags(enabled=False, allow_tf32=False) if device.type == "cuda" else nullcontext():
+    with _exact_cuda() if device.type == "cuda" else nullcontext():
         out = torch.nn.functional.conv2d(torch.from_numpy(s).to(device, dtype), torch.from_numpy(w).to(device, dtype),
                                          stride=hw_pair(stride), padding=hw_pair(padding),
                                          dilation=hw_pair(dilation), groups=int(groups))

@@ -103,7 +103,8 @@ def _lava_limits(timeout: float | None, memory_limit_mib: int | None):
 
 
 DeviceOpt = typer.Option(None, "--device", help="Where the torch, folded and fixed-point runs and the ladder compute: "
-                         "cpu or cuda (default: cuda where torch sees a GPU; the fixed-point integers are the same).")
+                         "cpu or cuda (default: cuda where torch sees a GPU; the chip's integer arithmetic is the "
+                         "same, the float parts round as the GPU does).")
 TimestepsOpt = typer.Option(None, "--timesteps", min=1, max=MAX_TIMESTEPS,
                             help="T: for a checkpoint whose weights do not determine it (e.g. MS-ResNet without GAC), "
                                  "a NIR graph that records none, or a .net (which stores no T).")

@@ -29,6 +29,10 @@ def resolve_device(name: str | None) -> torch.device:
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if rank >= torch.cuda.device_count():
+        raise UserError(f"--device cuda: this machine's rank {rank} has no GPU of its own ({torch.cuda.device_count()} "
+                        "visible); start at most that many processes per machine, or use --device cpu.")
+    device = torch.device("cuda", rank)
     torch.cuda.set_device(device)
     return device

@@ -4,6 +4,7 @@
 accuracy, firing rates and the quantization report per rung, and where spikes first diverge (`first_divergence`).
 """
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -201,17 +202,28 @@ def shard(n: int, rank: int, world: int) -> slice:
     return slice(start, start + size + (rank < extra))
 
 
+def _model_fingerprint(compiled: Compiled) -> str:
+    """The weights and the fixed-point scales (which the calibration inputs set) of a compiled model, hashed: two
+    NIR graphs, or two checkpoints of one arch, are different runs."""
+    digest = hashlib.sha256()
+    for name, tensor in compiled.model.state_dict().items():
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(compiled.fixed.quant_layers).encode())
+    return digest.hexdigest()
+
+
 class _Progress:
     """`--resume FILE`: the totals of every batch a ladder run has completed, written after each batch (atomically),
     so a killed run continues from its last completed batch with the same integers. The file names the run (arch,
-    T, compile options, samples, batch size, this rank's share, the data's fingerprint) and is refused for
-    another."""
+    weights and scales, T, compile options, device, samples, batch size, this rank's share, the data's fingerprint)
+    and is refused for another."""
 
-    def __init__(self, path: Path, compiled: Compiled, samples, batch_size: int, mine: slice):
+    def __init__(self, path: Path, compiled: Compiled, samples, batch_size: int, mine: slice, device: torch.device):
         self.path = path
-        self.run = {"arch": compiled.arch, "timesteps": compiled.fixed.timesteps, "tcja": compiled.tcja,
-                    "residual": compiled.residual, "netx": compiled.netx, "samples": len(samples),
-                    "batch_size": batch_size, "share": [mine.start, mine.stop], "data": samples.fingerprint()}
+        self.run = {"arch": compiled.arch, "model": _model_fingerprint(compiled), "timesteps": compiled.fixed.timesteps,
+                    "tcja": compiled.tcja, "residual": compiled.residual, "netx": compiled.netx, "device": device.type,
+                    "samples": len(samples), "batch_size": batch_size, "share": [mine.start, mine.stop],
+                    "data": samples.fingerprint()}
         self.saved = None
         if path.exists():
             try:
@@ -246,7 +258,7 @@ def ladder(compiled: Compiled, samples, batch_size: int = 64, group=None, progre
         raise UserError(f"the ladder on {len(samples)} samples cannot be split over {world} processes.")
     mine = shard(len(samples), rank, world)
     progress_file = None if resume is None else _Progress(Path(f"{resume}.rank{rank}") if world > 1 else Path(resume),
-                                                          compiled, samples, batch_size, mine)
+                                                          compiled, samples, batch_size, mine, device)
     runs = {backend: rung_simulator(compiled, backend, batch_size, device) for backend in RUNGS}
     totals = (progress_file and progress_file.saved) or {
         "batches": 0, "rungs": {b: {"correct": 0, "samples": 0, "sample_steps": 0, "spikes": {}} for b in RUNGS}}

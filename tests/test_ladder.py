@@ -120,6 +120,9 @@ def test_a_killed_ladder_resumes_from_its_last_batch_with_the_same_report(tmp_pa
     assert calls == ["torch", "folded", "fixed"] * 3  # 40 samples in 5 batches: 2 were done
     with pytest.raises(UserError, match="holds the progress of another run"):
         ladder(compiled, ArraySamples(x[:32], y[:32]), 8, resume=tmp_path / "progress.json")
+    folded_gates = compiled_demo("tcja-tiny", "fold")[0]  # other scales and options, the same data
+    with pytest.raises(UserError, match="holds the progress of another run"):
+        ladder(folded_gates, ArraySamples(x, y), 8, resume=tmp_path / "progress.json")
 
 
 def test_a_failed_rank_is_named_and_the_other_rank_says_why_it_stopped(tmp_path):

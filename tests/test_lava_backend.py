@@ -453,3 +453,15 @@ def test_a_memory_limit_that_fits_changes_nothing(fixed_runs, lava_python):
     limited = run_chip_segment(spec, arrays, inputs, spec["spiking_layers"], 300, memory_limit_bytes=8 * 2 ** 30)
     for layer in spec["spiking_layers"]:
         assert np.array_equal(limited[layer], act.values[layer].numpy()[:, :1].astype(bool)), layer
+
+
+def test_a_run_whose_segment_time_ran_out_before_it_began_fails_at_once(tmp_path, lava_python):
+    """A later run of a split segment, once the runs before it used up the segment's time: no Lava start, no wait,
+    no retry (it did not hang)."""
+    from snn2hw.hardware_sims.lava_driver import _run_script, runner_path
+
+    start = time.monotonic()
+    with pytest.raises(LavaError, match=r"chip segment x run 2/2: the 60 s its segment's Lava runs may take together "
+                                        r"ran out before this run began\."):
+        _run_script(runner_path(), tmp_path, "chip segment x run 2/2", 60, None, deadline=time.monotonic() - 1)
+    assert time.monotonic() - start < 1 and list(tmp_path.iterdir()) == []
