@@ -522,5 +522,10 @@ def load_arrays(name: str, root, split: str = "test", limit: int | None = None, 
     if count <= 0:
         raise DatasetError(f"{root}: no {split} samples of {name} found" if len(dataset) == 0
                            else f"limit must be positive, got {limit}")
-    samples = [dataset[i] for i in range(count)]
+    return read_samples(dataset, 0, count)
+
+
+def read_samples(dataset, start: int, stop: int) -> tuple:
+    """``(X, y)``: samples ``start`` to ``stop`` (excluded) of ``dataset`` stacked, ``y`` int64."""
+    samples = [dataset[i] for i in range(start, stop)]
     return np.stack([x for x, _ in samples]), np.array([y for _, y in samples], np.int64)

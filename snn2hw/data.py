@@ -84,10 +84,9 @@ class DatasetSamples:
 
     def batch(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         try:
-            pairs = [self.dataset[i] for i in range(start, min(stop, self.count))]
+            return datasets.read_samples(self.dataset, start, min(stop, self.count))
         except datasets.DatasetError as e:
             raise UserError(f"--data {self.spec}: {e}.") from None
-        return np.stack([x for x, _ in pairs]), np.array([y for _, y in pairs], np.int64)
 
     def fingerprint(self) -> str:
         """What identifies the samples for `--resume`: the data set, its folder and how many (decoding every sample
