@@ -44,9 +44,10 @@ def with_bn_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
-def compiled(arch: str, samples: int, **options):
+def compiled(arch: str, samples: int, residual: str = "auto", **options):
+    """`arch` (with zoo `options`) compiled as `snn2hw` does (`--residual`), and `samples` inputs."""
     model, x = model_and_inputs(arch, max(samples, CALIBRATION), **options)
-    return compile_model(model, arch, x[:CALIBRATION]), x[:samples]
+    return compile_model(model, arch, x[:CALIBRATION], residual=residual), x[:samples]
 
 
 def best_of(fn, repeats: int = 3) -> float:

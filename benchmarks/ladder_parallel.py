@@ -15,6 +15,7 @@ import torch.distributed
 import torch.multiprocessing as mp
 
 from snn2hw.data import ArraySamples
+from snn2hw.device import reuse_freed_memory
 from snn2hw.ladder import ladder
 
 from .common import compiled
@@ -30,6 +31,7 @@ def _free_port() -> int:
 
 def _rank(rank: int, world: int, port: int, compiled_model, x, y, seconds) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    reuse_freed_memory()  # a spawned interpreter: as `snn2hw simulate` under torchrun sets it
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:

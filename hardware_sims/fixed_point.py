@@ -1,7 +1,8 @@
 """The fixed-point Loihi simulator: the golden model that Lava must match (semantics contract, level 3).
 
 It runs one chip segment from its chip spec (`exporters/lava_spec.py`: the JSON structure and integer arrays the
-Lava runner reads too) by Lava's integer equations (`loihi_numerics`), vectorised over samples, steps and neurons.
+Lava runner reads too) by Lava's integer equations (`loihi_numerics`), vectorised over samples, steps and neurons
+in integer torch tensors on the run's device; a value is freed once no later node reads it.
 Time is logical: a layer's value at step t is what Lava produces at step t + its depth, since every Lava synapse
 delays by one step and all synapses of a neuron read sources of one depth; so a neuron at step t integrates its
 synapses' accumulations of their inputs' step t. Its interface is the Lava runner's (`lava_driver`): the
@@ -10,9 +11,10 @@ integers the chip receives per spec input, `[T, N, ...]`, in; each output and ea
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from . import loihi_numerics as num
-from .loihi_formats import A_IN_BITS, ACT_SHIFT, MAX_UV_VAL, UV_BITS, identity_as_conv
+from .loihi_formats import ACT_SHIFT, MAX_UV_VAL, UV_BITS, identity_as_conv
 
 
 @dataclass
@@ -24,10 +26,9 @@ class NeuronStats:
     membrane: np.ndarray | None = field(default=None, repr=False)  # v after each step `[T, N, ...]`, if asked for
 
 
-def accumulate(node: dict, weight: np.ndarray, s: np.ndarray, device: str = "cpu") -> np.ndarray:
+def accumulate(node: dict, weight: np.ndarray, s: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Integer synaptic accumulation of a spec `conv`/`dense` node for every step at once, `[T, N, ...]` in and out
-    (binary inputs when the node's `num_message_bits` is 0, graded payloads otherwise); a conv convolves on
-    `device`."""
+    (binary inputs when the node's `num_message_bits` is 0, graded payloads otherwise), on `device`."""
     flat = s.reshape(-1, *s.shape[2:])
     if node["op"] == "conv":
         a = num.conv_accumulate(weight, flat, node["stride"], node["padding"], node["dilation"], node["groups"],
@@ -68,23 +69,24 @@ def repeated_synapses(spec: dict, arrays: dict[str, np.ndarray]) -> dict[str, st
     return repeats
 
 
-def _run_lif(node: dict, arrays: dict, a: np.ndarray, keep_membrane: bool) -> tuple[np.ndarray, NeuronStats]:
-    a = num.wrap_signed(a, A_IN_BITS)
-    bias = num.effective_bias(arrays[node["bias_mant"]], node["bias_exp"])
-    u = np.zeros(a.shape[1:], np.int64)
-    v = np.zeros(a.shape[1:], np.int64)
-    spikes = np.zeros(a.shape, bool)
-    vs = np.zeros(a.shape, np.int64) if keep_membrane else None
+def _run_lif(node: dict, arrays: dict, a: torch.Tensor, keep_membrane: bool) -> tuple[torch.Tensor, NeuronStats]:
+    """A LIF layer over its T steps; `a`, its input port's sums, is within int32 already (`inport_sum`)."""
+    bias = torch.as_tensor(num.effective_bias(arrays[node["bias_mant"]], node["bias_exp"]), device=a.device)
+    a_peak = num.peak(a)
+    u = torch.zeros(a.shape[1:], dtype=torch.int64, device=a.device)
+    v = torch.zeros_like(u)
+    spikes = torch.empty(a.shape, dtype=torch.bool, device=a.device)
+    vs = torch.empty(a.shape, dtype=torch.int64, device=a.device) if keep_membrane else None
     saturations = 0
     for t in range(a.shape[0]):
-        u, v, spikes[t] = num.lif_dynamics(u, v, a[t], node["du"], node["dv"], node["vth"], bias)
-        saturations += int(np.count_nonzero(np.abs(v) >= MAX_UV_VAL - 1))
+        u, v, spikes[t] = num.lif_dynamics(u, v, a[t], node["du"], node["dv"], node["vth"], bias, a_peak)
+        if num.peak(v) >= MAX_UV_VAL - 1:  # v at its limit after the reset: one read when none is
+            saturations += int(torch.count_nonzero(v.abs() >= MAX_UV_VAL - 1))
         if keep_membrane:
             vs[t] = v
-    magnitude = np.abs(a)
-    stats = NeuronStats(int(magnitude.max(initial=0)),
-                        int(np.count_nonzero(magnitude >= 2 ** (UV_BITS - 1 - ACT_SHIFT))), saturations, vs)
-    return spikes, stats
+    u_wraps = int(torch.count_nonzero(a.abs() >= 2 ** (UV_BITS - 1 - ACT_SHIFT))) if a_peak >= 2 ** (
+        UV_BITS - 1 - ACT_SHIFT) else 0
+    return spikes, NeuronStats(a_peak, u_wraps, saturations, None if vs is None else vs.cpu().numpy())
 
 
 def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
@@ -95,11 +97,15 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     `[T, N, ...]`. → ({output: spikes (bool) or a relay's graded spikes (int64); probed layer: spikes}, all
     `[T, N, ...]`;
     {neuron layer: NeuronStats}). `repeats` (`repeated_synapses`), if the caller keeps it, saves recomputing it.
-    Convs run on `device` (the same integers on any)."""
+    Every node runs on `device` (the same integers on any), in integer tensors."""
     repeats = repeated_synapses(spec, arrays) if repeats is None else repeats
-    ints: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
+    device = torch.device(device)
+    ints: dict[str, torch.Tensor] = {k: torch.as_tensor(np.asarray(v, dtype=np.int64), device=device)
+                                     for k, v in inputs.items()}
     stats = {}
-    for node in spec["nodes"]:
+    kept = dict.fromkeys([*(o["name"] for o in spec["outputs"]), *(probe or ())])
+    last_read = {source: i for i, node in enumerate(spec["nodes"]) for source in _reads(node, repeats)}
+    for i, node in enumerate(spec["nodes"]):
         name, op = node["name"], node["op"]
         if name in repeats:
             ints[name] = ints[repeats[name]]
@@ -120,6 +126,14 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
         else:
             raise ValueError(f"chip segment {spec['segment']}: node {name} has op {op!r}, which has no fixed-point "
                              "execution")
-    results = {o["name"]: ints[o["name"]] for o in spec["outputs"]}
-    results.update({name: ints[name] for name in probe or ()})
-    return results, stats
+        for source in _reads(node, repeats):  # a value no later node reads is freed: the run holds what is live
+            if last_read[source] == i and source not in kept:
+                ints.pop(source, None)
+    return {name: ints[name].cpu().numpy() for name in kept}, stats
+
+
+def _reads(node: dict, repeats: dict[str, str]) -> list[str]:
+    """The values a node's step reads: its input or its synapses, or the synapse it repeats."""
+    if node["name"] in repeats:
+        return [repeats[node["name"]]]
+    return node["synapses"] if node["op"] in ("lif", "relay") else [node["input"]]

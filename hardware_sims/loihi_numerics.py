@@ -16,8 +16,10 @@ where Lava's arithmetic wraps, saturates or rounds, so do we. Sources (lava-nc 0
 
 Conventions
 -----------
-* All arrays are batch-first: ``[N, ...]`` for one time step, ``[N, T, ...]`` for a run. Values are returned as
-  ``np.int64`` (spikes as ``bool``); the int32/int16 widths Lava uses are emulated with :func:`wrap_signed`.
+* All arrays are batch-first: ``[N, ...]`` for one time step, ``[N, T, ...]`` for a run. The functions compute on
+  torch tensors (the simulator's, on its device) and take numpy arrays too (:func:`numpy_or_torch`); values are
+  int64 (spikes ``bool``), the int32/int16 widths Lava uses emulated with :func:`wrap_signed`, except the LIF's
+  int32 path, where bounds show Lava's int32 arithmetic never wraps (:func:`lif_dynamics`).
 * Time steps: our index ``k = 0..T-1`` is Lava's ``time_step = k + 1`` (Lava counts from 1).
 * **Every Dense/Conv delays by one step**: at ``time_step`` t it first sends the accumulation it computed at t-1
   (its ``a_buff``/``a_buf`` Var, initially 0), then accumulates the spikes that arrive at t. A LIF at step t therefore
@@ -28,16 +30,17 @@ Conventions
   spatially flipped), ``(X, Y, C) = (W, H, C)`` tensors and ``(X, Y)`` parameters:
   see :func:`torch_to_lava_conv_weight`.
 """
+import functools
 from contextlib import contextmanager, nullcontext
 from typing import Optional
 
 import numpy as np
-import torch  # the conv: exact on integers while every partial sum is below the dtype's limit (see conv_accumulate)
+import torch
 
 from .loihi_formats import (A_IN_BITS, ACT_SHIFT, BIAS_STORAGE_BITS, CONV_OUT_BITS, DECAY_SHIFT, DECAY_UNITY,
                             DEFAULT_NUM_WEIGHT_BITS, DEFAULT_WEIGHT_EXP, DENSE_OUT_BITS, DM_OFFSET, DS_OFFSET,
                             NETX_BIAS_EXP, FLOAT32_EXACT_LIMIT, FLOAT64_EXACT_LIMIT, INT32_BITS, MAX_NUM_WEIGHT_BITS,
-                            MAX_UV_VAL, SIGN_MODES, UV_STORAGE_BITS, V_MAX, V_MIN, VTH_SHIFT, WEIGHT_MAX,
+                            MAX_UV_VAL, SIGN_MODES, UV_BITS, UV_STORAGE_BITS, V_MAX, V_MIN, VTH_SHIFT, WEIGHT_MAX,
                             WEIGHT_MIN_MIXED, WEIGHT_STORAGE_BITS, ArrayLike, hw_pair)
 
 
@@ -45,51 +48,91 @@ from .loihi_formats import (A_IN_BITS, ACT_SHIFT, BIAS_STORAGE_BITS, CONV_OUT_BI
 # Integer-width helpers
 # ---------------------------------------------------------------------------------------------------------------------
 
+def numpy_or_torch(fn):
+    """One implementation for both kinds of caller: the function computes on torch tensors (the simulator's, on its
+    device); called without a tensor argument (numpy arrays, lists, ints: the exporters' and the Lava tests' way) it
+    returns numpy arrays, as it was given."""
+    @functools.wraps(fn)
+    def either(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if any(isinstance(a, torch.Tensor) for a in (*args, *kwargs.values())):
+            return result
+        return tuple(map(_numpy, result)) if isinstance(result, tuple) else _numpy(result)
+    return either
+
+
+def _numpy(x):
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _as_int(x, name: str) -> torch.Tensor:
+    """An input as an int64 tensor (a numpy array's memory shared where it already is int64); Lava casts float Vars
+    to its integer dtypes by truncation toward zero."""
+    if not isinstance(x, torch.Tensor):
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+        if a.dtype.kind != "f":
+            a = a.astype(np.int64, copy=False)
+        x = torch.from_numpy(np.require(a, requirements=("W", "C")))
+    if x.is_floating_point():
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} has non-finite values")
+        x = x.trunc()
+    elif x.is_complex():
+        raise TypeError(f"{name} must be an integer array, got dtype {x.dtype}")
+    return x.to(torch.int64)
+
+
+def peak(x: torch.Tensor) -> int:
+    """max |x| of an integer tensor (0 if empty), read in one pass."""
+    if x.numel() == 0:
+        return 0
+    lo, hi = torch.aminmax(x)
+    return max(-int(lo), int(hi))
+
+
+@numpy_or_torch
 def wrap_signed(x: ArrayLike, bits: int) -> np.ndarray:
     """Two's-complement wrap of integers to ``bits`` bits: ``((x + 2**(bits-1)) mod 2**bits) - 2**(bits-1)``.
 
     This is what a C cast to a narrower int type does (Lava's ``var[:] = value``, channel buffers, int32 overflow)
     and also exactly Lava's Conv ``signed_clamp`` (which, despite its name, wraps)."""
-    x = np.asarray(x, dtype=np.int64)
-    if bits >= 64:
+    x = _as_int(x, "x")
+    if bits >= 64 or x.numel() == 0:
         return x
-    half = np.int64(1) << (bits - 1)
-    if x.size == 0 or (x.min() >= -half and x.max() < half):  # the common case, two reads instead of three passes
+    half = 1 << (bits - 1)
+    lo, hi = torch.aminmax(x)
+    if lo >= -half and hi < half:  # the common case: one read, no arithmetic
         return x
-    mask = (np.int64(1) << bits) - 1
-    return ((x + half) & mask) - half
+    return ((x + half) & ((1 << bits) - 1)) - half
 
 
-def _as_int(x: ArrayLike, name: str) -> np.ndarray:
-    """Integer view of an input; Lava casts float Vars to its integer dtypes by truncation toward zero."""
-    a = np.asarray(x)
-    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
-        return a.astype(np.int64, copy=False)
-    if np.issubdtype(a.dtype, np.floating):
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} has non-finite values")
-        return np.trunc(a).astype(np.int64)
-    raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-
-
-def _shift(x: np.ndarray, exp: ArrayLike) -> np.ndarray:
-    """``x << exp`` where exp >= 0, else ``x >> -exp`` (arithmetic: floors), in int64. Counts are capped at 63
-    because numpy defines int64 shifts by >= 64 as 0 (left) / sign fill (right), which is what a cap gives too."""
-    exp = np.asarray(exp, dtype=np.int64)
-    if exp.ndim == 0:  # one count for the whole array (a synapse's weight_exp): one shift, not both and a select
+def _shift(x: torch.Tensor, exp) -> torch.Tensor:
+    """``x << exp`` where exp >= 0, else ``x >> -exp`` (arithmetic: floors), in int64. Counts are capped at 63:
+    numpy and torch define int64 shifts by >= 64 as 0 (left) / sign fill (right), which is what a cap gives too."""
+    if not isinstance(exp, torch.Tensor) and np.ndim(exp) == 0:  # one count for the whole array: one shift
         e = int(exp)
-        return x if e == 0 else np.left_shift(x, min(e, 63)) if e > 0 else np.right_shift(x, min(-e, 63))
-    left = np.left_shift(x, np.clip(exp, 0, 63))
-    right = np.right_shift(x, np.clip(-exp, 0, 63))
-    return np.where(exp >= 0, left, right)
+        return x if e == 0 else x << min(e, 63) if e > 0 else x >> min(-e, 63)
+    exp = _as_int(exp, "exp").to(x.device)
+    return torch.where(exp >= 0, x << exp.clamp(0, 63), x >> (-exp).clamp(0, 63))
 
 
-def _decay(x: np.ndarray, factor: int) -> np.ndarray:
-    """``sign(x*f) * (|x*f| >> 12)``: Loihi's multiply-and-shift decay rounds the magnitude down (toward zero)."""
+def _decay(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``sign(x*f) * (|x*f| >> 12)``: Loihi's multiply-and-shift decay rounds the magnitude down (toward zero).
+
+    In int32 (for |x| < 2**23, a u or v within 24 bits) the 36-bit product is split: with |x| = h·2^12 + l,
+    ``|x|·f >> 12 = h·f + (l·f >> 12)``, both parts below 2**24; int32 passes are several times faster than int64's
+    (whose multiply has no vector instruction on x86's AVX2)."""
     if factor == 0:  # du = 4095: no current memory, the deployments' usual case
-        return np.zeros_like(x)
-    p = x * np.int64(factor)
-    return np.sign(p) * (np.abs(p) >> DECAY_SHIFT)
+        return torch.zeros_like(x)
+    if factor == DECAY_UNITY:  # dv = 0: |x|·2^12 >> 12 is |x|, no leak
+        return x
+    if x.dtype == torch.int32:
+        m = x.abs()
+        low = (m & (DECAY_UNITY - 1)).mul_(factor).bitwise_right_shift_(DECAY_SHIFT)
+        return m.bitwise_right_shift_(DECAY_SHIFT).mul_(factor).add_(low).mul_(x.sign())
+    return (x * factor).abs_().bitwise_right_shift_(DECAY_SHIFT).mul_(x.sign())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -109,6 +152,7 @@ def _sign_mode_name(mode) -> str:
     return m
 
 
+@numpy_or_torch
 def dense_sign_mode(w: ArrayLike) -> str:
     """Lava's ``determine_sign_mode``: ``'excitatory'`` if min(w) >= 0 (this includes all-zero), else
     ``'inhibitory'`` if max(w) <= 0, else ``'mixed'``. Evaluated on the int32-stored weights."""
@@ -120,6 +164,7 @@ def dense_sign_mode(w: ArrayLike) -> str:
     return "mixed"
 
 
+@numpy_or_torch
 def effective_dense_weights(w: ArrayLike, num_weight_bits: int = DEFAULT_NUM_WEIGHT_BITS,
                             sign_mode: Optional[str] = None) -> np.ndarray:
     """The weights ``PyDenseModelBitAcc`` really multiplies with (it rewrites them on its first step).
@@ -143,21 +188,21 @@ def effective_dense_weights(w: ArrayLike, num_weight_bits: int = DEFAULT_NUM_WEI
     if not 0 <= n < MAX_NUM_WEIGHT_BITS + 1:
         raise ValueError(f"num_weight_bits={num_weight_bits} is outside 1..8 (Lava would shift by {n} bits)")
     if mode == "inhibitory":
-        m = np.clip(-w, 0, WEIGHT_MAX)
+        m = (-w).clamp(0, WEIGHT_MAX)
         return -((m >> n) << n)
     lo = WEIGHT_MIN_MIXED if mixed else 0
-    w = np.clip(w, lo, WEIGHT_MAX)
-    return (w >> n) << n
+    return (w.clamp(lo, WEIGHT_MAX) >> n) << n
 
 
-def _int_matmul(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
-    """Exact integer ``x @ w_t`` (int64 semantics). BLAS float64 when every partial sum stays below 2**53."""
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w_t).max(initial=0)) * x.shape[-1]
-    if bound < FLOAT64_EXACT_LIMIT:
-        return np.rint(x.astype(np.float64) @ w_t.astype(np.float64)).astype(np.int64)
-    return x @ w_t
+def _int_matmul(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """Exact integer ``x @ w_t`` (int64 semantics): a float64 matmul where every partial sum stays below 2**53 (torch
+    has no integer matmul on every device), else integer products summed."""
+    if peak(x) * peak(w_t) * x.shape[-1] < FLOAT64_EXACT_LIMIT:
+        return (x.double() @ w_t.double()).round().to(torch.int64)
+    return (x[..., :, None] * w_t).sum(-2)
 
 
+@numpy_or_torch
 def dense_accumulate(w_eff: ArrayLike, s_in: ArrayLike, weight_exp: int = DEFAULT_WEIGHT_EXP,
                      num_message_bits: int = 0) -> np.ndarray:
     """One step of ``PyDenseModelBitAcc``'s accumulation, as the next process receives it (one step later).
@@ -173,27 +218,29 @@ def dense_accumulate(w_eff: ArrayLike, s_in: ArrayLike, weight_exp: int = DEFAUL
     exponent rounds toward minus infinity, e.g. -5 >> 1 = -3), and finally ``wrap32`` because ``a_out`` is sent
     through an int32 channel buffer (the declared 16-bit precision is not enforced). Returns ``[N, out]`` int64.
     """
-    w = wrap_signed(_as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS)
     s = _as_int(s_in, "s_in")
+    w = wrap_signed(_as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS).to(s.device)
     if num_message_bits > 0:
         acc = wrap_signed(_int_matmul(wrap_signed(s, INT32_BITS), w.T), INT32_BITS)
     else:
-        acc = _int_matmul((s != 0).astype(np.int64), w.T)
+        acc = _int_matmul((s != 0).to(torch.int64), w.T)
     acc = _shift(acc, int(weight_exp))
     return wrap_signed(acc, DENSE_OUT_BITS)
 
 
+@numpy_or_torch
 def identity_accumulate(weight: int, weight_exp: int, s_in: ArrayLike, num_message_bits: int = 0) -> np.ndarray:
     """One step of a one-to-one ``Sparse`` (weights ``weight`` on the diagonal; ``PySparseModelBitAcc``,
     lava/proc/sparse/models.py:77-107), as the next process receives it (one step later): ``w · s`` per neuron
     (binary: ``w · [s != 0]``; graded: in int32), then ``<< weight_exp`` or arithmetic ``>> -weight_exp``, sent
     through an int32 channel. ``w`` is rewritten as Dense rewrites its weights (:func:`effective_dense_weights`)."""
-    w = int(effective_dense_weights(np.asarray([[weight]]))[0, 0])
-    s = _as_int(s_in, "s_in")
-    acc = wrap_signed(w * wrap_signed(s, INT32_BITS), INT32_BITS) if num_message_bits > 0 else w * (s != 0)
+    w = int(effective_dense_weights([[weight]])[0, 0])
+    acc = wrap_signed(w * wrap_signed(_as_int(s_in, "s_in"), INT32_BITS), INT32_BITS) if num_message_bits > 0 else \
+        _spikes(s_in).to(torch.int64).mul_(w)
     return wrap_signed(_shift(acc, int(weight_exp)), INT32_BITS)
 
 
+@numpy_or_torch
 def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike, max_delay: int,
                            weight_exp: int = DEFAULT_WEIGHT_EXP, num_message_bits: int = 0) -> np.ndarray:
     """One step of ``PyDelayDenseModelBitAcc``'s accumulation per delay (lava/proc/dense/models.py, ``calc_act`` and
@@ -206,10 +253,10 @@ def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike,
     w = wrap_signed(_as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS)
     d = _as_int(delays, "delays")
     s = _as_int(s_in, "s_in")
-    s = wrap_signed(s, INT32_BITS) if num_message_bits > 0 else (s != 0).astype(np.int64)
-    acc = np.zeros((len(s), w.shape[0], max_delay + 1), np.int64)
-    for delay in np.unique(d):
-        part = np.where(d == delay, w, 0)
+    s = wrap_signed(s, INT32_BITS) if num_message_bits > 0 else (s != 0).to(torch.int64)
+    acc = torch.zeros((len(s), w.shape[0], max_delay + 1), dtype=torch.int64)
+    for delay in torch.unique(d).tolist():
+        part = torch.where(d == delay, w, 0)
         if num_message_bits > 0:
             acc[:, :, delay] = wrap_signed(part[None] * s[:, None, :], INT32_BITS).sum(-1)
         else:
@@ -258,11 +305,12 @@ def sigma_step(a_in: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return _i32(a_in + sigma)
 
 
-def graded_vec_step(a_in: np.ndarray, vth: int = 0) -> np.ndarray:
+@numpy_or_torch
+def graded_vec_step(a_in: ArrayLike, vth: int = 0) -> np.ndarray:
     """One step of ``PyGradedVecModelFixed`` (lava/proc/graded/models.py:27): v = 0 + a_in (v is zeroed after
     every step), sent as ``v`` where ``|v| > vth``, else 0; int32 throughout. With vth 0 it sends its input sum."""
     v = _i32(a_in)
-    return v if vth == 0 else np.where(np.abs(v) > vth, v, 0)  # |v| > 0 sends v, and v = 0 sends 0 alike
+    return v if vth == 0 else torch.where(v.abs() > vth, v, 0)  # |v| > 0 sends v, and v = 0 sends 0 alike
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -281,6 +329,14 @@ def _exact_cuda():
         torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
 
 
+def _spikes(x) -> torch.Tensor:
+    """Binary inputs as a bool tensor: any nonzero value is one spike."""
+    if isinstance(x, torch.Tensor):
+        return x if x.dtype == torch.bool else x != 0
+    return torch.from_numpy(np.asarray(x) != 0)
+
+
+@numpy_or_torch
 def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation=1, groups: int = 1,
                     num_message_bits: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
     """One step of ``PyConvModelFixed``'s accumulation, as the next process receives it (one step later).
@@ -298,52 +354,58 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     Lava sums in float64 and casts to int32, so sums of magnitude >= 2**31 have no defined Lava result: we raise
     ``OverflowError`` for them rather than invent one.
 
-    ``device``: where torch convolves (the result is the same integers on every device, see below).
+    ``device``: where torch convolves and the result lies (the same integers on every device, see below).
     """
+    device = torch.device(device)
     w = wrap_signed(_as_int(w, "weight"), INT32_BITS)
-    s = np.asarray(s_in)
-    s = (s != 0) if num_message_bits <= 0 else wrap_signed(_as_int(s, "s_in"), INT32_BITS)
+    s = _spikes(s_in) if num_message_bits <= 0 else wrap_signed(_as_int(s_in, "s_in"), INT32_BITS)
     if s.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv_accumulate expects s_in [N, C, H, W] and w (Cout, Cin/g, kH, kW); "
-                         f"got {s.shape} and {w.shape}")
+                         f"got {tuple(s.shape)} and {tuple(w.shape)}")
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-    s_peak = float(s.any()) if s.dtype == bool else float(np.abs(s).max(initial=0))
-    bound = float(np.abs(w).max(initial=0)) * s_peak * fan_in
+    bound = peak(w) * fan_in
+    if s.dtype != torch.bool:
+        bound *= peak(s)
+    elif bound >= 2 ** (CONV_OUT_BITS - 1):  # binary: 1 bounds the input unless none spikes, worth a read only here
+        bound *= int(bool(s.any()))
     if bound >= FLOAT64_EXACT_LIMIT:
         raise OverflowError("conv inputs can reach 2**53: neither Lava's float64 conv nor ours is exact there")
     # float32 convolutions are several times faster (oneDNN, direct algorithm) and just as exact below 2**24
     dtype = torch.float32 if bound < FLOAT32_EXACT_LIMIT else torch.float64
-    device = torch.device(device)
     # On CUDA, cuDNN may pick Winograd or FFT algorithms, whose rounding is not exact on integers, and TF32, which
     # keeps 10 mantissa bits; with both off, CUDA's own im2col + GEMM sums exact products as the CPU does.
     with _exact_cuda() if device.type == "cuda" else nullcontext():
-        out = torch.nn.functional.conv2d(torch.from_numpy(s).to(device, dtype), torch.from_numpy(w).to(device, dtype),
-                                         stride=hw_pair(stride), padding=hw_pair(padding),
-                                         dilation=hw_pair(dilation), groups=int(groups))
-    acc = out.cpu().numpy().astype(np.int64)  # exact integers already: the bound holds for every partial sum
-    if bound >= 2 ** 31 and np.abs(acc).max(initial=0) >= 2 ** 31:
+        out = torch.nn.functional.conv2d(s.to(device, dtype), w.to(device, dtype), stride=hw_pair(stride),
+                                         padding=hw_pair(padding), dilation=hw_pair(dilation), groups=int(groups))
+    acc = out.to(torch.int64)  # exact integers already: the bound holds for every partial sum
+    if bound >= 2 ** 31 and peak(acc) >= 2 ** 31:
         raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
     return acc if bound < 2 ** (CONV_OUT_BITS - 1) else wrap_signed(acc, CONV_OUT_BITS)
 
 
+@numpy_or_torch
 def identity_conv_accumulate(weight: int, s_in: ArrayLike, num_message_bits: int = 0) -> np.ndarray:
     """:func:`conv_accumulate` of the 1x1 kernel ``weight · I`` (``loihi_formats.identity_kernel``) on ``s_in``
     ``[..., C, H, W]``: every sum has one term, so it is the product ``weight · s`` (``s`` binarised, or wrapped to
     int32, as the conv takes it), wrapped to 24 bits as the conv's sums are: the same integers, without the C²
     kernel. Raises ``OverflowError`` where the conv would (a product of magnitude >= 2**31)."""
-    w = int(wrap_signed(_as_int(np.asarray(weight), "weight"), INT32_BITS))
-    s = np.asarray(s_in)
-    s = (s != 0).astype(np.int64) if num_message_bits <= 0 else wrap_signed(_as_int(s, "s_in"), INT32_BITS)
-    acc = w * s
-    if acc.size and max(acc.max(), -acc.min()) >= 2 ** 31:
+    w = int(wrap_signed(_as_int(weight, "weight"), INT32_BITS))
+    if num_message_bits <= 0:
+        s = _spikes(s_in)
+        bound, acc = abs(w) * int(bool(s.any())), s.to(torch.int64).mul_(w)
+    else:
+        s = wrap_signed(_as_int(s_in, "s_in"), INT32_BITS)
+        bound, acc = abs(w) * peak(s), s * w
+    if bound >= 2 ** 31:  # the largest |product|, reached
         raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
-    return wrap_signed(acc, CONV_OUT_BITS)
+    return acc if bound < 2 ** (CONV_OUT_BITS - 1) else wrap_signed(acc, CONV_OUT_BITS)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # LIF
 # ---------------------------------------------------------------------------------------------------------------------
 
+@numpy_or_torch
 def effective_bias(bias_mant: ArrayLike, bias_exp: ArrayLike) -> np.ndarray:
     """``bias_mant << bias_exp`` if ``bias_exp >= 0`` else ``bias_mant >> -bias_exp``.
 
@@ -351,17 +413,19 @@ def effective_bias(bias_mant: ArrayLike, bias_exp: ArrayLike) -> np.ndarray:
     arithmetic, so a negative mantissa with a negative exponent rounds toward minus infinity (-5 >> 1 = -3)."""
     m = wrap_signed(_as_int(bias_mant, "bias_mant"), BIAS_STORAGE_BITS)
     e = wrap_signed(_as_int(bias_exp, "bias_exp"), BIAS_STORAGE_BITS)
-    # numpy's int32 left shift by >= 32 gives 0; the int64 shift then the int32 wrap gives the same
-    return wrap_signed(_shift(m, e), INT32_BITS)
+    # an int32 left shift by >= 32 gives 0; the int64 shift then the int32 wrap gives the same
+    return wrap_signed(_shift(m, e if e.ndim else int(e)), INT32_BITS)
 
 
+@numpy_or_torch
 def netx_bias_mant(bias_mant: ArrayLike, bias_exp: int) -> np.ndarray:
     """The mantissa netx's fixed ``bias_exp = 6`` (``NETX_BIAS_EXP``) needs for our ``bias_mant << bias_exp``: the
     nearest (ties upward), so ``netx_bias_mant << 6`` equals ours wherever ours is a multiple of 64."""
-    b = effective_bias(bias_mant, bias_exp)
+    b = effective_bias(_as_int(bias_mant, "bias_mant"), bias_exp)
     return (b + (1 << (NETX_BIAS_EXP - 1))) >> NETX_BIAS_EXP
 
 
+@numpy_or_torch
 def lif_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth: int,
              bias_mant: ArrayLike = 0, bias_exp: ArrayLike = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One time step of ``PyLifModelBitAcc``. Shapes ``[N, ...]``; du, dv, vth scalars; bias per neuron.
@@ -387,24 +451,39 @@ def lif_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth:
     return lif_dynamics(u, v, a, du, dv, vth, effective_bias(bias_mant, bias_exp))
 
 
-def lif_dynamics(u: np.ndarray, v: np.ndarray, a: np.ndarray, du: int, dv: int, vth: int,
-                 bias: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`lif_step` for int64 ``u``, ``v`` already within their storage width and ``a`` within ``A_IN_BITS``
-    (what the previous step and an inport sum deliver), with ``bias`` = :func:`effective_bias`: the simulator's
-    inner loop, which need not re-check what it produced itself."""
-    x = _decay(u, DECAY_UNITY - (int(du) + DS_OFFSET))
-    x = wrap_signed(x + wrap_signed(a << ACT_SHIFT, INT32_BITS), INT32_BITS)
-    if x.size and (x.max() > MAX_UV_VAL or x.min() <= -MAX_UV_VAL):
-        u_new = np.where(x > MAX_UV_VAL, x - 2 * MAX_UV_VAL, x)
-        u_new = np.where(u_new <= -MAX_UV_VAL, x + 2 * MAX_UV_VAL, u_new)
-    else:
-        u_new = x
+@numpy_or_torch
+def lif_dynamics(u: ArrayLike, v: ArrayLike, a: ArrayLike, du: int, dv: int, vth: int, bias: ArrayLike,
+                 a_peak: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lif_step` for ``u``, ``v`` already within their storage width and ``a`` within ``A_IN_BITS`` (what the
+    previous step and an inport sum deliver), with ``bias`` = :func:`effective_bias`: the simulator's inner loop,
+    which need not re-check what it produced itself.
 
-    y = _decay(v, DECAY_UNITY - (int(dv) + DM_OFFSET))
-    v_new = np.clip(wrap_signed(y + u_new + bias, INT32_BITS), V_MIN, V_MAX)
-    s = v_new > (np.int64(vth) << VTH_SHIFT)
-    v_new[s] = 0
-    return u_new, v_new, s
+    ``a_peak``: max |a| over every step the state ``u`` has seen, if the caller knows it. Below ``2**17`` (and with
+    |bias| < 2**30) no sum can leave int32 and |x| < 2**24, so u stays within ``(-2**23, 2**23]`` and its one
+    conditional wrap is ``((x + 2**23 - 1) mod 2**24) - (2**23 - 1)``: the same integers, computed in int32 tensors
+    (returned as such) in fewer passes. Otherwise in int64, every wrap as Lava's int32 arithmetic makes it."""
+    u, v, a, bias = (x if isinstance(x, torch.Tensor) and x.dtype in (torch.int32, torch.int64) else _as_int(x, n)
+                     for x, n in ((u, "u"), (v, "v"), (a, "a"), (bias, "bias")))
+    current_decay, voltage_decay = DECAY_UNITY - (int(du) + DS_OFFSET), DECAY_UNITY - (int(dv) + DM_OFFSET)
+    threshold = int(vth) << VTH_SHIFT
+    if a_peak is not None and a_peak < 2 ** (UV_BITS - 1 - ACT_SHIFT) and peak(bias) < 2 ** 30:
+        u, v, a, bias = (x.to(torch.int32) for x in (u, v, a, bias.to(v.device)))
+        u_new = a << ACT_SHIFT
+        if current_decay:
+            u_new.add_(_decay(u, current_decay)).add_(MAX_UV_VAL - 1).bitwise_and_(2 * MAX_UV_VAL - 1)
+            u_new.sub_(MAX_UV_VAL - 1)
+        v_new = (u_new + bias).add_(_decay(v, voltage_decay)).clamp_(V_MIN, V_MAX)
+        s = v_new > threshold
+        return u_new, v_new.mul_(~s), s  # a product with the kept: masked_fill is several times slower
+    u, v, a, bias = (x.to(torch.int64) for x in (u, v, a, bias.to(v.device)))
+    x = wrap_signed(_decay(u, current_decay) + wrap_signed(a << ACT_SHIFT, INT32_BITS), INT32_BITS)
+    u_new = x
+    if x.numel() and (x.max() > MAX_UV_VAL or x.min() <= -MAX_UV_VAL):
+        u_new = torch.where(x > MAX_UV_VAL, x - 2 * MAX_UV_VAL, x)
+        u_new = torch.where(u_new <= -MAX_UV_VAL, x + 2 * MAX_UV_VAL, u_new)
+    v_new = wrap_signed(_decay(v, voltage_decay) + u_new + bias, INT32_BITS).clamp(V_MIN, V_MAX)
+    s = v_new > threshold
+    return u_new, v_new.masked_fill_(s, 0), s
 
 
 def lif_reset_due(step_index: int, reset_interval: int, reset_offset: int = 0) -> bool:
@@ -417,14 +496,16 @@ def lif_reset_due(step_index: int, reset_interval: int, reset_offset: int = 0) -
     return (step_index + 1) % reset_interval == reset_offset % reset_interval
 
 
+@numpy_or_torch
 def inport_sum(*a: ArrayLike) -> np.ndarray:
     """What a LIF's ``a_in`` receives from several connections: the int32 channel values summed in int32.
 
     Wrapping after every addition equals one wrap of the exact int64 sum (both are the sum modulo 2**32)."""
     terms = [_as_int(x, "a") for x in a]
     if not terms:
-        return np.asarray(0, dtype=np.int64)
-    total = terms[0]  # one term is its own sum: no copy (the result may be that term; callers never write to it)
-    for x in terms[1:]:
-        total = total + x  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
+        return torch.zeros((), dtype=torch.int64)
+    total = terms[0] if len(terms) == 1 else terms[0] + terms[1]  # one term is its own sum: no copy (callers never
+    # write to the result); the terms after the second are added in place
+    for x in terms[2:]:
+        total.add_(x)  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
     return wrap_signed(total, INT32_BITS)

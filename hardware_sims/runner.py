@@ -29,12 +29,13 @@ def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
 def from_chip(node: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
     """A chip neuron layer's values as the host reads them, float32: a LIF's spikes as 0/1; a relay's graded spikes
     back in float units, a / σ + the bias it does not send (`node`: the layer's spec entry)."""
+    value = torch.as_tensor(value)
     if node["op"] != "relay":
-        return torch.as_tensor(value.astype(np.float32))
-    out = value / node["scale"]
+        return value.to(torch.float32)
+    out = value.to(torch.float64).div_(node["scale"])  # in place: relays are the largest layers
     if node["bias"] is not None:
-        out = out + arrays[node["bias"]]
-    return torch.as_tensor(out.astype(np.float32))
+        out.add_(torch.as_tensor(arrays[node["bias"]]))
+    return out.to(torch.float32)
 
 
 def neuron_layers(spec: dict) -> list[str]:

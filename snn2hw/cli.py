@@ -34,7 +34,7 @@ from .files import atomic_path, check_output, write_text_atomic
 from .hardware_sims.lava_driver import LavaLimits, run_netx_on_lava
 from .hardware_sims.runner import fixed_chip, lava_chip
 from .measure import analytic_report, deployment_report, netx_report
-from .device import resolve_device
+from .device import resolve_device, reuse_freed_memory
 from .ladder import RUNGS, ladder as run_ladder, run_model, simulate as run_backend
 from .models.zoo import MAX_TIMESTEPS, class_scores, get_arch
 from .netx_import import as_built, read_netx
@@ -643,6 +643,7 @@ def main():
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
+    reuse_freed_memory()
     try:
         # Not standalone: typer would print a bad option value as a multi-line usage box.
         result = app(standalone_mode=False)

@@ -1,6 +1,9 @@
 """`--device`: the graphs and simulators on another device compute what they do on the CPU; the fixed-point
 simulator's integers are the same arrays. The CUDA comparisons run where torch sees a GPU and are skipped, saying
 so, where it does not; the device plumbing itself runs on the CPU everywhere."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +73,28 @@ def test_fixed_point_on_cuda_equals_the_cpu_array_for_array(arch):
     for name, value in cpu.values.items():
         assert torch.equal(gpu.values[name].cpu(), value), name
     assert {k: vars(s) for k, s in gpu.neurons.items()} == {k: vars(s) for k, s in cpu.neurons.items()}
+
+
+_FAULTS = """
+import resource, sys, torch
+from snn2hw.device import reuse_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == "reuse" else None
+for _ in range(6):  # as a simulator's batches: tensors above glibc's 32 MiB mmap limit, alive together, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    kept = [torch.ones(n, 2 ** 18) for n in (40, 48, 40)]  # MiB of float32
+    kept[0].add_(kept[2])
+    del kept
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the policy is glibc's mallopt")
+def test_reuse_freed_memory_serves_the_next_batch_without_faulting_its_pages_in_again():
+    """128 MiB of tensors are 32,768 pages: without the policy glibc unmaps each freed tensor and every batch faults
+    all its pages in again; with it, a batch reuses the pages of the batches before."""
+    faults = {}
+    for mode in ("default", "reuse"):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        applied, faults[mode] = out.stdout.split()
+    assert applied == "True"
+    assert int(faults["default"]) > 30_000 and int(faults["reuse"]) < 1_000, faults
