@@ -16,7 +16,7 @@ from rich.table import Table
 
 from snn2hw.device import reuse_freed_memory
 
-from . import (backends, deployment_load, device_throughput, export_cost, ladder_parallel, loihi2_calibration, loihi2_official,
+from . import (allocator, backends, deployment_load, device_throughput, export_cost, ladder_parallel, loihi2_calibration, loihi2_official,
                profile_fixed, residual_forms, scaling)
 
 
@@ -26,7 +26,8 @@ def benchmarks(full: bool) -> dict:
             "export_cost": export_cost.run, "deployment_load": deployment_load.run, "scaling": scaling.run,
             "fixed_point_profile": profile_fixed.run, "loihi2_calibration": loihi2_calibration.run,
             "loihi2_official": loihi2_official.run, "residual_forms": residual_forms.run,
-            "ladder_parallel": ladder_parallel.run, "device_throughput": device_throughput.run}
+            "ladder_parallel": ladder_parallel.run, "device_throughput": device_throughput.run,
+            "allocator": allocator.run}
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """The ladder's rungs on each device torch sees: samples per second of the float model and of the fixed-point
-simulator (host segments and chip convs on the device, the integer neuron updates in numpy), and on a GPU, whether
+simulator (every host and chip node on the device, the neurons' state in integer tensors), and on a GPU, whether
 the fixed-point outputs and every layer's spikes equal the CPU's array for array. Official-size GAC models with
 seeded random weights; ImageNet only where a GPU runs it (224² on 2 CPU cores takes minutes per batch). Goal: the
 fixed point at >= 500 CIFAR samples/s on one H200.
