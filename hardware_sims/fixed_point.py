@@ -80,12 +80,12 @@ def _run_lif(node: dict, arrays: dict, a: torch.Tensor, keep_membrane: bool) -> 
     saturations = 0
     for t in range(a.shape[0]):
         u, v, spikes[t] = num.lif_dynamics(u, v, a[t], node["du"], node["dv"], node["vth"], bias, a_peak)
-        if num.peak(v) >= MAX_UV_VAL - 1:  # v at its limit after the reset: one read when none is
+        if num.peak(v) >= MAX_UV_VAL - 1:  # one read of v's range; counted only where some v is at its limit
             saturations += int(torch.count_nonzero(v.abs() >= MAX_UV_VAL - 1))
         if keep_membrane:
             vs[t] = v
-    u_wraps = int(torch.count_nonzero(a.abs() >= 2 ** (UV_BITS - 1 - ACT_SHIFT))) if a_peak >= 2 ** (
-        UV_BITS - 1 - ACT_SHIFT) else 0
+    wrapping = 2 ** (UV_BITS - 1 - ACT_SHIFT)  # |a| from which x leaves u's 24 bits
+    u_wraps = int(torch.count_nonzero(a.abs() >= wrapping)) if a_peak >= wrapping else 0
     return spikes, NeuronStats(a_peak, u_wraps, saturations, None if vs is None else vs.cpu().numpy())
 
 
