@@ -100,8 +100,7 @@ def run_chip_segment(spec: dict, arrays: dict[str, np.ndarray], inputs: dict[str
     Every node runs on `device` (the same integers on any), in integer tensors."""
     repeats = repeated_synapses(spec, arrays) if repeats is None else repeats
     device = torch.device(device)
-    ints: dict[str, torch.Tensor] = {k: torch.as_tensor(np.asarray(v, dtype=np.int64), device=device)
-                                     for k, v in inputs.items()}
+    ints: dict[str, torch.Tensor] = {k: num.as_int(v, k).to(device) for k, v in inputs.items()}
     stats = {}
     kept = dict.fromkeys([*(o["name"] for o in spec["outputs"]), *(probe or ())])
     last_read = {source: i for i, node in enumerate(spec["nodes"]) for source in _reads(node, repeats)}

@@ -65,9 +65,9 @@ def _numpy(x):
     return x.cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
-def _as_int(x, name: str) -> torch.Tensor:
-    """An input as an int64 tensor (a numpy array's memory shared where it already is int64); Lava casts float Vars
-    to its integer dtypes by truncation toward zero."""
+def as_int(x, name: str) -> torch.Tensor:
+    """An input as an int64 tensor (a numpy array's memory shared where it already is a writable, contiguous int64
+    one); Lava casts float Vars to its integer dtypes by truncation toward zero."""
     if not isinstance(x, torch.Tensor):
         a = np.asarray(x)
         if a.dtype.kind not in "biuf":
@@ -98,7 +98,7 @@ def wrap_signed(x: ArrayLike, bits: int) -> np.ndarray:
 
     This is what a C cast to a narrower int type does (Lava's ``var[:] = value``, channel buffers, int32 overflow)
     and also exactly Lava's Conv ``signed_clamp`` (which, despite its name, wraps)."""
-    x = _as_int(x, "x")
+    x = as_int(x, "x")
     if bits >= 64 or x.numel() == 0:
         return x
     half = 1 << (bits - 1)
@@ -114,7 +114,7 @@ def _shift(x: torch.Tensor, exp) -> torch.Tensor:
     if not isinstance(exp, torch.Tensor) and np.ndim(exp) == 0:  # one count for the whole array: one shift
         e = int(exp)
         return x if e == 0 else x << min(e, 63) if e > 0 else x >> min(-e, 63)
-    exp = _as_int(exp, "exp").to(x.device)
+    exp = as_int(exp, "exp").to(x.device)
     return torch.where(exp >= 0, x << exp.clamp(0, 63), x >> (-exp).clamp(0, 63))
 
 
@@ -128,11 +128,12 @@ def _decay(x: torch.Tensor, factor: int) -> torch.Tensor:
         return torch.zeros_like(x)
     if factor == DECAY_UNITY:  # dv = 0: |x|·2^12 >> 12 is |x|, no leak
         return x
-    if x.dtype == torch.int32:
+    sign = x.sign() if factor > 0 else -x.sign()  # a negative factor (du or dv beyond 12 bits) flips it
+    if x.dtype == torch.int32 and 0 < factor < DECAY_UNITY:
         m = x.abs()
         low = (m & (DECAY_UNITY - 1)).mul_(factor).bitwise_right_shift_(DECAY_SHIFT)
-        return m.bitwise_right_shift_(DECAY_SHIFT).mul_(factor).add_(low).mul_(x.sign())
-    return (x * factor).abs_().bitwise_right_shift_(DECAY_SHIFT).mul_(x.sign())
+        return m.bitwise_right_shift_(DECAY_SHIFT).mul_(factor).add_(low).mul_(sign)
+    return (x.to(torch.int64) * factor).abs_().bitwise_right_shift_(DECAY_SHIFT).mul_(sign)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def _sign_mode_name(mode) -> str:
 def dense_sign_mode(w: ArrayLike) -> str:
     """Lava's ``determine_sign_mode``: ``'excitatory'`` if min(w) >= 0 (this includes all-zero), else
     ``'inhibitory'`` if max(w) <= 0, else ``'mixed'``. Evaluated on the int32-stored weights."""
-    w = wrap_signed(_as_int(w, "weights"), WEIGHT_STORAGE_BITS)
+    w = wrap_signed(as_int(w, "weights"), WEIGHT_STORAGE_BITS)
     if w.min() >= 0:
         return "excitatory"
     if w.max() <= 0:
@@ -181,7 +182,7 @@ def effective_dense_weights(w: ArrayLike, num_weight_bits: int = DEFAULT_NUM_WEI
 
     Non-integer input is truncated toward zero first, as Lava's int32 weights Var does. The result is int64.
     """
-    w = wrap_signed(_as_int(w, "weights"), WEIGHT_STORAGE_BITS)
+    w = wrap_signed(as_int(w, "weights"), WEIGHT_STORAGE_BITS)
     mode = dense_sign_mode(w) if sign_mode is None else _sign_mode_name(sign_mode)
     mixed = mode == "mixed"
     n = MAX_NUM_WEIGHT_BITS - int(num_weight_bits) + int(mixed)
@@ -218,8 +219,8 @@ def dense_accumulate(w_eff: ArrayLike, s_in: ArrayLike, weight_exp: int = DEFAUL
     exponent rounds toward minus infinity, e.g. -5 >> 1 = -3), and finally ``wrap32`` because ``a_out`` is sent
     through an int32 channel buffer (the declared 16-bit precision is not enforced). Returns ``[N, out]`` int64.
     """
-    s = _as_int(s_in, "s_in")
-    w = wrap_signed(_as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS).to(s.device)
+    s = as_int(s_in, "s_in")
+    w = wrap_signed(as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS).to(s.device)
     if num_message_bits > 0:
         acc = wrap_signed(_int_matmul(wrap_signed(s, INT32_BITS), w.T), INT32_BITS)
     else:
@@ -235,7 +236,7 @@ def identity_accumulate(weight: int, weight_exp: int, s_in: ArrayLike, num_messa
     (binary: ``w · [s != 0]``; graded: in int32), then ``<< weight_exp`` or arithmetic ``>> -weight_exp``, sent
     through an int32 channel. ``w`` is rewritten as Dense rewrites its weights (:func:`effective_dense_weights`)."""
     w = int(effective_dense_weights([[weight]])[0, 0])
-    acc = wrap_signed(w * wrap_signed(_as_int(s_in, "s_in"), INT32_BITS), INT32_BITS) if num_message_bits > 0 else \
+    acc = wrap_signed(w * wrap_signed(as_int(s_in, "s_in"), INT32_BITS), INT32_BITS) if num_message_bits > 0 else \
         _spikes(s_in).to(torch.int64).mul_(w)
     return wrap_signed(_shift(acc, int(weight_exp)), INT32_BITS)
 
@@ -250,11 +251,12 @@ def delay_dense_accumulate(w_eff: ArrayLike, delays: ArrayLike, s_in: ArrayLike,
     ``acc[n, o, d] = Σ_i [delays[o, i] == d] · w[o, i] · s[n, i]`` (binary: s = [s_in != 0]; graded: each product
     in int32, as Lava multiplies int32 arrays), then shifted by ``weight_exp`` per slot, as Dense's whole sum is
     (:func:`dense_accumulate`). The buffer Lava adds it to is int32: sums wrap at 32 bits when they are sent."""
-    w = wrap_signed(_as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS)
-    d = _as_int(delays, "delays")
-    s = _as_int(s_in, "s_in")
+    w = wrap_signed(as_int(w_eff, "weights"), WEIGHT_STORAGE_BITS)
+    d = as_int(delays, "delays")
+    s = as_int(s_in, "s_in")
     s = wrap_signed(s, INT32_BITS) if num_message_bits > 0 else (s != 0).to(torch.int64)
-    acc = torch.zeros((len(s), w.shape[0], max_delay + 1), dtype=torch.int64)
+    w, d = w.to(s.device), d.to(s.device)
+    acc = torch.zeros((len(s), w.shape[0], max_delay + 1), dtype=torch.int64, device=s.device)
     for delay in torch.unique(d).tolist():
         part = torch.where(d == delay, w, 0)
         if num_message_bits > 0:
@@ -309,7 +311,7 @@ def sigma_step(a_in: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 def graded_vec_step(a_in: ArrayLike, vth: int = 0) -> np.ndarray:
     """One step of ``PyGradedVecModelFixed`` (lava/proc/graded/models.py:27): v = 0 + a_in (v is zeroed after
     every step), sent as ``v`` where ``|v| > vth``, else 0; int32 throughout. With vth 0 it sends its input sum."""
-    v = _i32(a_in)
+    v = _i32(as_int(a_in, "a_in"))
     return v if vth == 0 else torch.where(v.abs() > vth, v, 0)  # |v| > 0 sends v, and v = 0 sends 0 alike
 
 
@@ -357,8 +359,8 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     ``device``: where torch convolves and the result lies (the same integers on every device, see below).
     """
     device = torch.device(device)
-    w = wrap_signed(_as_int(w, "weight"), INT32_BITS)
-    s = _spikes(s_in) if num_message_bits <= 0 else wrap_signed(_as_int(s_in, "s_in"), INT32_BITS)
+    w = wrap_signed(as_int(w, "weight"), INT32_BITS)
+    s = _spikes(s_in) if num_message_bits <= 0 else wrap_signed(as_int(s_in, "s_in"), INT32_BITS)
     if s.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv_accumulate expects s_in [N, C, H, W] and w (Cout, Cin/g, kH, kW); "
                          f"got {tuple(s.shape)} and {tuple(w.shape)}")
@@ -389,12 +391,12 @@ def identity_conv_accumulate(weight: int, s_in: ArrayLike, num_message_bits: int
     ``[..., C, H, W]``: every sum has one term, so it is the product ``weight · s`` (``s`` binarised, or wrapped to
     int32, as the conv takes it), wrapped to 24 bits as the conv's sums are: the same integers, without the C²
     kernel. Raises ``OverflowError`` where the conv would (a product of magnitude >= 2**31)."""
-    w = int(wrap_signed(_as_int(weight, "weight"), INT32_BITS))
+    w = int(wrap_signed(as_int(weight, "weight"), INT32_BITS))
     if num_message_bits <= 0:
         s = _spikes(s_in)
         bound, acc = abs(w) * int(bool(s.any())), s.to(torch.int64).mul_(w)
     else:
-        s = wrap_signed(_as_int(s_in, "s_in"), INT32_BITS)
+        s = wrap_signed(as_int(s_in, "s_in"), INT32_BITS)
         bound, acc = abs(w) * peak(s), s * w
     if bound >= 2 ** 31:  # the largest |product|, reached
         raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
@@ -411,8 +413,8 @@ def effective_bias(bias_mant: ArrayLike, bias_exp: ArrayLike) -> np.ndarray:
 
     Both Vars are stored as int16; the shift happens in int32 (Lava's ``scale_bias``), and the right shift is
     arithmetic, so a negative mantissa with a negative exponent rounds toward minus infinity (-5 >> 1 = -3)."""
-    m = wrap_signed(_as_int(bias_mant, "bias_mant"), BIAS_STORAGE_BITS)
-    e = wrap_signed(_as_int(bias_exp, "bias_exp"), BIAS_STORAGE_BITS)
+    m = wrap_signed(as_int(bias_mant, "bias_mant"), BIAS_STORAGE_BITS)
+    e = wrap_signed(as_int(bias_exp, "bias_exp"), BIAS_STORAGE_BITS)
     # an int32 left shift by >= 32 gives 0; the int64 shift then the int32 wrap gives the same
     return wrap_signed(_shift(m, e if e.ndim else int(e)), INT32_BITS)
 
@@ -421,7 +423,7 @@ def effective_bias(bias_mant: ArrayLike, bias_exp: ArrayLike) -> np.ndarray:
 def netx_bias_mant(bias_mant: ArrayLike, bias_exp: int) -> np.ndarray:
     """The mantissa netx's fixed ``bias_exp = 6`` (``NETX_BIAS_EXP``) needs for our ``bias_mant << bias_exp``: the
     nearest (ties upward), so ``netx_bias_mant << 6`` equals ours wherever ours is a multiple of 64."""
-    b = effective_bias(_as_int(bias_mant, "bias_mant"), bias_exp)
+    b = effective_bias(as_int(bias_mant, "bias_mant"), bias_exp)
     return (b + (1 << (NETX_BIAS_EXP - 1))) >> NETX_BIAS_EXP
 
 
@@ -445,9 +447,9 @@ def lif_step(u: ArrayLike, v: ArrayLike, a_in: ArrayLike, du: int, dv: int, vth:
     24-bit range), x = -2**23 becomes +2**23, and |x| >= 3 * 2**23 (inputs with |a| >= 2**17) leaves u outside 24
     bits, to be saturated only in v. Returns ``(u', v', s)``: int64, int64, bool.
     """
-    u = wrap_signed(_as_int(u, "u"), UV_STORAGE_BITS)
-    v = wrap_signed(_as_int(v, "v"), UV_STORAGE_BITS)
-    a = wrap_signed(_as_int(a_in, "a_in"), A_IN_BITS)
+    u = wrap_signed(as_int(u, "u"), UV_STORAGE_BITS)
+    v = wrap_signed(as_int(v, "v"), UV_STORAGE_BITS)
+    a = wrap_signed(as_int(a_in, "a_in"), A_IN_BITS)
     return lif_dynamics(u, v, a, du, dv, vth, effective_bias(bias_mant, bias_exp))
 
 
@@ -461,16 +463,19 @@ def lif_dynamics(u: ArrayLike, v: ArrayLike, a: ArrayLike, du: int, dv: int, vth
     ``a_peak``: max |a| over every step the state ``u`` has seen, if the caller knows it. Below ``2**17`` (and with
     |bias| < 2**30) no sum can leave int32 and |x| < 2**24, so u stays within ``(-2**23, 2**23]`` and its one
     conditional wrap is ``((x + 2**23 - 1) mod 2**24) - (2**23 - 1)``: the same integers, computed in int32 tensors
-    (returned as such) in fewer passes. Otherwise in int64, every wrap as Lava's int32 arithmetic makes it."""
-    u, v, a, bias = (x if isinstance(x, torch.Tensor) and x.dtype in (torch.int32, torch.int64) else _as_int(x, n)
+    (returned as such; ``v`` of ``a``'s shape) in fewer passes. Otherwise in int64, every wrap as Lava's int32
+    arithmetic makes it."""
+    u, v, a, bias = (x if isinstance(x, torch.Tensor) and x.dtype in (torch.int32, torch.int64) else as_int(x, n)
                      for x, n in ((u, "u"), (v, "v"), (a, "a"), (bias, "bias")))
     current_decay, voltage_decay = DECAY_UNITY - (int(du) + DS_OFFSET), DECAY_UNITY - (int(dv) + DM_OFFSET)
-    threshold = int(vth) << VTH_SHIFT
-    if a_peak is not None and a_peak < 2 ** (UV_BITS - 1 - ACT_SHIFT) and peak(bias) < 2 ** 30:
+    # v lies in [V_MIN, V_MAX]: a threshold beyond either side compares as that side does, and fits int32
+    threshold = min(max(int(vth) << VTH_SHIFT, V_MIN - 1), V_MAX)
+    decays_shrink = all(0 <= f <= DECAY_UNITY for f in (current_decay, voltage_decay))  # du, dv within 12 bits
+    if a_peak is not None and a_peak < 2 ** (UV_BITS - 1 - ACT_SHIFT) and peak(bias) < 2 ** 30 and decays_shrink:
         u, v, a, bias = (x.to(torch.int32) for x in (u, v, a, bias.to(v.device)))
         u_new = a << ACT_SHIFT
         if current_decay:
-            u_new.add_(_decay(u, current_decay)).add_(MAX_UV_VAL - 1).bitwise_and_(2 * MAX_UV_VAL - 1)
+            u_new = (u_new + _decay(u, current_decay)).add_(MAX_UV_VAL - 1).bitwise_and_(2 * MAX_UV_VAL - 1)
             u_new.sub_(MAX_UV_VAL - 1)
         v_new = (u_new + bias).add_(_decay(v, voltage_decay)).clamp_(V_MIN, V_MAX)
         s = v_new > threshold
@@ -501,11 +506,11 @@ def inport_sum(*a: ArrayLike) -> np.ndarray:
     """What a LIF's ``a_in`` receives from several connections: the int32 channel values summed in int32.
 
     Wrapping after every addition equals one wrap of the exact int64 sum (both are the sum modulo 2**32)."""
-    terms = [_as_int(x, "a") for x in a]
+    terms = [as_int(x, "a") for x in a]
     if not terms:
         return torch.zeros((), dtype=torch.int64)
     total = terms[0] if len(terms) == 1 else terms[0] + terms[1]  # one term is its own sum: no copy (callers never
     # write to the result); the terms after the second are added in place
-    for x in terms[2:]:
-        total.add_(x)  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
+    for x in terms[2:]:  # int64 overflow wraps modulo 2**64, a multiple of 2**32: the final wrap is still exact
+        total = total.add_(x) if x.shape == total.shape else total + x
     return wrap_signed(total, INT32_BITS)

@@ -29,7 +29,7 @@ def to_chip(entry: dict, value: torch.Tensor) -> np.ndarray:
 def from_chip(node: dict, arrays: dict[str, np.ndarray], value: np.ndarray) -> torch.Tensor:
     """A chip neuron layer's values as the host reads them, float32: a LIF's spikes as 0/1; a relay's graded spikes
     back in float units, a / σ + the bias it does not send (`node`: the layer's spec entry)."""
-    value = torch.as_tensor(value)
+    value = torch.from_numpy(np.require(value, requirements=("C", "W")))  # as Lava's or our runner returned it
     if node["op"] != "relay":
         return value.to(torch.float32)
     out = value.to(torch.float64).div_(node["scale"])  # in place: relays are the largest layers

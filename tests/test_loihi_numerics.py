@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from snn2hw.hardware_sims import loihi_formats as lf
 from snn2hw.hardware_sims import loihi_numerics as ln
@@ -186,6 +187,25 @@ def test_lif_reset_schedule():
 
 def test_inport_sum_wraps_in_int32():
     np.testing.assert_array_equal(ln.inport_sum([2 ** 31 - 1], [1], [5]), [-2 ** 31 + 5])
+    np.testing.assert_array_equal(ln.inport_sum(1, 2, np.array([1, 2, 3])), [4, 5, 6])  # terms broadcast
+
+
+@pytest.mark.parametrize("du, dv, vth", [(4095, 2048, 2 ** 25 + 3), (5000, 0, 100), (0, 4100, 10), (0, 0, -3)])
+def test_lif_dynamics_int32_path_equals_the_int64_path_beyond_lavas_formats(du, dv, vth):
+    """Parameters outside Lava's 12-bit decays and 17-bit threshold (which chip specs are not checked against
+    here): a threshold whose << 6 leaves int32, negative decay factors. The path given the input's peak computes
+    what the general one does, step by step."""
+    a = torch.as_tensor(np.random.default_rng(0).integers(-2 ** 16, 2 ** 16, (5, 2, 64)))
+    bias = ln.effective_bias(torch.arange(-64, 64, 2), 3)
+    state = {"int64": (torch.zeros(2, 64, dtype=torch.int64),) * 2, "peak": (torch.zeros(2, 64, dtype=torch.int64),) * 2}
+    for t in range(len(a)):
+        *state["int64"], s64 = ln.lif_dynamics(*state["int64"], a[t], du, dv, vth, bias)
+        *state["peak"], s32 = ln.lif_dynamics(*state["peak"], a[t], du, dv, vth, bias, a_peak=2 ** 16)
+        assert torch.equal(s64, s32) and all(torch.equal(x, y.long()) for x, y in zip(state["int64"], state["peak"]))
+
+
+def test_graded_vec_step_takes_numpy_with_a_threshold():
+    np.testing.assert_array_equal(ln.graded_vec_step(np.array([1, -5, 2]), vth=1), [0, -5, 2])
 
 
 def test_run_dense_lif_reproduces_the_environment_check():
