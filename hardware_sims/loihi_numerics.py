@@ -108,6 +108,19 @@ def wrap_signed(x: ArrayLike, bits: int) -> np.ndarray:
     return ((x + half) & ((1 << bits) - 1)) - half
 
 
+def _int32_and_peak(x, name: str) -> tuple[torch.Tensor, int]:
+    """A graded input as it arrives through an int32 channel (``wrap32``) and its max |value|, from one read of its
+    range where it is within int32 already (the usual case)."""
+    x = as_int(x, name)
+    if x.numel() == 0:
+        return x, 0
+    lo, hi = (int(m) for m in torch.aminmax(x))
+    if -2 ** (INT32_BITS - 1) <= lo and hi < 2 ** (INT32_BITS - 1):
+        return x, max(-lo, hi)
+    x = wrap_signed(x, INT32_BITS)
+    return x, peak(x)
+
+
 def _shift(x: torch.Tensor, exp) -> torch.Tensor:
     """``x << exp`` where exp >= 0, else ``x >> -exp`` (arithmetic: floors), in int64. Counts are capped at 63:
     numpy and torch define int64 shifts by >= 64 as 0 (left) / sign fill (right), which is what a cap gives too."""
@@ -235,10 +248,16 @@ def identity_accumulate(weight: int, weight_exp: int, s_in: ArrayLike, num_messa
     lava/proc/sparse/models.py:77-107), as the next process receives it (one step later): ``w · s`` per neuron
     (binary: ``w · [s != 0]``; graded: in int32), then ``<< weight_exp`` or arithmetic ``>> -weight_exp``, sent
     through an int32 channel. ``w`` is rewritten as Dense rewrites its weights (:func:`effective_dense_weights`)."""
-    w = int(effective_dense_weights([[weight]])[0, 0])
-    acc = wrap_signed(w * wrap_signed(as_int(s_in, "s_in"), INT32_BITS), INT32_BITS) if num_message_bits > 0 else \
-        _spikes(s_in).to(torch.int64).mul_(w)
-    return wrap_signed(_shift(acc, int(weight_exp)), INT32_BITS)
+    w, e = int(effective_dense_weights([[weight]])[0, 0]), int(weight_exp)
+    if num_message_bits > 0:
+        s, s_peak = _int32_and_peak(s_in, "s_in")
+        acc, bound = s * w, abs(w) * s_peak
+        if bound >= 2 ** (INT32_BITS - 1):
+            acc, bound = wrap_signed(acc, INT32_BITS), 2 ** (INT32_BITS - 1)
+    else:
+        acc, bound = _spikes(s_in).to(torch.int64).mul_(w), abs(w)
+    acc = _shift(acc, e)  # a right shift keeps int32 values in int32; a left one may leave it
+    return wrap_signed(acc, INT32_BITS) if e > 0 and bound << e >= 2 ** (INT32_BITS - 1) else acc
 
 
 @numpy_or_torch
@@ -360,14 +379,14 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
     """
     device = torch.device(device)
     w = wrap_signed(as_int(w, "weight"), INT32_BITS)
-    s = _spikes(s_in) if num_message_bits <= 0 else wrap_signed(as_int(s_in, "s_in"), INT32_BITS)
+    s, s_peak = (_spikes(s_in), None) if num_message_bits <= 0 else _int32_and_peak(s_in, "s_in")
     if s.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv_accumulate expects s_in [N, C, H, W] and w (Cout, Cin/g, kH, kW); "
                          f"got {tuple(s.shape)} and {tuple(w.shape)}")
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]
     bound = peak(w) * fan_in
-    if s.dtype != torch.bool:
-        bound *= peak(s)
+    if s_peak is not None:
+        bound *= s_peak
     elif bound >= 2 ** (CONV_OUT_BITS - 1):  # binary: 1 bounds the input unless none spikes, worth a read only here
         bound *= int(bool(s.any()))
     if bound >= FLOAT64_EXACT_LIMIT:
@@ -396,8 +415,8 @@ def identity_conv_accumulate(weight: int, s_in: ArrayLike, num_message_bits: int
         s = _spikes(s_in)
         bound, acc = abs(w) * int(bool(s.any())), s.to(torch.int64).mul_(w)
     else:
-        s = wrap_signed(as_int(s_in, "s_in"), INT32_BITS)
-        bound, acc = abs(w) * peak(s), s * w
+        s, s_peak = _int32_and_peak(s_in, "s_in")
+        bound, acc = abs(w) * s_peak, s * w
     if bound >= 2 ** 31:  # the largest |product|, reached
         raise OverflowError("conv accumulation reaches 2**31: Lava's float64→int32 cast is undefined there")
     return acc if bound < 2 ** (CONV_OUT_BITS - 1) else wrap_signed(acc, CONV_OUT_BITS)

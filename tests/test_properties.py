@@ -98,6 +98,18 @@ def test_lif_dynamics_given_the_input_peak_equals_the_big_int_reference_over_a_r
 
 
 @PROPERTY
+@given(st.lists(ANY_INT64, min_size=1, max_size=12), st.integers(-300, 300), st.integers(-10, 10), st.booleans())
+def test_identity_accumulate_equals_the_big_int_reference(s, weight, exp, graded):
+    """A one-to-one Sparse: w (one weight's Dense rewrite: clipped to ±255) times the input (graded: through an int32
+    channel; binary: s != 0), the product in int32, shifted, sent through an int32 channel."""
+    w = max(-lf.WEIGHT_MAX, min(weight, lf.WEIGHT_MAX))
+    want = [_wrap(_shift(_wrap(w * _wrap(x, lf.INT32_BITS), lf.INT32_BITS) if graded else w * (x != 0), exp),
+                  lf.INT32_BITS) for x in s]
+    got = ln.identity_accumulate(weight, exp, np.array(s, dtype=np.int64), num_message_bits=24 if graded else 0)
+    assert got.tolist() == want
+
+
+@PROPERTY
 @given(NEURONS, DECAYS, DECAYS, VTHS)
 def test_lif_state_stays_in_its_declared_widths(neurons, du, dv, vth):
     u, v, _ = _step(neurons, du, dv, vth)
