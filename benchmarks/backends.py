@@ -33,8 +33,8 @@ def fixed_vs_float() -> list[dict]:
             t = alternately({"float": lambda: c.model(x), "folded": lambda: c.folded.run(x),
                              "fixed": lambda: run_fixed(c.fixed, x)})
         stream = any(isinstance(n, ir.Add) for n in c.source.nodes.values())
-        rows.append({"arch": arch, "residual": c.residual if stream else "-", "batch": batch, **{f"{k}_ms_per_sample": round(v / batch * 1e3, 3)
-                                                       for k, v in t.items()},
+        rows.append({"arch": arch, "residual": c.residual if stream else "-", "batch": batch,
+                     **{f"{k}_ms_per_sample": round(v / batch * 1e3, 3) for k, v in t.items()},
                      "fixed_over_float": round(t["fixed"] / t["float"], 2)})
     return rows
 

@@ -112,11 +112,9 @@ def _int32_and_peak(x, name: str) -> tuple[torch.Tensor, int]:
     """A graded input as it arrives through an int32 channel (``wrap32``) and its max |value|, from one read of its
     range where it is within int32 already (the usual case)."""
     x = as_int(x, name)
-    if x.numel() == 0:
-        return x, 0
-    lo, hi = (int(m) for m in torch.aminmax(x))
-    if -2 ** (INT32_BITS - 1) <= lo and hi < 2 ** (INT32_BITS - 1):
-        return x, max(-lo, hi)
+    x_peak = peak(x)
+    if x_peak < 2 ** (INT32_BITS - 1):
+        return x, x_peak
     x = wrap_signed(x, INT32_BITS)
     return x, peak(x)
 
@@ -166,7 +164,6 @@ def _sign_mode_name(mode) -> str:
     return m
 
 
-@numpy_or_torch
 def dense_sign_mode(w: ArrayLike) -> str:
     """Lava's ``determine_sign_mode``: ``'excitatory'`` if min(w) >= 0 (this includes all-zero), else
     ``'inhibitory'`` if max(w) <= 0, else ``'mixed'``. Evaluated on the int32-stored weights."""
@@ -357,6 +354,12 @@ def _spikes(x) -> torch.Tensor:
     return torch.from_numpy(np.asarray(x) != 0)
 
 
+def _binary_bound(weight_bound: int, s: torch.Tensor) -> int:
+    """The largest |sum| of binary inputs `s` under weights whose sums reach at most `weight_bound`: that bound, or
+    0 where nothing spikes. The input is read only where the bound could reach the 24-bit wrap (where it matters)."""
+    return weight_bound if weight_bound < 2 ** (CONV_OUT_BITS - 1) else weight_bound * int(bool(s.any()))
+
+
 @numpy_or_torch
 def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation=1, groups: int = 1,
                     num_message_bits: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
@@ -384,11 +387,7 @@ def conv_accumulate(w: ArrayLike, s_in: ArrayLike, stride=1, padding=0, dilation
         raise ValueError(f"conv_accumulate expects s_in [N, C, H, W] and w (Cout, Cin/g, kH, kW); "
                          f"got {tuple(s.shape)} and {tuple(w.shape)}")
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-    bound = peak(w) * fan_in
-    if s_peak is not None:
-        bound *= s_peak
-    elif bound >= 2 ** (CONV_OUT_BITS - 1):  # binary: 1 bounds the input unless none spikes, worth a read only here
-        bound *= int(bool(s.any()))
+    bound = peak(w) * fan_in * s_peak if s_peak is not None else _binary_bound(peak(w) * fan_in, s)
     if bound >= FLOAT64_EXACT_LIMIT:
         raise OverflowError("conv inputs can reach 2**53: neither Lava's float64 conv nor ours is exact there")
     # float32 convolutions are several times faster (oneDNN, direct algorithm) and just as exact below 2**24
@@ -413,7 +412,7 @@ def identity_conv_accumulate(weight: int, s_in: ArrayLike, num_message_bits: int
     w = int(wrap_signed(as_int(weight, "weight"), INT32_BITS))
     if num_message_bits <= 0:
         s = _spikes(s_in)
-        bound, acc = abs(w) * int(bool(s.any())), s.to(torch.int64).mul_(w)
+        bound, acc = _binary_bound(abs(w), s), s.to(torch.int64).mul_(w)
     else:
         s, s_peak = _int32_and_peak(s_in, "s_in")
         bound, acc = abs(w) * s_peak, s * w
@@ -438,11 +437,10 @@ def effective_bias(bias_mant: ArrayLike, bias_exp: ArrayLike) -> np.ndarray:
     return wrap_signed(_shift(m, e if e.ndim else int(e)), INT32_BITS)
 
 
-@numpy_or_torch
 def netx_bias_mant(bias_mant: ArrayLike, bias_exp: int) -> np.ndarray:
     """The mantissa netx's fixed ``bias_exp = 6`` (``NETX_BIAS_EXP``) needs for our ``bias_mant << bias_exp``: the
     nearest (ties upward), so ``netx_bias_mant << 6`` equals ours wherever ours is a multiple of 64."""
-    b = effective_bias(as_int(bias_mant, "bias_mant"), bias_exp)
+    b = effective_bias(bias_mant, bias_exp)
     return (b + (1 << (NETX_BIAS_EXP - 1))) >> NETX_BIAS_EXP
 
 

@@ -47,8 +47,8 @@ TRIM_THRESHOLD_MAX = 2 ** 31 - 1
 def reuse_freed_memory() -> bool:
     """Keep the memory a batch's tensors free in the process, for the next ones, instead of giving it back to the
     system. glibc returns every block above its mmap threshold (32 MiB at most) on free, and trims the heap's top, so
-    each large tensor of each step is fresh memory the kernel faults in and zeroes again: a third of the fixed-point
-    simulator's time on gac-msresnet18-cifar (`make bench BENCH_ARGS="--only allocator"`, BENCHMARKS.md).
+    each large tensor of each step is fresh memory the kernel faults in and zeroes again: a fifth to a third of the
+    fixed-point simulator's time on gac-msresnet18-cifar (`make bench BENCH_ARGS="--only allocator"`, BENCHMARKS.md).
     PyTorch's CPU tuning guide preloads a caching allocator (jemalloc, tcmalloc) for the same reason; glibc's own
     `mallopt` does it without one: large blocks from the heap (mmap only where the heap cannot grow) and 2 GiB of free
     top kept. Without glibc (macOS, musl) nothing changes. → whether the policy is in place."""
